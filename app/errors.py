@@ -1,0 +1,75 @@
+"""Domain errors. They know nothing about HTTP: `app.http_errors` maps them to statuses."""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base of every error the service reports to a client."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(ServingError):
+    """The request body is malformed."""
+
+    code = "invalid_input"
+
+
+class ValidationFailed(ServingError):
+    """The body parsed, but a field is missing, mistyped or out of range."""
+
+    code = "validation_failed"
+
+
+class UnsupportedMediaType(ServingError):
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServingError):
+    code = "payload_too_large"
+
+
+class ImageTooLarge(PayloadTooLarge):
+    code = "image_too_large"
+
+
+class ModelNotFound(ServingError):
+    code = "model_not_found"
+
+
+class WrongModelKind(ServingError):
+    """The model exists but does not serve this endpoint (an image to a fraud model)."""
+
+    code = "wrong_model_kind"
+
+
+class ModelNotReady(ServingError):
+    code = "model_not_ready"
+
+
+class Overloaded(ServingError):
+    """The model's queue is full; the client should retry after `retry_after_s`."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(ServingError):
+    code = "deadline_exceeded"
+
+
+class InferenceFailed(ServingError):
+    """ONNX Runtime failed on a batch; only that batch's requests see this."""
+
+    code = "inference_failed"
+
+
+class ShuttingDown(ServingError):
+    code = "shutting_down"

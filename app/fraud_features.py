@@ -1,0 +1,40 @@
+"""The 15 fraud-model inputs, named once for training and serving alike.
+
+The definitions follow the fraud benchmark's handbook. `training/` computes these columns
+from transaction history; the service receives the behavioural ones from the client and
+derives the calendar ones from the timestamp with the functions below.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+WINDOWS_DAYS = (1, 7, 30)
+NIGHT_HOURS = range(0, 7)  # 00:00:00 to 06:59:59
+TERMINAL_DELAY_DAYS = 7  # fraud labels are known about a week later
+
+# Model column -> the transaction field that carries it in the API.
+BEHAVIOURAL_FIELDS: dict[str, str] = {}
+for _n in WINDOWS_DAYS:
+    BEHAVIOURAL_FIELDS[f"CUSTOMER_ID_NB_TX_{_n}DAY_WINDOW"] = f"customer_nb_tx_{_n}d"
+    BEHAVIOURAL_FIELDS[f"CUSTOMER_ID_AVG_AMOUNT_{_n}DAY_WINDOW"] = f"customer_avg_amount_{_n}d"
+for _n in WINDOWS_DAYS:
+    BEHAVIOURAL_FIELDS[f"TERMINAL_ID_NB_TX_{_n}DAY_WINDOW"] = f"terminal_nb_tx_{_n}d"
+    BEHAVIOURAL_FIELDS[f"TERMINAL_ID_RISK_{_n}DAY_WINDOW"] = f"terminal_risk_{_n}d"
+
+FEATURES: tuple[str, ...] = (
+    "TX_AMOUNT",
+    "TX_DURING_WEEKEND",
+    "TX_DURING_NIGHT",
+    *BEHAVIOURAL_FIELDS,
+)
+
+
+def is_weekend(timestamp: datetime) -> bool:
+    """Saturday or Sunday, in the timestamp's own wall-clock time."""
+    return timestamp.weekday() >= 5
+
+
+def is_night(timestamp: datetime) -> bool:
+    """Between midnight and 06:59:59, in the timestamp's own wall-clock time."""
+    return timestamp.hour in NIGHT_HOURS

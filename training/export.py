@@ -1,0 +1,93 @@
+"""ONNX export: graph, checker, ONNX Runtime parity, and the model card, as one new version."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from app.model_card import ModelCard
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime does not reproduce PyTorch's outputs."""
+
+
+def next_version(model_dir: Path) -> int:
+    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
+                output_name: str) -> None:
+    """Export with a dynamic batch axis and run the ONNX checker."""
+    module = module.eval().cpu()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            module,
+            (example.cpu(),),
+            str(path),
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
+    """Max |ORT - PyTorch| over batches of 1 and 64 real inputs; raises past the tolerance."""
+    module = module.eval().cpu()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    worst = 0.0
+    for batch in (1, 64):
+        rows = inputs[:batch]
+        if len(rows) < batch:
+            rows = np.resize(rows, (batch, *inputs.shape[1:]))
+        with torch.no_grad():
+            expected = module(torch.from_numpy(np.ascontiguousarray(rows))).numpy()
+        (actual,) = session.run(None, {input_name: rows})
+        worst = max(worst, float(np.max(np.abs(actual - expected))))
+    if worst > PARITY_TOLERANCE:
+        raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
+    return worst
+
+
+def publish(module: nn.Module, example_inputs: np.ndarray, card_fields: dict, models_dir: Path,
+            name: str) -> Path:
+    """Export, check, and write `<models_dir>/<name>/<next version>/`; never overwrites."""
+    model_dir = models_dir / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        onnx_path = staging / "model.onnx"
+        input_name, output_name = card_fields["inputs"][0]["name"], card_fields["outputs"][0]["name"]
+        export_onnx(module, torch.from_numpy(example_inputs[:2]), onnx_path, input_name, output_name)
+        difference = check_parity(module, onnx_path, example_inputs)
+        metrics = {**card_fields.get("metrics", {}), "onnx_parity_max_abs_diff": difference}
+        while True:
+            version = next_version(model_dir)
+            card = ModelCard.model_validate({**card_fields, "name": name, "version": version,
+                                             "metrics": metrics})
+            (staging / "model.json").write_text(card.model_dump_json(indent=2) + "\n")
+            target = model_dir / str(version)
+            try:
+                staging.rename(target)  # atomic; fails if another run took this version
+            except OSError:
+                continue
+            return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

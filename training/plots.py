@@ -1,0 +1,83 @@
+"""Plots written next to a run's metrics: curves, schedules, confusion matrices, ROC and PR."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def training_curves(history: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch (train and validation), and the learning rate per epoch."""
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for key in ("train_loss", "val_loss"):
+        if key in history[0]:
+            axes[0].plot(epochs, [h[key] for h in history], marker="o", label=key)
+    axes[0].set(title="loss", xlabel="epoch")
+    for key in ("train_accuracy", "val_accuracy", "val_auc"):
+        if key in history[0]:
+            axes[1].plot(epochs, [h[key] for h in history], marker="o", label=key)
+    axes[1].set(title="accuracy / AUC", xlabel="epoch")
+    axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
+    axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
+    for ax in axes[:2]:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def lr_schedule(lrs: Sequence[float], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(np.arange(len(lrs)), lrs)
+    ax.set(title="learning-rate schedule", xlabel="step", ylabel="lr")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: list[str],
+                     path: Path) -> np.ndarray:
+    k = len(classes)
+    matrix = np.zeros((k, k), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    fig, ax = plt.subplots(figsize=(1 + 0.7 * k, 1 + 0.6 * k))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(k), classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), classes)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix (test)")
+    for i in range(k):
+        for j in range(k):
+            colour = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return matrix
+
+
+def roc_and_pr(labels: np.ndarray, scores: np.ndarray, path: Path) -> None:
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+    fpr, tpr, _ = roc_curve(labels, scores)
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    axes[0].plot(fpr, tpr, label=f"AUC {roc_auc_score(labels, scores):.3f}")
+    axes[0].plot([0, 1], [0, 1], "k--", alpha=0.4)
+    axes[0].set(title="ROC", xlabel="false positive rate", ylabel="true positive rate")
+    axes[1].plot(recall, precision, label=f"AP {average_precision_score(labels, scores):.3f}")
+    axes[1].set(title="precision-recall", xlabel="recall", ylabel="precision")
+    for ax in axes:
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
