@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ServingError(Exception):
     """Base of every error the service reports to a client."""
@@ -23,6 +25,24 @@ class ValidationFailed(ServingError):
     """The body parsed, but a field is missing, mistyped or out of range."""
 
     code = "validation_failed"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+    @classmethod
+    def from_pydantic(cls, problems: list[Any]) -> ValidationFailed:
+        """One readable line naming each bad field, plus the per-field details."""
+        details = [
+            {"field": ".".join(str(part) for part in p["loc"]), "message": p["msg"]}
+            for p in problems
+        ]
+        message = "; ".join(
+            f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details[:5]
+        )
+        if len(details) > 5:
+            message += f"; and {len(details) - 5} more"
+        return cls(message, details)
 
 
 class UnsupportedMediaType(ServingError):

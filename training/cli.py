@@ -43,11 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     }
     try:
         from training.fraud import FraudConfig, train_fraud
+
         runners["fraud"] = (FraudConfig, train_fraud)
     except ImportError:
         pass
     for name, (config_type, run) in runners.items():
-        sub = commands.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None)
+        sub = commands.add_parser(
+            name, help=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None
+        )
         _add_config_flags(sub, config_type)
     args = vars(parser.parse_args(argv))
     config_type, run = runners[args.pop("command")]

@@ -38,12 +38,18 @@ class ResNetSmall(nn.Module):
     LOGIT_SCALE = 0.125
 
     def __init__(
-        self, num_classes: int, widths: Sequence[int] = (64, 128, 256), stem: int = 32,
+        self,
+        num_classes: int,
+        widths: Sequence[int] = (64, 128, 256),
+        stem: int = 32,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.constructor_args = {
-            "num_classes": num_classes, "widths": list(widths), "stem": stem, "dropout": dropout,
+            "num_classes": num_classes,
+            "widths": list(widths),
+            "stem": stem,
+            "dropout": dropout,
         }
         stages, cin = [], stem
         for width in widths:

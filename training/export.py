@@ -28,8 +28,9 @@ def next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: Path, input_name: str,
-                output_name: str) -> None:
+def export_onnx(
+    module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str
+) -> None:
     """Export with a dynamic batch axis and run the ONNX checker."""
     module = module.eval().cpu()
     with warnings.catch_warnings():
@@ -66,22 +67,29 @@ def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
     return worst
 
 
-def publish(module: nn.Module, example_inputs: np.ndarray, card_fields: dict, models_dir: Path,
-            name: str) -> Path:
+def publish(
+    module: nn.Module, example_inputs: np.ndarray, card_fields: dict, models_dir: Path, name: str
+) -> Path:
     """Export, check, and write `<models_dir>/<name>/<next version>/`; never overwrites."""
     model_dir = models_dir / name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         onnx_path = staging / "model.onnx"
-        input_name, output_name = card_fields["inputs"][0]["name"], card_fields["outputs"][0]["name"]
-        export_onnx(module, torch.from_numpy(example_inputs[:2]), onnx_path, input_name, output_name)
+        input_name, output_name = (
+            card_fields["inputs"][0]["name"],
+            card_fields["outputs"][0]["name"],
+        )
+        export_onnx(
+            module, torch.from_numpy(example_inputs[:2]), onnx_path, input_name, output_name
+        )
         difference = check_parity(module, onnx_path, example_inputs)
         metrics = {**card_fields.get("metrics", {}), "onnx_parity_max_abs_diff": difference}
         while True:
             version = next_version(model_dir)
-            card = ModelCard.model_validate({**card_fields, "name": name, "version": version,
-                                             "metrics": metrics})
+            card = ModelCard.model_validate(
+                {**card_fields, "name": name, "version": version, "metrics": metrics}
+            )
             (staging / "model.json").write_text(card.model_dump_json(indent=2) + "\n")
             target = model_dir / str(version)
             try:

@@ -101,9 +101,11 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     x_train, y_train = x_all[train_idx], y_all[train_idx]
     x_val, y_val = x_all[val_idx], y_all[val_idx]
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # scaling fitted on training data only
-    print(f"window from {cfg.train_start}: {len(x_train)} train ({int(y_train.sum())} frauds), "
-          f"{len(x_val)} validation ({int(y_val.sum())}), {len(window.test)} test "
-          f"({int(window.test['TX_FRAUD'].sum())})")
+    print(
+        f"window from {cfg.train_start}: {len(x_train)} train ({int(y_train.sum())} frauds), "
+        f"{len(x_val)} validation ({int(y_val.sum())}), {len(window.test)} test "
+        f"({int(window.test['TX_FRAUD'].sum())})"
+    )
 
     # Model
     mlp = FraudMLP(len(FEATURES), cfg.hidden, cfg.dropout)
@@ -127,7 +129,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
             lr = cfg.lr * lr_multiplier(cfg.schedule, step, total_steps, cfg.warmup_fraction)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             logits = mlp((xt[batch] - model.mean) / model.std)
             loss = F.binary_cross_entropy_with_logits(logits, yt[batch], pos_weight=pos_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -137,10 +139,18 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
             bar.set_postfix(loss=f"{loss_sum / ((i + 1) * cfg.batch_size):.4f}", lr=f"{lr:.2e}")
         val_scores = _predict(model, x_val)
         val_auc = float(roc_auc_score(y_val, val_scores))
-        val_loss = float(F.binary_cross_entropy(torch.from_numpy(val_scores).clamp(1e-7, 1 - 1e-7),
-                                                torch.from_numpy(y_val)))
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / len(xt), "val_loss": val_loss,
-                  "val_auc": val_auc, "lr": lr}
+        val_loss = float(
+            F.binary_cross_entropy(
+                torch.from_numpy(val_scores).clamp(1e-7, 1 - 1e-7), torch.from_numpy(y_val)
+            )
+        )
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / len(xt),
+            "val_loss": val_loss,
+            "val_auc": val_auc,
+            "lr": lr,
+        }
         history.append(record)
         print(json.dumps(record))
         if val_auc > best_auc:
@@ -156,22 +166,29 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
 
     # Evaluate
     test_scores = _predict(model, feature_matrix(window.test))
-    metrics: dict[str, float | str] = {f"test_{k}": v for k, v in
-                                       fraud_metrics(window.test, test_scores).items()}
+    metrics: dict[str, float | str] = {
+        f"test_{k}": v for k, v in fraud_metrics(window.test, test_scores).items()
+    }
     metrics["validation_auc_roc"] = best_auc
-    metrics["window"] = (f"train {cfg.train_start} +{cfg.train_days}d, delay {cfg.delay_days}d, "
-                         f"test {cfg.test_days}d")
+    metrics["window"] = (
+        f"train {cfg.train_start} +{cfg.train_days}d, delay {cfg.delay_days}d, "
+        f"test {cfg.test_days}d"
+    )
     print(json.dumps(metrics))
 
     # Thresholds
     val_scores = _predict(model, x_val)
-    review, decline = choose_thresholds(val_scores, y_val, cfg.review_alert_rate,
-                                        cfg.decline_precision)
-    rule = (f"review: the top {cfg.review_alert_rate:.1%} of validation transactions by score; "
-            f"decline: the lowest score at which validation precision is at least "
-            f"{cfg.decline_precision:.0%}")
-    (run_dir / "metrics.json").write_text(json.dumps(
-        {"history": history, "test": metrics, "thresholds": [review, decline]}, indent=2))
+    review, decline = choose_thresholds(
+        val_scores, y_val, cfg.review_alert_rate, cfg.decline_precision
+    )
+    rule = (
+        f"review: the top {cfg.review_alert_rate:.1%} of validation transactions by score; "
+        f"decline: the lowest score at which validation precision is at least "
+        f"{cfg.decline_precision:.0%}"
+    )
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"history": history, "test": metrics, "thresholds": [review, decline]}, indent=2)
+    )
     plots.training_curves(history, run_dir / "curves.png")
     plots.roc_and_pr(window.test["TX_FRAUD"].to_numpy(), test_scores, run_dir / "roc_pr.png")
     if not cfg.export:
@@ -181,7 +198,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     card = {
         "kind": "tabular_classifier",
         "description": f"Fraud-scoring MLP {[len(FEATURES), *cfg.hidden, 1]} over the "
-                       "benchmark's 15 transaction features",
+        "benchmark's 15 transaction features",
         "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(FEATURES)]}],
         "outputs": [{"name": "fraud_probability", "dtype": "float32", "shape": [None, 1]}],
         "output_transform": "none",
@@ -198,8 +215,9 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     return target
 
 
-def choose_thresholds(scores: np.ndarray, labels: np.ndarray, review_rate: float,
-                      decline_precision: float) -> tuple[float, float]:
+def choose_thresholds(
+    scores: np.ndarray, labels: np.ndarray, review_rate: float, decline_precision: float
+) -> tuple[float, float]:
     """(review, decline) by the rule recorded in the model card."""
     review = float(np.quantile(scores, 1.0 - review_rate))
     order = np.argsort(-scores, kind="stable")
@@ -217,12 +235,13 @@ def _predict(model: ServingFraudModel, x: np.ndarray) -> np.ndarray:
     return model(torch.from_numpy(x)).squeeze(1).numpy()
 
 
-def _stratified_split(labels: np.ndarray, fraction: float,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _stratified_split(
+    labels: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     train, val = [], []
     for value in (0, 1):
         idx = rng.permutation(np.nonzero(labels == value)[0])
-        cut = int(round(len(idx) * fraction))
+        cut = round(len(idx) * fraction)
         val.append(idx[:cut])
         train.append(idx[cut:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

@@ -39,7 +39,9 @@ def load_transactions(path: str) -> pd.DataFrame:
 
 def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the benchmark's 15 inputs to a frame with the raw CSV columns."""
-    frame = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(drop=True)
+    frame = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(
+        drop=True
+    )
     when = frame["TX_DATETIME"]
     frame["TX_DURING_WEEKEND"] = (when.dt.weekday >= 5).astype(np.int64)
     frame["TX_DURING_NIGHT"] = when.dt.hour.isin(NIGHT_HOURS).astype(np.int64)
@@ -62,7 +64,9 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
         count = _align(whole.count(), frame) - delay_count
         frauds = _align(whole.sum(), frame) - delay_frauds
         frame[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count
-        frame[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(count > 0, frauds / np.maximum(count, 1), 0.0)
+        frame[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(
+            count > 0, frauds / np.maximum(count, 1), 0.0
+        )
     return frame
 
 
@@ -77,8 +81,13 @@ class Window:
     test: pd.DataFrame
 
 
-def split_window(frame: pd.DataFrame, train_start: str, train_days: int = 7,
-                 delay_days: int = 7, test_days: int = 7) -> Window:
+def split_window(
+    frame: pd.DataFrame,
+    train_start: str,
+    train_days: int = 7,
+    delay_days: int = 7,
+    test_days: int = 7,
+) -> Window:
     """The benchmark's train / delay / test split, with known-compromised cards removed."""
     start = pd.Timestamp(train_start)
     day = pd.Timedelta(days=1)
@@ -94,8 +103,12 @@ def split_window(frame: pd.DataFrame, train_start: str, train_days: int = 7,
         day_start = test_start + i * day
         # Frauds up to (delay start + i - 1 days) are known by test day i.
         known_until = train_end + (i - 1) * day
-        known |= set(frame.loc[(when >= train_end) & (when < known_until + day)
-                               & (frame["TX_FRAUD"] == 1), "CUSTOMER_ID"])
+        known |= set(
+            frame.loc[
+                (when >= train_end) & (when < known_until + day) & (frame["TX_FRAUD"] == 1),
+                "CUSTOMER_ID",
+            ]
+        )
         today = test[(test["TX_DATETIME"] >= day_start) & (test["TX_DATETIME"] < day_start + day)]
         kept.append(today[~today["CUSTOMER_ID"].isin(known)])
     return Window(train=train, test=pd.concat(kept))

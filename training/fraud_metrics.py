@@ -12,12 +12,14 @@ def card_precision_top_k(test: pd.DataFrame, scores: np.ndarray, k: int = 100) -
 
     Cards found on an earlier day are left out of later days, as the benchmark prescribes.
     """
-    frame = pd.DataFrame({
-        "day": test["TX_DATETIME"].dt.normalize().to_numpy(),
-        "customer": test["CUSTOMER_ID"].to_numpy(),
-        "label": test["TX_FRAUD"].to_numpy(),
-        "score": scores,
-    })
+    frame = pd.DataFrame(
+        {
+            "day": test["TX_DATETIME"].dt.normalize().to_numpy(),
+            "customer": test["CUSTOMER_ID"].to_numpy(),
+            "label": test["TX_FRAUD"].to_numpy(),
+            "score": scores,
+        }
+    )
     detected: set[int] = set()
     precisions = []
     for _, day in frame.groupby("day", sort=True):

@@ -74,7 +74,9 @@ def load_split(
     files: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
-        paths = sorted(p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths = sorted(
+            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+        )
         if per_class_limit is not None and len(paths) > per_class_limit:
             chosen = rng.choice(len(paths), per_class_limit, replace=False)
             paths = [paths[i] for i in sorted(chosen)]
@@ -96,7 +98,9 @@ def _decode_all(files: list[Path], prep: ImagePreprocessing, description: str) -
 
     out = np.empty((len(files), prep.height, prep.width, 3), dtype=np.uint8)
     with ThreadPoolExecutor() as pool:
-        for i, pixels in enumerate(tqdm(pool.map(decode, files), total=len(files), desc=description)):
+        for i, pixels in enumerate(
+            tqdm(pool.map(decode, files), total=len(files), desc=description)
+        ):
             out[i] = pixels
     return out
 
@@ -124,7 +128,9 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # [n, 1, h, 1]
         cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # [n, 1, 1, w]
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+        x = padded[
+            torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
+        ]
     if flip:
         mirrored = torch.rand(n, generator=generator) < 0.5
         x = torch.where(mirrored[:, None, None, None], x.flip(3), x)

@@ -19,7 +19,14 @@ from app.model_card import ImagePreprocessing, Normalization
 from training import plots
 from training.cnn import ResNetSmall, ServingImageModel
 from training.export import publish
-from training.image_data import ImageSet, augment, list_classes, load_split, resolve_root, to_float_nchw
+from training.image_data import (
+    ImageSet,
+    augment,
+    list_classes,
+    load_split,
+    resolve_root,
+    to_float_nchw,
+)
 from training.provenance import current_provenance
 from training.schedules import ScheduleName, lr_multiplier
 
@@ -71,22 +78,31 @@ def train_images(cfg: ImageConfig) -> Path | None:
     root = resolve_root(cfg.data)
     classes = list_classes(root / "train")
     prep = ImagePreprocessing(
-        height=cfg.image_size, width=cfg.image_size,
+        height=cfg.image_size,
+        width=cfg.image_size,
         resize="shorter_side_then_center_crop" if cfg.resize_shorter_to else "stretch",
-        resize_shorter_to=cfg.resize_shorter_to, layout="NHWC",
+        resize_shorter_to=cfg.resize_shorter_to,
+        layout="NHWC",
         normalization=Normalization(mean=CIFAR_MEAN, std=CIFAR_STD, in_graph=True),
     )
     train = load_split(root / "train", prep, classes, cfg.train_per_class, cfg.seed)
     test = load_split(root / "test", prep, classes)
     train, val = _split_validation(train, cfg.val_fraction, cfg.seed)
-    print(f"data: {len(train)} train, {len(val) if val else 0} val, {len(test)} test, "
-          f"{len(classes)} classes, device {device}")
+    print(
+        f"data: {len(train)} train, {len(val) if val else 0} val, {len(test)} test, "
+        f"{len(classes)} classes, device {device}"
+    )
 
     # Model
     model = ResNetSmall(len(classes), cfg.widths, cfg.stem, cfg.dropout).to(device)
     model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                nesterov=True, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+        weight_decay=cfg.weight_decay,
+    )
     steps_per_epoch = -(-len(train) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     history: list[dict] = []
@@ -114,7 +130,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             lrs.append(lr)
-            index = order[step_in_epoch * cfg.batch_size:(step_in_epoch + 1) * cfg.batch_size]
+            index = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
             x = to_float_nchw(torch.from_numpy(train.pixels[index.numpy()]), mean.cpu(), std.cpu())
             x = augment(x, cfg.crop_padding, cfg.flip, generator)
             x = x.to(device, memory_format=torch.channels_last)
@@ -128,18 +144,32 @@ def train_images(cfg: ImageConfig) -> Path | None:
             seen += len(y)
             loss_sum += loss.item() * len(y)
             correct += (logits.argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}")
-        record = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_accuracy": correct / seen,
-                  "lr": lr}
+            bar.set_postfix(
+                loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.4f}"
+            )
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / seen,
+            "train_accuracy": correct / seen,
+            "lr": lr,
+        }
         if val is not None:
             val_loss, val_acc, _ = evaluate(model, val, mean, std, device)
             record.update(val_loss=val_loss, val_accuracy=val_acc)
         history.append(record)
         print(json.dumps(record))
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "constructor_args": model.constructor_args, "config": asdict(cfg),
-                    "classes": classes, "history": history, "epoch": epoch + 1},
-                   run_dir / "checkpoint.pt")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "constructor_args": model.constructor_args,
+                "config": asdict(cfg),
+                "classes": classes,
+                "history": history,
+                "epoch": epoch + 1,
+            },
+            run_dir / "checkpoint.pt",
+        )
         if val is not None and cfg.early_stopping_patience:
             if record["val_accuracy"] > best_val:
                 best_val, stale = record["val_accuracy"], 0
@@ -151,10 +181,17 @@ def train_images(cfg: ImageConfig) -> Path | None:
 
     # Evaluate
     test_loss, test_acc, predictions = evaluate(model, test, mean, std, device)
-    metrics = {"test_accuracy": test_acc, "test_loss": test_loss, "test_images": len(test),
-               "epochs": len(history), "parameters": sum(p.numel() for p in model.parameters())}
+    metrics = {
+        "test_accuracy": test_acc,
+        "test_loss": test_loss,
+        "test_images": len(test),
+        "epochs": len(history),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     print(json.dumps(metrics))
-    (run_dir / "metrics.json").write_text(json.dumps({"history": history, "test": metrics}, indent=2))
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"history": history, "test": metrics}, indent=2)
+    )
     plots.training_curves(history, run_dir / "curves.png")
     plots.lr_schedule(lrs, run_dir / "lr_schedule.png")
     plots.confusion_matrix(test.labels, predictions, classes, run_dir / "confusion_matrix.png")
@@ -162,14 +199,16 @@ def train_images(cfg: ImageConfig) -> Path | None:
         return None
 
     # Save
-    serving = ServingImageModel(model.float().cpu().to(memory_format=torch.contiguous_format),
-                                CIFAR_MEAN, CIFAR_STD)
+    serving = ServingImageModel(
+        model.float().cpu().to(memory_format=torch.contiguous_format), CIFAR_MEAN, CIFAR_STD
+    )
     card = {
         "kind": "image_classifier",
         "description": f"ResNet-style CNN ({metrics['parameters']:,} parameters) trained on "
-                       f"{Path(cfg.data).name}",
-        "inputs": [{"name": "pixels", "dtype": "uint8",
-                    "shape": [None, cfg.image_size, cfg.image_size, 3]}],
+        f"{Path(cfg.data).name}",
+        "inputs": [
+            {"name": "pixels", "dtype": "uint8", "shape": [None, cfg.image_size, cfg.image_size, 3]}
+        ],
         "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [None, len(classes)]}],
         "output_transform": "none",
         "labels": classes,
@@ -184,15 +223,21 @@ def train_images(cfg: ImageConfig) -> Path | None:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: ImageSet, mean: torch.Tensor, std: torch.Tensor,
-             device: torch.device, batch_size: int = 500) -> tuple[float, float, np.ndarray]:
+def evaluate(
+    model: torch.nn.Module,
+    data: ImageSet,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+) -> tuple[float, float, np.ndarray]:
     """Mean loss, accuracy and predicted classes over `data`."""
     model.eval()
     loss_sum, predictions = 0.0, []
     for start in range(0, len(data), batch_size):
-        pixels = torch.from_numpy(data.pixels[start:start + batch_size]).to(device)
+        pixels = torch.from_numpy(data.pixels[start : start + batch_size]).to(device)
         x = to_float_nchw(pixels, mean, std).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(data.labels[start:start + batch_size]).to(device)
+        y = torch.from_numpy(data.labels[start : start + batch_size]).to(device)
         logits = model(x).float()
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         predictions.append(logits.argmax(1).cpu().numpy())
@@ -200,14 +245,18 @@ def evaluate(model: torch.nn.Module, data: ImageSet, mean: torch.Tensor, std: to
     return loss_sum / len(data), float((predicted == data.labels).mean()), predicted
 
 
-def _split_validation(data: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet | None]:
+def _split_validation(
+    data: ImageSet, fraction: float, seed: int
+) -> tuple[ImageSet, ImageSet | None]:
     if fraction <= 0:
         return data, None
     order = np.random.default_rng(seed).permutation(len(data))
     cut = int(len(data) * fraction)
     val, train = order[:cut], order[cut:]
-    return (ImageSet(data.pixels[train], data.labels[train], data.classes),
-            ImageSet(data.pixels[val], data.labels[val], data.classes))
+    return (
+        ImageSet(data.pixels[train], data.labels[train], data.classes),
+        ImageSet(data.pixels[val], data.labels[val], data.classes),
+    )
 
 
 def _pick_device(name: str) -> torch.device:

@@ -8,8 +8,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def training_curves(history: list[dict], path: Path) -> None:
@@ -44,8 +44,9 @@ def lr_schedule(lrs: Sequence[float], path: Path) -> None:
     plt.close(fig)
 
 
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: list[str],
-                     path: Path) -> np.ndarray:
+def confusion_matrix(
+    labels: np.ndarray, predictions: np.ndarray, classes: list[str], path: Path
+) -> np.ndarray:
     k = len(classes)
     matrix = np.zeros((k, k), dtype=np.int64)
     np.add.at(matrix, (labels, predictions), 1)
@@ -65,7 +66,12 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: list[
 
 
 def roc_and_pr(labels: np.ndarray, scores: np.ndarray, path: Path) -> None:
-    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
 
     fpr, tpr, _ = roc_curve(labels, scores)
     precision, recall, _ = precision_recall_curve(labels, scores)

@@ -1,0 +1,1 @@
+"""deepserve: ONNX model serving with dynamic batching. Never imports torch or training/."""

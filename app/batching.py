@@ -1,0 +1,233 @@
+"""Server-side dynamic batching: many requests' rows, one model call.
+
+One `DynamicBatcher` per model version. Requests join a FIFO queue of rows; one worker
+takes rows from the head, in arrival order, until the batch holds `max_batch_size` rows or
+the oldest row has waited `max_queue_delay_ms`, then runs the batch in its own thread and
+hands each request its slice of the output. With a zero delay a batch goes as soon as the
+worker is free, so rows gather only while the previous batch runs: no wait at low load,
+full batches under load. A request with more rows than a batch is split across batches,
+and since the queue is FIFO, it delays only requests that arrived after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDown
+
+logger = logging.getLogger(__name__)
+
+RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(eq=False)
+class _Request:
+    rows: np.ndarray
+    deadline: float  # time.monotonic()
+    enqueued_at: float
+    future: asyncio.Future[np.ndarray]
+    taken: int = 0  # rows already placed in a batch
+    outputs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (offset, rows)
+    done_rows: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class BatchStats:
+    """Counters for tests and metrics; the batcher itself never reads them."""
+
+    batches: int = 0
+    rows: int = 0
+    expired: int = 0
+    rejected: int = 0
+    sizes: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=1024))
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        run: RunBatch,
+        *,
+        name: str,
+        max_batch_size: int,
+        max_queue_delay_ms: float,
+        max_queue_items: int,
+    ) -> None:
+        self.name = name
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_ms / 1000.0
+        self.max_queue_items = max_queue_items
+        self.stats = BatchStats()
+        self._run = run
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        # One thread per batcher: a model runs one batch at a time, never on the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._work(), name=f"batcher-{self.name}"
+            )
+
+    async def infer(self, rows: np.ndarray, deadline: float) -> np.ndarray:
+        """Run `rows` (`[n, ...]`) through the model, batched with others; outputs `[n, ...]`."""
+        if self._closing:
+            raise ShuttingDown(f"model {self.name} is shutting down")
+        if self._queued_rows + len(rows) > self.max_queue_items:
+            self.stats.rejected += 1
+            raise Overloaded(f"model {self.name} has {self._queued_rows} rows queued; retry later")
+        now = time.monotonic()
+        if deadline <= now:
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        request = _Request(rows, deadline, now, asyncio.get_running_loop().create_future())
+        # A waiter that gave up leaves nobody to read the outcome; mark it read.
+        request.future.add_done_callback(_consume_outcome)
+        self._queue.append(request)
+        self._queued_rows += request.size
+        self._idle.clear()
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(request.future), deadline - now)
+        except TimeoutError:
+            if request.taken == 0:
+                self._expire(request)
+                raise DeadlineExceeded(
+                    f"the request waited past its deadline in model {self.name}'s queue"
+                ) from None
+            # Part of it is already running: its answer is moments away.
+            return await request.future
+        except asyncio.CancelledError:
+            if request.taken == 0 and not request.future.done():
+                self._withdraw(request)
+                request.future.cancel()
+            raise
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Refuse new requests, answer the queued ones, then stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "model %s: %d rows still queued at shutdown", self.name, self._queued_rows
+            )
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for request in list(self._queue):
+            self._withdraw(request)
+            if not request.future.done():
+                request.future.set_exception(ShuttingDown(f"model {self.name} shut down"))
+        self._executor.shutdown(wait=True)
+
+    def _withdraw(self, request: _Request) -> None:
+        try:
+            self._queue.remove(request)
+        except ValueError:
+            return
+        self._queued_rows -= request.size - request.taken
+
+    def _expire(self, request: _Request) -> None:
+        self._withdraw(request)
+        self.stats.expired += 1
+        if not request.future.done():
+            request.future.set_exception(DeadlineExceeded("deadline passed in the queue"))
+
+    async def _work(self) -> None:
+        while True:
+            while not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            parts = await self._gather()
+            if parts:
+                await self._run_batch(parts)
+
+    async def _gather(self) -> list[tuple[_Request, int, int]]:
+        """Take rows from the head of the queue until the batch is full or the delay is up."""
+        parts: list[tuple[_Request, int, int]] = []
+        size = 0
+        oldest = self._queue[0].enqueued_at
+        while True:
+            now = time.monotonic()
+            while self._queue and size < self.max_batch_size:
+                request = self._queue[0]
+                if request.taken == 0 and request.deadline <= now:
+                    self._expire(request)
+                    continue
+                take = min(request.size - request.taken, self.max_batch_size - size)
+                parts.append((request, request.taken, request.taken + take))
+                request.taken += take
+                size += take
+                self._queued_rows -= take
+                if request.taken == request.size:
+                    self._queue.popleft()
+            wait = oldest + self.max_queue_delay_s - time.monotonic()
+            if size >= self.max_batch_size or wait <= 0 or self._closing:
+                return parts
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
+        if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == parts[0][0].size:
+            inputs = parts[0][0].rows  # the common case at low load: no copy
+        else:
+            inputs = np.concatenate([request.rows[start:stop] for request, start, stop in parts])
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)}")
+        except Exception as exc:
+            logger.exception("model %s: a batch of %d rows failed", self.name, len(inputs))
+            for request, _, _ in parts:
+                if not request.future.done():
+                    request.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
+                    self._withdraw(request)
+            return
+        self.stats.batches += 1
+        self.stats.rows += len(inputs)
+        self.stats.sizes.append(len(inputs))
+        offset = 0
+        for request, start, stop in parts:
+            request.outputs.append((start, outputs[offset : offset + stop - start]))
+            offset += stop - start
+            request.done_rows += stop - start
+            if request.done_rows == request.size and not request.future.done():
+                request.future.set_result(_assemble(request.outputs))
+
+
+def _consume_outcome(future: asyncio.Future[np.ndarray]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _assemble(outputs: list[tuple[int, np.ndarray]]) -> np.ndarray:
+    if len(outputs) == 1:
+        return outputs[0][1]
+    return np.concatenate([rows for _, rows in sorted(outputs, key=lambda part: part[0])])

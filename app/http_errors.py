@@ -1,0 +1,102 @@
+"""One table from domain errors to HTTP statuses, and one JSON error shape for all of them.
+
+`{"error": {"code": ..., "message": ...}}`; a client mistake is never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app import errors
+from app.responses import json_response
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
+    errors.InvalidInput: 400,
+    errors.WrongModelKind: 400,
+    errors.ModelNotFound: 404,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.ValidationFailed: 422,
+    errors.InferenceFailed: 500,
+    errors.ModelNotReady: 503,
+    errors.Overloaded: 503,
+    errors.ShuttingDown: 503,
+    errors.DeadlineExceeded: 504,
+}
+
+_CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    return json_response({"error": body}, status, headers)
+
+
+def status_for(exc: errors.ServingError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+async def _serving_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ServingError)
+    status = status_for(exc)
+    headers = None
+    if isinstance(exc, errors.Overloaded):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+    elif status == 503:
+        headers = {"Retry-After": "1"}
+    if status >= 500 and isinstance(exc, errors.InferenceFailed):
+        logger.error("inference failed: %s", exc.message)
+    details = exc.details if isinstance(exc, errors.ValidationFailed) else None
+    return error_response(status, exc.code, exc.message, headers, details)
+
+
+async def _request_validation(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    failure = errors.ValidationFailed.from_pydantic(list(exc.errors()))
+    return error_response(422, failure.code, failure.message, details=failure.details)
+
+
+async def _http_exception(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(errors.ServingError, _serving_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,103 @@
+"""The data plane between routes and runtimes: inputs to rows, rows through the batcher,
+outputs to answers. Routes hand over decoded requests and get plain dicts back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from app.errors import InferenceFailed, ServingError, ValidationFailed
+from app.images import decode_image, to_input_rows
+from app.registry import ModelRegistry
+from app.settings import Settings
+from app.transactions import Transaction, decide, feature_rows
+
+
+class InferenceService:
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self._registry = registry
+        self._settings = settings
+        # Image decoding blocks (and mostly releases the GIL): keep it off the event loop.
+        self._decoders = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+
+    async def classify(
+        self, model: str, version: int | None, images: list[bytes], top_k: int, deadline: float
+    ) -> dict[str, Any]:
+        runtime = self._registry.resolve(model, version, kind="image_classifier")
+        card = runtime.card
+        assert card.image is not None
+        if top_k > len(card.labels):
+            raise ValidationFailed(
+                f"top_k: at most {len(card.labels)} for model {model!r}",
+                [{"field": "query.top_k", "message": f"at most {len(card.labels)}"}],
+            )
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._decoders,
+                    _decode_nth,
+                    i,
+                    data,
+                    card.image,
+                    self._settings.max_image_pixels,
+                    len(images),
+                )
+                for i, data in enumerate(images)
+            ),
+            return_exceptions=True,
+        )
+        for outcome in decoded:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
+        probabilities = await runtime.batcher.infer(rows, deadline)  # [n, labels]
+        _check_finite(probabilities)
+        best = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
+        labels = card.labels
+        results = [
+            {"predictions": [{"label": labels[j], "score": float(row[j])} for j in order]}
+            for row, order in zip(probabilities, best, strict=True)
+        ]
+        return {"model": card.name, "version": card.version, "results": results}
+
+    async def score(
+        self, model: str, version: int | None, transactions: list[Transaction], deadline: float
+    ) -> dict[str, Any]:
+        runtime = self._registry.resolve(model, version, kind="tabular_classifier")
+        card = runtime.card
+        assert card.thresholds is not None
+        rows = feature_rows(transactions, card)
+        probabilities = (await runtime.batcher.infer(rows, deadline)).reshape(len(rows), -1)
+        _check_finite(probabilities)
+        fraud = probabilities[:, -1].tolist()  # the last column is the fraud class
+        results = [
+            {
+                "transaction_id": t.transaction_id,
+                "fraud_probability": p,
+                "decision": decide(p, card.thresholds),
+            }
+            for t, p in zip(transactions, fraud, strict=True)
+        ]
+        return {"model": card.name, "version": card.version, "results": results}
+
+
+def _decode_nth(index: int, data: bytes, prep: Any, max_pixels: int, count: int) -> np.ndarray:
+    try:
+        return decode_image(data, prep, max_pixels)
+    except ServingError as exc:
+        if count > 1:
+            exc.message = f"file {index}: {exc.message}"
+        raise
+
+
+def _check_finite(probabilities: np.ndarray) -> None:
+    if not np.isfinite(probabilities).all():
+        raise InferenceFailed("the model produced non-finite probabilities")

@@ -1,0 +1,60 @@
+"""The application factory: `create_app(settings)` builds a FastAPI app with its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from app.docs import install_docs
+from app.http_errors import install_error_handlers
+from app.inference import InferenceService
+from app.registry import ModelRegistry
+from app.routes import health, inference, models
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
+server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        registry = ModelRegistry(settings)
+        service = InferenceService(registry, settings)
+        app.state.registry, app.state.inference = registry, service
+        # Load in the background so /healthz answers at once; /readyz tells when done.
+        loading = asyncio.create_task(registry.load_all(), name="load-models")
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            if not loading.done():
+                loading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loading
+            await registry.close()
+            service.close()
+
+    app = FastAPI(
+        title="deepserve",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_docs(app)
+    app.include_router(health.router)
+    app.include_router(models.router)
+    app.include_router(inference.router)
+    return app

@@ -1,0 +1,89 @@
+"""Choosing ONNX Runtime execution providers: CUDA where a GPU really is, CPU otherwise.
+
+onnxruntime-gpu lists the CUDA provider even on machines without a GPU, and a session asked
+for it there logs a stack of CUDA errors before falling back. So we look for a GPU first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import onnxruntime as ort
+
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProviderChoice:
+    providers: list[str | tuple[str, dict[str, Any]]]
+    reason: str
+
+    @property
+    def names(self) -> list[str]:
+        return [p if isinstance(p, str) else p[0] for p in self.providers]
+
+
+def count_cuda_devices() -> int:
+    """GPUs the CUDA driver sees; 0 when there is no driver (no CUDA toolkit needed)."""
+    for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            driver = ctypes.CDLL(library)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
+
+
+def choose_providers(settings: Settings) -> ProviderChoice:
+    available = ort.get_available_providers()
+    cpu = ProviderChoice(["CPUExecutionProvider"], "")
+    if settings.device == "cpu":
+        return ProviderChoice(cpu.providers, "CPU: DEEPSERVE_DEVICE=cpu")
+    if "CUDAExecutionProvider" not in available:
+        why = "this onnxruntime build has no CUDA provider"
+        return _cpu_or_fail(settings, why)
+    gpus = count_cuda_devices()
+    if gpus == 0:
+        return _cpu_or_fail(settings, "no CUDA GPU found")
+    if settings.cuda_device_id >= gpus:
+        return _cpu_or_fail(
+            settings,
+            f"DEEPSERVE_CUDA_DEVICE_ID={settings.cuda_device_id} but only {gpus} GPU(s) present",
+        )
+    cuda_options = {"device_id": str(settings.cuda_device_id), **settings.cuda_provider_options}
+    providers: list[str | tuple[str, dict[str, Any]]] = [
+        ("CUDAExecutionProvider", cuda_options),
+        "CPUExecutionProvider",
+    ]
+    if settings.tensorrt and "TensorrtExecutionProvider" in available:
+        providers.insert(
+            0, ("TensorrtExecutionProvider", {"device_id": str(settings.cuda_device_id)})
+        )
+    return ProviderChoice(
+        providers, f"CUDA: {gpus} GPU(s) found, using device {settings.cuda_device_id}"
+    )
+
+
+def _cpu_or_fail(settings: Settings, why: str) -> ProviderChoice:
+    if settings.device == "cuda":
+        raise RuntimeError(f"DEEPSERVE_DEVICE=cuda, but {why}")
+    return ProviderChoice(["CPUExecutionProvider"], f"CPU: {why}")
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    spin = "1" if settings.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    return options

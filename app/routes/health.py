@@ -1,0 +1,30 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.deps import RegistryDep
+from app.responses import json_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Every configured model is loaded and warmed",
+    responses={503: {"description": "Some models are not ready; they are listed."}},
+)
+async def readyz(registry: RegistryDep) -> Response:
+    problems = registry.not_ready()
+    if problems:
+        return json_response(
+            {"status": "not ready", "not_ready": problems}, 503, {"Retry-After": "1"}
+        )
+    return json_response({"status": "ready"})

@@ -1,0 +1,192 @@
+"""Inference endpoints: images to classify, transactions to score.
+
+Routes do HTTP only: they read the body within limits and hand it to the data plane.
+Bodies are parsed here rather than by FastAPI, which keeps the hot path short; the
+`openapi_extra` blocks document them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from app.deps import Deadline, InferenceDep, SettingsDep
+from app.request_bodies import parse_transactions, read_body, read_images, require_json
+from app.responses import json_response
+from app.transactions import ScoreResponse
+
+router = APIRouter(prefix="/v1", tags=["inference"])
+
+Version = Annotated[int | None, Query(ge=1, description="Model version; default: the highest.")]
+TopK = Annotated[int, Query(ge=1, description="Labels per image, best first.")]
+
+
+class Prediction(BaseModel):
+    label: str
+    score: float
+
+
+class ImageResult(BaseModel):
+    predictions: list[Prediction]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: int
+    results: list[ImageResult]
+
+
+_ERRORS = {
+    status: {"description": text}
+    for status, text in {
+        400: "Malformed body",
+        404: "Unknown model or version",
+        413: "Body, image or count too large",
+        415: "Unsupported media type",
+        422: "Invalid field",
+        503: "Overloaded or not ready",
+        504: "Deadline passed while queued",
+    }.items()
+}
+
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+_TRANSACTION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"$ref": "#/components/schemas/Transaction"},
+                        {"$ref": "#/components/schemas/TransactionBatch"},
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+async def _classify(
+    request: Request,
+    model: str,
+    version: int | None,
+    top_k: int,
+    deadline: float,
+    settings: SettingsDep,
+    inference: InferenceDep,
+) -> Response:
+    images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
+    answer = await inference.classify(model, version, images, top_k, deadline)
+    return json_response(answer)
+
+
+async def _score(
+    request: Request,
+    model: str,
+    version: int | None,
+    deadline: float,
+    settings: SettingsDep,
+    inference: InferenceDep,
+) -> Response:
+    require_json(request)
+    body = await read_body(request, settings.max_body_bytes)
+    transactions = parse_transactions(body, settings.max_transactions_per_request)
+    answer = await inference.score(model, version, transactions, deadline)
+    return json_response(answer)
+
+
+@router.post(
+    "/models/{model}/classify",
+    response_model=ClassifyResponse,
+    summary="Classify one or more images",
+    openapi_extra=_IMAGE_BODY,
+    responses=_ERRORS,
+)
+async def classify(
+    request: Request,
+    model: str,
+    settings: SettingsDep,
+    inference: InferenceDep,
+    deadline: Deadline,
+    version: Version = None,
+    top_k: TopK = 5,
+) -> Response:
+    return await _classify(request, model, version, top_k, deadline, settings, inference)
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    openapi_extra=_IMAGE_BODY,
+    summary="Classify images with the default image model",
+    responses=_ERRORS,
+)
+async def classify_default(
+    request: Request,
+    settings: SettingsDep,
+    inference: InferenceDep,
+    deadline: Deadline,
+    version: Version = None,
+    top_k: TopK = 5,
+) -> Response:
+    return await _classify(
+        request, settings.default_image_model, version, top_k, deadline, settings, inference
+    )
+
+
+@router.post(
+    "/models/{model}/score",
+    response_model=ScoreResponse,
+    responses=_ERRORS,
+    summary="Score card transactions for fraud",
+    openapi_extra=_TRANSACTION_BODY,
+)
+async def score(
+    request: Request,
+    model: str,
+    settings: SettingsDep,
+    inference: InferenceDep,
+    deadline: Deadline,
+    version: Version = None,
+) -> Response:
+    return await _score(request, model, version, deadline, settings, inference)
+
+
+@router.post(
+    "/fraud/score",
+    response_model=ScoreResponse,
+    openapi_extra=_TRANSACTION_BODY,
+    summary="Score transactions with the default fraud model",
+    responses=_ERRORS,
+)
+async def score_default(
+    request: Request,
+    settings: SettingsDep,
+    inference: InferenceDep,
+    deadline: Deadline,
+    version: Version = None,
+) -> Response:
+    return await _score(
+        request, settings.default_fraud_model, version, deadline, settings, inference
+    )

@@ -1,0 +1,128 @@
+"""One model version in ONNX Runtime: its session, its batcher, and its warm-up.
+
+Routes never see an `InferenceSession`; they reach a `ModelRuntime` through the registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from app.batching import DynamicBatcher
+from app.model_card import ModelCard, TensorSpec
+from app.providers import ProviderChoice, session_options
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float16": "tensor(float16)",
+    "float64": "tensor(double)",
+    "uint8": "tensor(uint8)",
+    "int64": "tensor(int64)",
+    "int32": "tensor(int32)",
+}
+
+
+class ModelLoadError(Exception):
+    """The ONNX file does not load, or does not match its model card."""
+
+
+class ModelRuntime:
+    """A loaded, checked ONNX session for one card. Create with `load` off the event loop."""
+
+    def __init__(self, card: ModelCard, session: ort.InferenceSession, settings: Settings) -> None:
+        self.card = card
+        self.session = session
+        self.providers = session.get_providers()
+        self._input_name = card.input.name
+        self._output_name = card.outputs[0].name
+        overrides = settings.batching_for(card.name)
+        self.max_batch_size = overrides.max_batch_size or card.batching.max_batch_size
+        delay = overrides.max_queue_delay_ms
+        self.max_queue_delay_ms = card.batching.max_queue_delay_ms if delay is None else delay
+        self.batcher = DynamicBatcher(
+            self.run_batch,
+            name=f"{card.name}/{card.version}",
+            max_batch_size=self.max_batch_size,
+            max_queue_delay_ms=self.max_queue_delay_ms,
+            max_queue_items=settings.max_queue_items,
+        )
+
+    @classmethod
+    def load(
+        cls, card: ModelCard, onnx_path: Path, settings: Settings, choice: ProviderChoice
+    ) -> ModelRuntime:
+        """Create the session and check it against the card (blocking)."""
+        try:
+            session = ort.InferenceSession(
+                str(onnx_path),
+                sess_options=session_options(settings),
+                providers=choice.providers,
+            )
+        except Exception as exc:  # ORT raises several unrelated types for a bad file
+            raise ModelLoadError(f"ONNX Runtime could not load {onnx_path}: {exc}") from exc
+        _check_tensor(card.input, session.get_inputs(), "input")
+        for spec in card.outputs:
+            _check_tensor(spec, session.get_outputs(), "output")
+        wanted = choice.names[0]
+        if wanted not in session.get_providers():
+            logger.warning(
+                "model %s/%s: asked for %s, ONNX Runtime gave %s",
+                card.name,
+                card.version,
+                wanted,
+                session.get_providers(),
+            )
+        return cls(card, session, settings)
+
+    def run_batch(self, rows: np.ndarray) -> np.ndarray:
+        """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
+        (outputs,) = self.session.run([self._output_name], {self._input_name: rows})
+        transform = self.card.output_transform
+        if transform == "softmax":
+            shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+            outputs = shifted / shifted.sum(axis=1, keepdims=True)
+        elif transform == "sigmoid":
+            outputs = 1.0 / (1.0 + np.exp(-outputs))
+        return outputs
+
+    def warm_up(self) -> float:
+        """Run every batch size the batcher may form in powers of two (blocking); seconds."""
+        started = time.perf_counter()
+        sizes = sorted(
+            {*(1 << i for i in range(self.max_batch_size.bit_length())), self.max_batch_size}
+        )
+        spec = self.card.input
+        for size in sizes:
+            self.run_batch(np.zeros((size, *spec.shape[1:]), dtype=spec.dtype))
+        return time.perf_counter() - started
+
+
+def _check_tensor(spec: TensorSpec, actual: list[ort.NodeArg], role: str) -> None:
+    by_name = {arg.name: arg for arg in actual}
+    if spec.name not in by_name:
+        raise ModelLoadError(
+            f"the card's {role} {spec.name!r} is not in the graph, which has {sorted(by_name)}"
+        )
+    arg = by_name[spec.name]
+    if arg.type != _ORT_TYPES[spec.dtype]:
+        raise ModelLoadError(
+            f"{role} {spec.name!r} is {arg.type} in the graph, {spec.dtype} in the card"
+        )
+    if len(arg.shape) != len(spec.shape):
+        raise ModelLoadError(
+            f"{role} {spec.name!r} has shape {arg.shape} in the graph, {spec.shape} in the card"
+        )
+    for graph_dim, card_dim in zip(arg.shape[1:], spec.shape[1:], strict=True):
+        if isinstance(graph_dim, int) and card_dim is not None and graph_dim != card_dim:
+            raise ModelLoadError(
+                f"{role} {spec.name!r} has shape {arg.shape} in the graph, {spec.shape} in the card"
+            )
+    if role == "input" and any(dim is None for dim in spec.shape[1:]):
+        raise ModelLoadError(f"input {spec.name!r}: only the batch axis may be dynamic")

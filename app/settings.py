@@ -1,0 +1,117 @@
+"""All configuration, from `DEEPSERVE_*` environment variables (or a `.env` file).
+
+Invalid values fail at start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class BatchingOverride(BaseModel):
+    """Per-model batching settings that win over the model card's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int | None = Field(default=None, ge=1, le=65536)
+    max_queue_delay_ms: float | None = Field(default=None, ge=0.0, le=10_000.0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPSERVE_", env_file=".env", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    model_repository: Path = Field(
+        default=Path("models"), description="Folder of `<name>/<version>/model.{onnx,json}`."
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated model names to load; empty loads every model found.",
+    )
+    default_image_model: str = Field(
+        default="cifar10", description="Model behind the `POST /v1/classify` shortcut."
+    )
+    default_fraud_model: str = Field(
+        default="fraud", description="Model behind the `POST /v1/fraud/score` shortcut."
+    )
+
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="auto: CUDA when a GPU and the CUDA provider are present, else CPU.",
+    )
+    tensorrt: bool = Field(default=False, description="Put TensorRT ahead of CUDA on a GPU.")
+    cuda_device_id: int = Field(default=0, ge=0, description="Which GPU to run on.")
+    cuda_provider_options: dict[str, str] = Field(
+        default_factory=dict, description="Extra CUDA execution provider options (JSON object)."
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime intra-op threads per session; 0: one per core."
+    )
+    inter_op_threads: int = Field(default=1, ge=0, description="ONNX Runtime inter-op threads.")
+    allow_spinning: bool = Field(
+        default=False,
+        description="Let ONNX Runtime threads spin between runs: faster on idle machines, "
+        "but they compete with the server for the CPU.",
+    )
+
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=65536, description="Overrides every model card's batch size."
+    )
+    max_queue_delay_ms: float | None = Field(
+        default=None, ge=0.0, le=10_000.0, description="Overrides every card's queue delay."
+    )
+    batching: dict[str, BatchingOverride] = Field(
+        default_factory=dict,
+        description='Per-model overrides, JSON: {"fraud": {"max_batch_size": 1}}.',
+    )
+    max_queue_items: int = Field(
+        default=4096, ge=1, description="Items a model may hold queued before answering 503."
+    )
+    request_timeout_ms: float = Field(
+        default=10_000.0, gt=0, description="Deadline of a request; header X-Request-Timeout-Ms."
+    )
+    max_request_timeout_ms: float = Field(
+        default=60_000.0, gt=0, description="The largest deadline a client may ask for."
+    )
+
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest image (width x height) accepted."
+    )
+    max_images_per_request: int = Field(default=64, ge=1, description="Images per request.")
+    max_transactions_per_request: int = Field(
+        default=1000, ge=1, description="Transactions per request."
+    )
+    decode_threads: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1),
+        ge=1,
+        description="Threads that decode images off the event loop.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
+    def batching_for(self, model: str) -> BatchingOverride:
+        """Overrides for `model`: the per-model entry wins over the global settings."""
+        specific = self.batching.get(model, BatchingOverride())
+        return BatchingOverride(
+            max_batch_size=specific.max_batch_size or self.max_batch_size,
+            max_queue_delay_ms=(
+                specific.max_queue_delay_ms
+                if specific.max_queue_delay_ms is not None
+                else self.max_queue_delay_ms
+            ),
+        )
