@@ -168,30 +168,35 @@ class DynamicBatcher:
                 await self._run_batch(parts)
 
     async def _gather(self) -> list[tuple[_Request, int, int]]:
-        """Take rows from the head of the queue until the batch is full or the delay is up."""
-        parts: list[tuple[_Request, int, int]] = []
-        size = 0
-        oldest = self._queue[0].enqueued_at
-        while True:
-            now = time.monotonic()
-            while self._queue and size < self.max_batch_size:
-                request = self._queue[0]
-                if request.taken == 0 and request.deadline <= now:
-                    self._expire(request)
-                    continue
-                take = min(request.size - request.taken, self.max_batch_size - size)
-                parts.append((request, request.taken, request.taken + take))
-                request.taken += take
-                size += take
-                self._queued_rows -= take
-                if request.taken == request.size:
-                    self._queue.popleft()
-            wait = oldest + self.max_queue_delay_s - time.monotonic()
-            if size >= self.max_batch_size or wait <= 0 or self._closing:
-                return parts
+        """Wait until a batch is due (full, or the oldest row has waited the delay), then
+        take it. Rows stay in the queue while we wait, so a request may still expire."""
+        while self._queue:
+            wait = self._queue[0].enqueued_at + self.max_queue_delay_s - time.monotonic()
+            if self._queued_rows >= self.max_batch_size or wait <= 0 or self._closing:
+                return self._take()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
+        return []
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        """Up to `max_batch_size` rows from the head of the queue, in arrival order."""
+        parts: list[tuple[_Request, int, int]] = []
+        size = 0
+        now = time.monotonic()
+        while self._queue and size < self.max_batch_size:
+            request = self._queue[0]
+            if request.taken == 0 and request.deadline <= now:
+                self._expire(request)
+                continue
+            take = min(request.size - request.taken, self.max_batch_size - size)
+            parts.append((request, request.taken, request.taken + take))
+            request.taken += take
+            size += take
+            self._queued_rows -= take
+            if request.taken == request.size:
+                self._queue.popleft()
+        return parts
 
     async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
         if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == parts[0][0].size:

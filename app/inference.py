@@ -13,8 +13,11 @@ import numpy as np
 from app.errors import InferenceFailed, ServingError, ValidationFailed
 from app.images import decode_image, to_input_rows
 from app.registry import ModelRegistry
+from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.transactions import Transaction, decide, feature_rows
+
+DEFAULT_TOP_K = 5
 
 
 class InferenceService:
@@ -27,15 +30,22 @@ class InferenceService:
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
 
+    def image_model(self, model: str, version: int | None) -> ModelRuntime:
+        return self._registry.resolve(model, version, kind="image_classifier")
+
+    def fraud_model(self, model: str, version: int | None) -> ModelRuntime:
+        return self._registry.resolve(model, version, kind="tabular_classifier")
+
     async def classify(
-        self, model: str, version: int | None, images: list[bytes], top_k: int, deadline: float
+        self, runtime: ModelRuntime, images: list[bytes], top_k: int | None, deadline: float
     ) -> dict[str, Any]:
-        runtime = self._registry.resolve(model, version, kind="image_classifier")
         card = runtime.card
         assert card.image is not None
-        if top_k > len(card.labels):
+        if top_k is None:
+            top_k = min(DEFAULT_TOP_K, len(card.labels))
+        elif top_k > len(card.labels):
             raise ValidationFailed(
-                f"top_k: at most {len(card.labels)} for model {model!r}",
+                f"top_k: at most {len(card.labels)} for model {card.name!r}",
                 [{"field": "query.top_k", "message": f"at most {len(card.labels)}"}],
             )
         loop = asyncio.get_running_loop()
@@ -69,9 +79,8 @@ class InferenceService:
         return {"model": card.name, "version": card.version, "results": results}
 
     async def score(
-        self, model: str, version: int | None, transactions: list[Transaction], deadline: float
+        self, runtime: ModelRuntime, transactions: list[Transaction], deadline: float
     ) -> dict[str, Any]:
-        runtime = self._registry.resolve(model, version, kind="tabular_classifier")
         card = runtime.card
         assert card.thresholds is not None
         rows = feature_rows(transactions, card)

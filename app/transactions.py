@@ -6,13 +6,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.fraud_features import BEHAVIOURAL_FIELDS, is_night, is_weekend
 from app.model_card import ModelCard, Thresholds
 
 Decision = Literal["approve", "review", "decline"]
-Identifier = StrictStr | StrictInt
+
+
+def _identifier(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be a string or an integer")
+    return value
+
+
+Identifier = Annotated[str | int, BeforeValidator(_identifier)]
 # Finite by construction: JSON has no NaN or Infinity, and the bound excludes overflow.
 Amount = Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=10_000_000)]

@@ -21,7 +21,10 @@ from app.transactions import ScoreResponse
 router = APIRouter(prefix="/v1", tags=["inference"])
 
 Version = Annotated[int | None, Query(ge=1, description="Model version; default: the highest.")]
-TopK = Annotated[int, Query(ge=1, description="Labels per image, best first.")]
+TopK = Annotated[
+    int | None,
+    Query(ge=1, description="Labels per image, best first; default 5, or every label if fewer."),
+]
 
 
 class Prediction(BaseModel):
@@ -91,13 +94,14 @@ async def _classify(
     request: Request,
     model: str,
     version: int | None,
-    top_k: int,
+    top_k: int | None,
     deadline: float,
     settings: SettingsDep,
     inference: InferenceDep,
 ) -> Response:
+    runtime = inference.image_model(model, version)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
-    answer = await inference.classify(model, version, images, top_k, deadline)
+    answer = await inference.classify(runtime, images, top_k, deadline)
     return json_response(answer)
 
 
@@ -109,10 +113,11 @@ async def _score(
     settings: SettingsDep,
     inference: InferenceDep,
 ) -> Response:
+    runtime = inference.fraud_model(model, version)
     require_json(request)
     body = await read_body(request, settings.max_body_bytes)
     transactions = parse_transactions(body, settings.max_transactions_per_request)
-    answer = await inference.score(model, version, transactions, deadline)
+    answer = await inference.score(runtime, transactions, deadline)
     return json_response(answer)
 
 
@@ -130,7 +135,7 @@ async def classify(
     inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
-    top_k: TopK = 5,
+    top_k: TopK = None,
 ) -> Response:
     return await _classify(request, model, version, top_k, deadline, settings, inference)
 
@@ -148,7 +153,7 @@ async def classify_default(
     inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
-    top_k: TopK = 5,
+    top_k: TopK = None,
 ) -> Response:
     return await _classify(
         request, settings.default_image_model, version, top_k, deadline, settings, inference

@@ -1,0 +1,148 @@
+"""Tiny but real ONNX models, built with onnx.helper, and their model cards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from app.fraud_features import FEATURES
+from app.model_card import ModelCard
+
+IMAGE_LABELS = ["red", "green", "blue", "dark"]
+IMAGE_SIZE = 8
+
+
+def _provenance() -> dict:
+    return {
+        "command": "tests/model_factory.py",
+        "data": "none: weights set by hand",
+        "seed": 0,
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+        "library_versions": {"onnx": onnx.__version__},
+    }
+
+
+def _save(graph: onnx.GraphProto, card: dict, root: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    folder = root / card["name"] / str(card["version"])
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    (folder / "model.json").write_text(ModelCard.model_validate(card).model_dump_json(indent=2))
+    return folder
+
+
+def image_model(
+    root: Path,
+    name: str = "tiny-image",
+    version: int = 1,
+    *,
+    max_batch_size: int = 8,
+    max_queue_delay_ms: float = 0.0,
+) -> Path:
+    """uint8 `[n, 8, 8, 3]` -> softmax over red/green/blue/dark from the mean colour."""
+    # logits = mean_rgb/255 @ W + b: each primary colour wins its own class, black wins "dark".
+    weights = np.array([[8, -4, -4, -6], [-4, 8, -4, -6], [-4, -4, 8, -6]], dtype=np.float32)
+    bias = np.array([0, 0, 0, 2], dtype=np.float32)
+    nodes = [
+        helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("Mul", ["mean", "scale"], ["unit"]),
+        helper.make_node("MatMul", ["unit", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-image",
+        [
+            helper.make_tensor_value_info(
+                "pixels", TensorProto.UINT8, ["batch", IMAGE_SIZE, IMAGE_SIZE, 3]
+            )
+        ],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(np.array(1 / 255, dtype=np.float32), "scale"),
+        ],
+    )
+    card = {
+        "name": name,
+        "version": version,
+        "kind": "image_classifier",
+        "inputs": [
+            {"name": "pixels", "dtype": "uint8", "shape": [None, IMAGE_SIZE, IMAGE_SIZE, 3]}
+        ],
+        "outputs": [{"name": "probabilities", "dtype": "float32", "shape": [None, 4]}],
+        "output_transform": "none",
+        "labels": IMAGE_LABELS,
+        "image": {
+            "height": IMAGE_SIZE,
+            "width": IMAGE_SIZE,
+            "resize": "stretch",
+            "layout": "NHWC",
+            "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1], "in_graph": True},
+        },
+        "batching": {"max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms},
+        "metrics": {"note": "hand-set weights"},
+        "provenance": _provenance(),
+    }
+    return _save(graph, card, root)
+
+
+def fraud_model(
+    root: Path,
+    name: str = "tiny-fraud",
+    version: int = 1,
+    *,
+    max_batch_size: int = 64,
+    max_queue_delay_ms: float = 0.0,
+    amount_weight: float = 0.02,
+) -> Path:
+    """float32 `[n, 15]` -> sigmoid(amount * w - 4 + night): big amounts look like fraud."""
+    weights = np.zeros((len(FEATURES), 1), dtype=np.float32)
+    weights[FEATURES.index("TX_AMOUNT"), 0] = amount_weight
+    weights[FEATURES.index("TX_DURING_NIGHT"), 0] = 1.0
+    weights[FEATURES.index("TERMINAL_ID_RISK_7DAY_WINDOW"), 0] = 3.0
+    nodes = [
+        helper.make_node("MatMul", ["features", "W"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["fraud_probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-fraud",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(FEATURES)])],
+        [helper.make_tensor_value_info("fraud_probability", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(np.array([-4.0], dtype=np.float32), "b"),
+        ],
+    )
+    card = {
+        "name": name,
+        "version": version,
+        "kind": "tabular_classifier",
+        "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(FEATURES)]}],
+        "outputs": [{"name": "fraud_probability", "dtype": "float32", "shape": [None, 1]}],
+        "output_transform": "none",
+        "labels": ["genuine", "fraud"],
+        "tabular": {"features": list(FEATURES), "scaling_in_graph": True},
+        "thresholds": {"review": 0.5, "decline": 0.9, "rule": "set by hand for tests"},
+        "batching": {"max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms},
+        "provenance": _provenance(),
+    }
+    return _save(graph, card, root)
+
+
+def fraud_probability(
+    amount: float, night: bool = False, risk_7d: float = 0.0, amount_weight: float = 0.02
+) -> float:
+    """What `fraud_model` computes, for checking answers."""
+    return float(1 / (1 + np.exp(-(amount * amount_weight - 4 + night + 3 * risk_7d))))

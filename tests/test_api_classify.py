@@ -1,0 +1,176 @@
+"""POST /v1/models/{model}/classify and /v1/classify, through the real app."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from tests.conftest import encoded_image
+from tests.model_factory import IMAGE_LABELS
+
+RED, GREEN, BLUE, BLACK = (230, 10, 10), (10, 230, 10), (10, 10, 230), (0, 0, 0)
+
+
+def top_label(result: dict) -> str:
+    return result["predictions"][0]["label"]
+
+
+def test_multipart_images_are_classified_in_request_order(client) -> None:
+    files = [
+        ("file", (f"{i}.png", encoded_image(c), "image/png"))
+        for i, c in enumerate([RED, BLUE, GREEN, BLACK])
+    ]
+    response = client.post("/v1/models/tiny-image/classify", files=files)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "tiny-image" and body["version"] == 1
+    assert [top_label(r) for r in body["results"]] == ["red", "blue", "green", "dark"]
+
+
+def test_scores_are_probabilities_best_first(client) -> None:
+    response = client.post(
+        "/v1/classify?top_k=4", content=encoded_image(RED), headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200
+    predictions = response.json()["results"][0]["predictions"]
+    scores = [p["score"] for p in predictions]
+    assert sorted(p["label"] for p in predictions) == sorted(IMAGE_LABELS)
+    assert scores == sorted(scores, reverse=True)
+    assert sum(scores) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_top_k_defaults_to_five_capped_by_labels(client) -> None:
+    response = client.post(
+        "/v1/classify", content=encoded_image(GREEN), headers={"content-type": "image/png"}
+    )
+    assert len(response.json()["results"][0]["predictions"]) == len(IMAGE_LABELS)
+    response = client.post(
+        "/v1/classify?top_k=2", content=encoded_image(GREEN), headers={"content-type": "image/png"}
+    )
+    assert len(response.json()["results"][0]["predictions"]) == 2
+    response = client.post(
+        "/v1/classify?top_k=5", content=encoded_image(GREEN), headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 422
+    assert "top_k" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
+def test_every_supported_format_is_decoded(client, fmt: str) -> None:
+    response = client.post(
+        "/v1/classify",
+        content=encoded_image(BLUE, (40, 30), fmt),
+        headers={"content-type": f"image/{fmt.lower()}"},
+    )
+    assert response.status_code == 200, response.text
+    assert top_label(response.json()["results"][0]) == "blue"
+
+
+@pytest.mark.parametrize(
+    "mode,colour",
+    [("L", 0), ("RGBA", (200, 0, 0, 128)), ("CMYK", (0, 255, 255, 0)), ("P", 0), ("I;16", 0)],
+)
+def test_any_mode_is_converted_to_rgb(client, mode: str, colour) -> None:
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    response = client.post(
+        "/v1/classify",
+        content=encoded_image(colour, (12, 9), fmt, mode),
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 200, response.text
+    assert top_label(response.json()["results"][0]) in {"red", "dark"}
+
+
+def test_animated_gif_uses_the_first_frame(client) -> None:
+    frames = [Image.new("RGB", (10, 10), c) for c in (GREEN, RED, BLUE)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    response = client.post(
+        "/v1/classify", content=buffer.getvalue(), headers={"content-type": "image/gif"}
+    )
+    assert top_label(response.json()["results"][0]) == "green"
+
+
+def test_wrong_content_type_is_415(client) -> None:
+    response = client.post("/v1/classify", content=b"hello", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_unsupported_image_format_is_415(client) -> None:
+    response = client.post(
+        "/v1/classify",
+        content=encoded_image(RED, fmt="TIFF"),
+        headers={"content-type": "image/tiff"},
+    )
+    assert response.status_code == 415
+    assert "TIFF" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("body", [b"not an image at all", encoded_image(RED, fmt="PNG")[:40]])
+def test_corrupt_or_truncated_images_are_400(client, body: bytes) -> None:
+    response = client.post("/v1/classify", content=body, headers={"content-type": "image/png"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_input"
+
+
+def test_empty_body_is_400(client) -> None:
+    response = client.post("/v1/classify", content=b"", headers={"content-type": "image/jpeg"})
+    assert response.status_code == 400
+
+
+def test_multipart_without_file_parts_is_422(client) -> None:
+    response = client.post(
+        "/v1/classify",
+        data={"other": "x"},
+        files=[("picture", ("a.png", encoded_image(RED), "image/png"))],
+    )
+    assert response.status_code == 422
+    assert "file" in response.json()["error"]["message"]
+
+
+def test_the_failing_file_is_named(client) -> None:
+    files = [
+        ("file", ("a.png", encoded_image(RED), "image/png")),
+        ("file", ("b.png", b"garbage", "image/png")),
+    ]
+    response = client.post("/v1/classify", files=files)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("file 1:")
+
+
+def test_too_many_images_is_413(make_client) -> None:
+    client = make_client(max_images_per_request=2)
+    files = [("file", (f"{i}.png", encoded_image(RED), "image/png")) for i in range(3)]
+    assert client.post("/v1/classify", files=files).status_code == 413
+
+
+def test_image_over_the_pixel_limit_is_413_before_decoding(make_client) -> None:
+    client = make_client(max_image_pixels=10_000)
+    response = client.post(
+        "/v1/classify",
+        content=encoded_image(RED, (200, 100)),
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "image_too_large"
+
+
+def test_body_over_the_limit_is_413(make_client) -> None:
+    client = make_client(max_body_bytes=2048)
+    response = client.post(
+        "/v1/classify", content=b"\xff" * 4096, headers={"content-type": "image/jpeg"}
+    )
+    assert response.status_code == 413
+
+
+def test_an_image_to_a_fraud_model_is_400(client) -> None:
+    response = client.post(
+        "/v1/models/tiny-fraud/classify",
+        content=encoded_image(RED),
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "wrong_model_kind"

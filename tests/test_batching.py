@@ -1,0 +1,181 @@
+"""The dynamic batcher, driven with a real ONNX Runtime session of a tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app.batching import DynamicBatcher
+from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDown
+from app.fraud_features import FEATURES
+from tests import model_factory
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def run_model(tmp_path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    folder = model_factory.fraud_model(tmp_path)
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    return lambda rows: session.run(None, {"features": rows})[0]
+
+
+def rows(n: int, seed: int = 0) -> np.ndarray:
+    generator = np.random.default_rng(seed)
+    return generator.uniform(0, 300, size=(n, len(FEATURES))).astype(np.float32)
+
+
+def far() -> float:
+    return time.monotonic() + 30.0
+
+
+def make(run: Callable[[np.ndarray], np.ndarray], **options: float) -> DynamicBatcher:
+    settings = {"max_batch_size": 8, "max_queue_delay_ms": 0.0, "max_queue_items": 1000}
+    settings.update(options)
+    batcher = DynamicBatcher(run, name="test", **settings)  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+async def test_full_batch_goes_without_waiting_for_the_delay(run_model) -> None:
+    batcher = make(run_model, max_batch_size=4, max_queue_delay_ms=10_000)
+    started = time.monotonic()
+    await asyncio.gather(*(batcher.infer(rows(1, i), far()) for i in range(4)))
+    assert time.monotonic() - started < 2.0
+    assert list(batcher.stats.sizes) == [4]
+    await batcher.close()
+
+
+async def test_partial_batch_goes_when_the_oldest_has_waited_the_delay(run_model) -> None:
+    batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=150)
+    started = time.monotonic()
+    await asyncio.gather(*(batcher.infer(rows(1, i), far()) for i in range(3)))
+    elapsed = time.monotonic() - started
+    assert 0.14 <= elapsed < 2.0
+    assert list(batcher.stats.sizes) == [3]
+    await batcher.close()
+
+
+async def test_zero_delay_sends_at_once_when_idle(run_model) -> None:
+    batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=0)
+    await batcher.infer(rows(1), far())
+    await batcher.infer(rows(2), far())
+    assert list(batcher.stats.sizes) == [1, 2]
+    await batcher.close()
+
+
+async def test_batched_outputs_equal_unbatched_for_any_mix(run_model) -> None:
+    generator = np.random.default_rng(7)
+    for max_batch_size in (1, 3, 8, 64):
+        batcher = make(run_model, max_batch_size=max_batch_size, max_queue_delay_ms=2)
+        requests = [rows(int(generator.integers(1, 20)), seed) for seed in range(25)]
+        outputs = await asyncio.gather(*(batcher.infer(r, far()) for r in requests))
+        for request, output in zip(requests, outputs, strict=True):
+            np.testing.assert_allclose(output, run_model(request), rtol=1e-6, atol=1e-7)
+        assert max(batcher.stats.sizes) <= max_batch_size
+        assert sum(batcher.stats.sizes) == sum(len(r) for r in requests)
+        await batcher.close()
+
+
+async def test_a_large_request_is_split_and_reassembled_in_order(run_model) -> None:
+    batcher = make(run_model, max_batch_size=4)
+    request = rows(10)
+    output = await batcher.infer(request, far())
+    np.testing.assert_allclose(output, run_model(request), rtol=1e-6)
+    assert list(batcher.stats.sizes) == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_a_large_request_does_not_starve_later_ones(run_model) -> None:
+    # Slow each batch down so both requests are queued together.
+    def slow(batch: np.ndarray) -> np.ndarray:
+        time.sleep(0.01)
+        return run_model(batch)
+
+    batcher = make(slow, max_batch_size=4)
+    big = asyncio.ensure_future(batcher.infer(rows(40), far()))
+    await asyncio.sleep(0)
+    small = await batcher.infer(rows(1, 3), far())
+    np.testing.assert_allclose(small, run_model(rows(1, 3)), rtol=1e-6)
+    assert len(await big) == 40
+    await batcher.close()
+
+
+async def test_an_inference_error_reaches_every_request_of_the_batch(run_model) -> None:
+    calls = 0
+
+    def fail_once(batch: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("device lost")
+        return run_model(batch)
+
+    gate = threading.Event()
+
+    def gated(batch: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        return fail_once(batch)
+
+    batcher = make(gated, max_batch_size=8, max_queue_delay_ms=50)
+    pending = [asyncio.ensure_future(batcher.infer(rows(1, i), far())) for i in range(3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(o, InferenceFailed) for o in outcomes)
+    assert "device lost" in str(outcomes[0])
+    # The batcher keeps serving.
+    np.testing.assert_allclose(await batcher.infer(rows(1), far()), run_model(rows(1)))
+    await batcher.close()
+
+
+async def test_a_request_past_its_deadline_leaves_the_queue_with_504(run_model) -> None:
+    batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=5_000)
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        await batcher.infer(rows(2), time.monotonic() + 0.05)
+    assert time.monotonic() - started < 1.0
+    assert batcher.queued_rows == 0
+    assert batcher.stats.expired == 1
+    assert list(batcher.stats.sizes) == []
+    await batcher.close()
+
+
+async def test_a_full_queue_rejects_at_once(run_model) -> None:
+    gate = threading.Event()
+
+    def blocked(batch: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        return run_model(batch)
+
+    batcher = make(blocked, max_batch_size=2, max_queue_items=4)
+    running = asyncio.ensure_future(batcher.infer(rows(2), far()))  # taken by the worker
+    await asyncio.sleep(0.05)
+    queued = [asyncio.ensure_future(batcher.infer(rows(2, i), far())) for i in range(2)]
+    await asyncio.sleep(0.01)
+    assert batcher.queued_rows == 4
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await batcher.infer(rows(1), far())
+    assert time.monotonic() - started < 0.1
+    assert batcher.stats.rejected == 1
+    gate.set()
+    assert [len(r) for r in await asyncio.gather(running, *queued)] == [2, 2, 2]
+    await batcher.close()
+
+
+async def test_close_answers_what_is_queued_then_refuses(run_model) -> None:
+    batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=200)
+    pending = asyncio.ensure_future(batcher.infer(rows(3), far()))
+    await asyncio.sleep(0.01)
+    await batcher.close()
+    assert len(await pending) == 3
+    with pytest.raises(ShuttingDown):
+        await batcher.infer(rows(1), far())
