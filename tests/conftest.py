@@ -40,13 +40,12 @@ def make_client(model_repo: Path) -> Iterator[ClientFactory]:
     clients: list[TestClient] = []
 
     def start(repo: Path | None = None, **overrides: Any) -> TestClient:
-        settings = Settings(
-            model_repository=repo or model_repo,
-            default_image_model="tiny-image",
-            default_fraud_model="tiny-fraud",
-            _env_file=None,
-            **overrides,
-        )
+        values: dict[str, Any] = {
+            "model_repository": repo or model_repo,
+            "default_image_model": "tiny-image",
+            "default_fraud_model": "tiny-fraud",
+        }
+        settings = Settings(_env_file=None, **{**values, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

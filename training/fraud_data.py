@@ -43,7 +43,7 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
         drop=True
     )
     when = frame["TX_DATETIME"]
-    frame["TX_DURING_WEEKEND"] = (when.dt.weekday >= 5).astype(np.int64)
+    frame["TX_DURING_WEEKEND"] = (when.dt.day_of_week >= 5).astype(np.int64)
     frame["TX_DURING_NIGHT"] = when.dt.hour.isin(NIGHT_HOURS).astype(np.int64)
 
     # Rolling time windows are (t - N days, t], ending at the current row: ties count only

@@ -1,0 +1,93 @@
+"""Behaviour that is about HTTP, against a real uvicorn server process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import model_factory
+from tests.conftest import transaction
+from tests.server import running_server
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_path: Path) -> None:
+    # Rows wait 300 ms for company, and only 4 may wait: the rest must be refused at once.
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=300)
+    with running_server(
+        model_repository=str(tmp_path), max_queue_items="4", default_fraud_model="tiny-fraud"
+    ) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+
+            async def one(i: int) -> tuple[httpx.Response, float]:
+                started = time.monotonic()
+                response = await client.post("/v1/fraud/score", json=transaction(transaction_id=i))
+                return response, time.monotonic() - started
+
+            outcomes = await asyncio.gather(*(one(i) for i in range(12)))
+    statuses = sorted(r.status_code for r, _ in outcomes)
+    assert statuses.count(200) >= 4
+    assert set(statuses) == {200, 503}
+    for response, elapsed in outcomes:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "overloaded"
+            assert elapsed < 0.25  # refused without waiting for the batch
+        else:
+            assert len(response.json()["results"]) == 1
+
+
+async def test_a_request_queued_past_its_deadline_gets_504(tmp_path: Path) -> None:
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=2000)
+    with running_server(model_repository=str(tmp_path)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            started = time.monotonic()
+            response = await client.post(
+                "/v1/models/tiny-fraud/score",
+                json=transaction(),
+                headers={"X-Request-Timeout-Ms": "100"},
+            )
+            elapsed = time.monotonic() - started
+            assert response.status_code == 504
+            assert response.json()["error"]["code"] == "deadline_exceeded"
+            assert elapsed < 1.5
+            bad = await client.post(
+                "/v1/models/tiny-fraud/score",
+                json=transaction(),
+                headers={"X-Request-Timeout-Ms": "soon"},
+            )
+            assert bad.status_code == 422
+            assert "x-request-timeout-ms" in bad.json()["error"]["message"]
+
+
+async def test_concurrent_clients_each_get_their_own_answer(tmp_path: Path) -> None:
+    model_factory.fraud_model(tmp_path, max_batch_size=16, max_queue_delay_ms=5)
+    amounts = [float(a) for a in range(0, 400, 5)]
+    with running_server(model_repository=str(tmp_path)) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/models/tiny-fraud/score",
+                        json=transaction(transaction_id=f"t{a}", amount=a),
+                    )
+                    for a in amounts
+                )
+            )
+    for amount, response in zip(amounts, responses, strict=True):
+        (result,) = response.json()["results"]
+        assert result["transaction_id"] == f"t{amount}"
+        assert result["fraud_probability"] == pytest.approx(
+            model_factory.fraud_probability(amount), rel=1e-5
+        )
+
+
+def test_invalid_settings_stop_start_up_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError) as failure, running_server(port="not-a-port"):
+        pass
+    assert "DEEPSERVE_PORT" in str(failure.value)

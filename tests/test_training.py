@@ -1,0 +1,215 @@
+"""The training package on small generated data: train, export, parity, card, served."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from app.fraud_features import FEATURES
+from app.model_card import ModelCard
+from training.cnn import ResNetSmall, ServingImageModel
+from training.export import ParityError, check_parity, export_onnx
+from training.fraud import FraudConfig, choose_thresholds, train_fraud
+from training.fraud_data import add_features, feature_matrix, split_window
+from training.fraud_metrics import card_precision_top_k
+from training.images import ImageConfig, train_images
+from training.schedules import lr_multiplier
+
+COLOURS = {"reddish": (200, 40, 40), "bluish": (40, 40, 200)}
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """root/{train,test}/<class>/*.png: noisy images of two colours."""
+    generator = np.random.default_rng(0)
+    for split, count in (("train", 24), ("test", 8)):
+        for name, colour in COLOURS.items():
+            folder = tmp_path / "images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                noise = generator.integers(-40, 40, size=(32, 32, 3))
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return tmp_path / "images"
+
+
+def test_image_training_exports_a_model_the_service_serves(
+    image_folder: Path, tmp_path: Path, make_client, monkeypatch
+) -> None:
+    monkeypatch.setattr("training.image_data.CACHE_DIR", tmp_path / "cache")
+    models = tmp_path / "models"
+    config = ImageConfig(
+        data=str(image_folder),
+        name="colours",
+        models_dir=str(models),
+        runs_dir=str(tmp_path / "runs"),
+        widths=[8, 16],
+        stem=8,
+        epochs=3,
+        batch_size=16,
+        lr=0.05,
+    )
+    first = train_images(config)
+    second = train_images(config)
+    assert first == models / "colours" / "1"
+    assert second == models / "colours" / "2"  # the next free version; never overwritten
+    card = ModelCard.model_validate_json((first / "model.json").read_text())
+    assert card.labels == sorted(COLOURS)
+    assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert card.provenance.command.startswith("python -m training")
+    assert card.provenance.library_versions["torch"] == torch.__version__
+    run = next((tmp_path / "runs").iterdir())
+    assert {
+        "curves.png",
+        "confusion_matrix.png",
+        "lr_schedule.png",
+        "metrics.json",
+        "checkpoint.pt",
+        "config.json",
+    } <= {p.name for p in run.iterdir()}
+
+    client = make_client(repo=models, default_image_model="colours")
+    test_image = next((image_folder / "test" / "bluish").iterdir()).read_bytes()
+    response = client.post(
+        "/v1/classify?version=1", content=test_image, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200
+    scores = {p["label"]: p["score"] for p in response.json()["results"][0]["predictions"]}
+    assert set(scores) == set(COLOURS)
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_parity_check_fails_when_runtimes_disagree(tmp_path: Path) -> None:
+    model = ServingImageModel(ResNetSmall(3, [8], 8), (0.5,) * 3, (0.25,) * 3).eval()
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, torch.from_numpy(pixels[:2]), path, "pixels", "probabilities")
+    assert check_parity(model, path, pixels) <= 1e-4
+    other = ServingImageModel(ResNetSmall(3, [8], 8), (0.5,) * 3, (0.25,) * 3).eval()
+    with pytest.raises(ParityError):
+        check_parity(other, path, pixels)
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "cosine", "onecycle"])
+def test_schedules_start_and_end_where_they_should(name) -> None:
+    values = [lr_multiplier(name, s, 100) for s in range(101)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    if name == "onecycle":
+        assert values[0] == 0.0 and max(values) == 1.0 and values[-1] == 0.0
+    if name == "cosine":
+        assert values[0] == 1.0 and values[-1] == pytest.approx(0.0)
+    if name == "step":
+        assert values[0] == 1.0 and values[-1] == pytest.approx(0.01)
+
+
+def synthetic_transactions(days: int = 50, seed: int = 0) -> pd.DataFrame:
+    """Transactions where amounts above 220 are fraud, like the simulator's first pattern."""
+    generator = np.random.default_rng(seed)
+    n = days * 120
+    seconds = np.sort(generator.integers(0, days * 86400, n))
+    amounts = np.round(generator.gamma(2.0, 50.0, n), 2)
+    return pd.DataFrame(
+        {
+            "TRANSACTION_ID": np.arange(n),
+            "TX_DATETIME": pd.Timestamp("2018-04-01") + pd.to_timedelta(seconds, unit="s"),
+            "CUSTOMER_ID": generator.integers(0, 40, n),
+            "TERMINAL_ID": generator.integers(0, 25, n),
+            "TX_AMOUNT": amounts,
+            "TX_FRAUD": ((amounts > 220) | (generator.random(n) < 0.01)).astype(np.int64),
+        }
+    )
+
+
+def test_features_match_their_definitions() -> None:
+    frame = add_features(synthetic_transactions(days=40))
+    day = pd.Timedelta(days=1)
+    for index in np.random.default_rng(1).choice(len(frame), 60, replace=False):
+        row = frame.iloc[index]
+        t = row["TX_DATETIME"]
+        earlier = frame.iloc[: index + 1]  # ties are ordered by TRANSACTION_ID
+        for n in (1, 7, 30):
+            mine = earlier[
+                (earlier.CUSTOMER_ID == row.CUSTOMER_ID) & (t - n * day < earlier.TX_DATETIME)
+            ]
+            assert row[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] == len(mine)
+            assert row[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] == pytest.approx(
+                mine.TX_AMOUNT.mean()
+            )
+            theirs = earlier[
+                (earlier.TERMINAL_ID == row.TERMINAL_ID)
+                & (t - (7 + n) * day < earlier.TX_DATETIME)
+                & (t - 7 * day >= earlier.TX_DATETIME)
+            ]
+            assert row[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] == len(theirs)
+            risk = theirs.TX_FRAUD.mean() if len(theirs) else 0.0
+            assert row[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] == pytest.approx(risk)
+        assert row["TX_DURING_WEEKEND"] == int(t.weekday() >= 5)
+        assert row["TX_DURING_NIGHT"] == int(t.hour < 7)
+    matrix = feature_matrix(frame)
+    assert matrix.shape == (len(frame), len(FEATURES))
+    np.testing.assert_array_equal(
+        matrix[:, FEATURES.index("TX_DURING_NIGHT")], frame["TX_DURING_NIGHT"].to_numpy(np.float32)
+    )
+
+
+def test_the_test_window_leaves_out_known_compromised_cards() -> None:
+    frame = add_features(synthetic_transactions(days=40))
+    window = split_window(frame, "2018-04-20", 7, 7, 7)
+    known = set(window.train.loc[window.train.TX_FRAUD == 1, "CUSTOMER_ID"])
+    assert not known & set(window.test.CUSTOMER_ID)
+    assert window.test.TX_DATETIME.min() >= pd.Timestamp("2018-05-04")
+    assert window.test.TX_DATETIME.max() < pd.Timestamp("2018-05-11")
+
+
+def test_card_precision_counts_fraudulent_cards_among_the_top_k() -> None:
+    test = pd.DataFrame(
+        {
+            "TX_DATETIME": pd.to_datetime(["2018-01-01 10:00"] * 4 + ["2018-01-02 10:00"] * 2),
+            "CUSTOMER_ID": [1, 1, 2, 3, 1, 3],
+            "TX_FRAUD": [0, 1, 0, 0, 1, 1],
+        }
+    )
+    scores = np.array([0.9, 0.1, 0.8, 0.2, 0.9, 0.1])
+    # Day 1, top 2 cards: 1 (fraud) and 2. Day 2: card 1 already found, so only card 3.
+    assert card_precision_top_k(test, scores, k=2) == pytest.approx((1 / 2 + 1 / 2) / 2)
+
+
+def test_thresholds_follow_the_stated_rule() -> None:
+    scores = np.array([0.95, 0.9, 0.8, 0.7, 0.3, 0.2, 0.1, 0.05, 0.01, 0.0])
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 0, 0], dtype=float)
+    review, decline = choose_thresholds(scores, labels, review_rate=0.5, decline_precision=0.75)
+    # Declining from 0.3 up catches 4 frauds in 5; any lower cut-off falls below 0.75.
+    assert decline == 0.3
+    assert review == pytest.approx(np.quantile(scores, 0.5))
+
+
+def test_fraud_training_exports_a_model_with_thresholds(tmp_path: Path, monkeypatch) -> None:
+    csv = tmp_path / "tx.csv"
+    frame = synthetic_transactions(days=50)
+    frame.assign(TX_TIME_SECONDS=0, TX_TIME_DAYS=0, TX_FRAUD_SCENARIO=0).to_csv(csv, index=False)
+    monkeypatch.setattr("training.fraud_data.CACHE_DIR", tmp_path / "cache")
+    folder = train_fraud(
+        FraudConfig(
+            data=str(csv),
+            models_dir=str(tmp_path / "models"),
+            runs_dir=str(tmp_path / "runs"),
+            train_start="2018-05-01",
+            epochs=15,
+            hidden=[16],
+            batch_size=32,
+            lr=0.01,
+            val_fraction=0.3,
+        )
+    )
+    assert folder is not None
+    card = ModelCard.model_validate_json((folder / "model.json").read_text())
+    assert card.tabular is not None and card.tabular.features == list(FEATURES)
+    assert card.thresholds is not None and card.thresholds.review <= card.thresholds.decline
+    assert float(card.metrics["test_auc_roc"]) > 0.8  # amount > 220 is easy to learn
+    run = next((tmp_path / "runs").iterdir())
+    assert {"curves.png", "roc_pr.png", "metrics.json"} <= {p.name for p in run.iterdir()}
