@@ -124,7 +124,7 @@ class ModelCard(_Strict):
     tabular: TabularPreprocessing | None = None
     thresholds: Thresholds | None = None
     batching: BatchingDefaults = BatchingDefaults()
-    metrics: dict[str, float | str] = Field(default_factory=dict)
+    metrics: dict[str, int | float | str] = Field(default_factory=dict)
     provenance: Provenance
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -9,7 +10,7 @@ from starlette.responses import Response
 
 
 def json_response(
-    content: Any, status_code: int = 200, headers: dict[str, str] | None = None
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
     return Response(
         orjson.dumps(content),

@@ -100,7 +100,8 @@ class ModelRuntime:
         )
         spec = self.card.input
         for size in sizes:
-            self.run_batch(np.zeros((size, *spec.shape[1:]), dtype=spec.dtype))
+            shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked
+            self.run_batch(np.zeros(shape, dtype=spec.dtype))
         return time.perf_counter() - started
 
 

@@ -91,6 +91,7 @@ def publish(
                 {**card_fields, "name": name, "version": version, "metrics": metrics}
             )
             (staging / "model.json").write_text(card.model_dump_json(indent=2) + "\n")
+            staging.chmod(0o755)  # mkdtemp makes it private; servers run as other users
             target = model_dir / str(version)
             try:
                 staging.rename(target)  # atomic; fails if another run took this version

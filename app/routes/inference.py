@@ -7,7 +7,7 @@ Bodies are parsed here rather than by FastAPI, which keeps the hot path short; t
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
@@ -42,7 +42,7 @@ class ClassifyResponse(BaseModel):
     results: list[ImageResult]
 
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text}
     for status, text in {
         400: "Malformed body",

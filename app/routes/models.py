@@ -30,7 +30,7 @@ class VersionInfo(BaseModel):
     labels: list[str] | None = None
     features: list[str] | None = None
     thresholds: dict[str, Any] | None = None
-    metrics: dict[str, float | str] | None = None
+    metrics: dict[str, int | float | str] | None = None
     batching: BatchingInfo | None = None
     providers: list[str] | None = None
     provenance: dict[str, Any] | None = None

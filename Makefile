@@ -1,0 +1,48 @@
+# deepserve: `make run` serves models/, `make test` runs the tests. Both install what they need
+# into a virtual environment (.venv), once per change of pyproject.toml.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+DATASETS ?= ../shared/datasets
+
+.PHONY: run test lint train-cifar10 train-fraud clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The service alone: no torch, no training dependencies.
+$(VENV)/.serve-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	touch $@
+
+# Tests and training. torch is pinned to the CPU build and installed first, so that
+# nothing else can pull in a different (several-GB CUDA) build.
+$(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install "torch==2.13.0"
+	$(PIP) install -e ".[train,dev]"
+	touch $@ $(VENV)/.serve-installed
+
+run: $(VENV)/.serve-installed
+	$(PY) -m app
+
+test: $(VENV)/.dev-installed
+	$(PY) -m ruff check app training tests
+	$(PY) -m mypy app
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.dev-installed
+	$(PY) -m ruff check app training tests
+	$(PY) -m ruff format --check app training tests
+	$(PY) -m mypy app
+
+# The commands that made the committed models (see each model.json's provenance).
+train-cifar10: $(VENV)/.dev-installed
+	$(PY) -m training images --data $(DATASETS)/cifar10-jpeg.tar.gz --name cifar10
+
+train-fraud: $(VENV)/.dev-installed
+	$(PY) -m training fraud --data $(DATASETS)/fraud-transactions.csv.gz --name fraud
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,142 @@
+"""The models committed in models/: they load, and serve what their cards promise.
+
+The accuracy checks read the real datasets and skip when they are absent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.batching import DynamicBatcher
+from app.fraud_features import BEHAVIOURAL_FIELDS
+from app.images import decode_image, to_input_rows
+from app.model_card import ModelCard
+from app.providers import ProviderChoice
+from app.repository import discover, read_card
+from app.runtime import ModelRuntime
+from app.settings import Settings
+from tests.conftest import DATASETS, REPO_ROOT
+
+MODELS = REPO_ROOT / "models"
+CIFAR = DATASETS / "cifar10-jpeg.tar.gz"
+FRAUD = DATASETS / "fraud-transactions.csv.gz"
+needs_cifar = pytest.mark.skipif(not CIFAR.exists(), reason=f"{CIFAR} is absent")
+needs_fraud = pytest.mark.skipif(not FRAUD.exists(), reason=f"{FRAUD} is absent")
+
+
+def latest_card(name: str) -> ModelCard:
+    return read_card(discover(MODELS, [name])[name][-1])
+
+
+def test_the_committed_models_have_valid_cards_and_load() -> None:
+    found = discover(MODELS)
+    assert {"cifar10", "fraud"} <= set(found)
+    settings = Settings(_env_file=None)
+    for versions in found.values():
+        for version in versions:
+            card = read_card(version)
+            assert card.provenance.command.startswith("python -m training")
+            runtime = ModelRuntime.load(card, version.onnx_path, settings,
+                                        ProviderChoice(["CPUExecutionProvider"], "test"))
+            assert runtime.warm_up() >= 0.0
+
+
+def cifar_test_images(per_class: int) -> list[tuple[str, bytes]]:
+    """(label, JPEG bytes) for the first `per_class` test images of each class."""
+    taken: dict[str, int] = {}
+    images = []
+    with tarfile.open(CIFAR) as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if member.isfile() and len(parts) >= 3 and parts[-3] == "test":
+                label = parts[-2]
+                if taken.get(label, 0) < per_class:
+                    taken[label] = taken.get(label, 0) + 1
+                    file = archive.extractfile(member)
+                    assert file is not None
+                    images.append((label, file.read()))
+    return images
+
+
+@needs_cifar
+def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
+    card = latest_card("cifar10")
+    images = cifar_test_images(per_class=200)
+    client = make_client(repo=MODELS, default_image_model="cifar10")
+    correct = 0
+    for start in range(0, len(images), 50):
+        chunk = images[start:start + 50]
+        files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(chunk)]
+        response = client.post("/v1/classify?top_k=1", files=files)
+        assert response.status_code == 200
+        for (label, _), result in zip(chunk, response.json()["results"], strict=True):
+            correct += result["predictions"][0]["label"] == label
+    accuracy = correct / len(images)
+    # 2,000 of the 10,000 test images: a sampling spread of about 1 point.
+    assert accuracy == pytest.approx(float(card.metrics["test_accuracy"]), abs=0.03)
+
+
+@needs_cifar
+@pytest.mark.anyio
+async def test_cifar10_batched_outputs_equal_unbatched() -> None:
+    card = latest_card("cifar10")
+    version = discover(MODELS, ["cifar10"])["cifar10"][-1]
+    runtime = ModelRuntime.load(card, version.onnx_path, Settings(_env_file=None),
+                                ProviderChoice(["CPUExecutionProvider"], "test"))
+    assert card.image is not None
+    pixels = np.stack([decode_image(data, card.image, 10**6)
+                       for _, data in cifar_test_images(per_class=3)])
+    rows = to_input_rows(pixels, card.image, card.input)
+    expected = np.concatenate([runtime.run_batch(rows[i:i + 1]) for i in range(len(rows))])
+    batcher = DynamicBatcher(runtime.run_batch, name="cifar10", max_batch_size=8,
+                             max_queue_delay_ms=5, max_queue_items=1000)
+    batcher.start()
+    cuts = [0, 1, 4, 5, 13, 20, 30]
+    outputs = await asyncio.gather(*(batcher.infer(rows[a:b], time.monotonic() + 30)
+                                     for a, b in zip(cuts, cuts[1:], strict=False)))
+    np.testing.assert_allclose(np.concatenate(outputs), expected, atol=1e-5)
+    assert max(batcher.stats.sizes) > 1
+    await batcher.close()
+
+
+@needs_fraud
+def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) -> None:
+    pytest.importorskip("pandas")
+    from training.fraud_data import load_transactions, split_window
+    from training.fraud_metrics import fraud_metrics
+
+    card = latest_card("fraud")
+    window_start = str(card.metrics["window"]).split()[1]  # "train 2018-07-25 +7d, ..."
+    test = split_window(load_transactions(str(FRAUD)), window_start).test
+    client = make_client(repo=MODELS, default_fraud_model="fraud")
+    scores: list[float] = []
+    records = test.to_dict("records")
+    for start in range(0, len(records), 1000):
+        body = {"transactions": [_transaction(r) for r in records[start:start + 1000]]}
+        response = client.post("/v1/fraud/score", json=body)
+        assert response.status_code == 200
+        scores += [r["fraud_probability"] for r in response.json()["results"]]
+    metrics = fraud_metrics(test, np.asarray(scores))
+    assert metrics["auc_roc"] == pytest.approx(card.metrics["test_auc_roc"], abs=1e-3)
+    assert metrics["average_precision"] == pytest.approx(
+        card.metrics["test_average_precision"], abs=2e-3)
+
+
+def _transaction(record: dict) -> dict:
+    body = {
+        "transaction_id": int(record["TRANSACTION_ID"]),
+        "customer_id": int(record["CUSTOMER_ID"]),
+        "terminal_id": int(record["TERMINAL_ID"]),
+        "amount": float(record["TX_AMOUNT"]),
+        "timestamp": record["TX_DATETIME"].isoformat(),
+    }
+    for column, field in BEHAVIOURAL_FIELDS.items():
+        value = record[column]
+        body[field] = int(value) if "_NB_TX_" in column else float(value)
+    return body
