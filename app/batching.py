@@ -101,28 +101,29 @@ class DynamicBatcher:
         now = time.monotonic()
         if deadline <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
-        request = _Request(rows, deadline, now, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        request = _Request(rows, deadline, now, loop.create_future())
         # A waiter that gave up leaves nobody to read the outcome; mark it read.
         request.future.add_done_callback(_consume_outcome)
         self._queue.append(request)
         self._queued_rows += request.size
         self._idle.clear()
         self._wakeup.set()
+        # The event loop's clock is time.monotonic(), so the deadline needs no conversion.
+        timer = loop.call_at(deadline, self._on_deadline, request)
         try:
-            return await asyncio.wait_for(asyncio.shield(request.future), deadline - now)
-        except TimeoutError:
-            if request.taken == 0:
-                self._expire(request)
-                raise DeadlineExceeded(
-                    f"the request waited past its deadline in model {self.name}'s queue"
-                ) from None
-            # Part of it is already running: its answer is moments away.
             return await request.future
         except asyncio.CancelledError:
-            if request.taken == 0 and not request.future.done():
+            if request.taken == 0:
                 self._withdraw(request)
-                request.future.cancel()
             raise
+        finally:
+            timer.cancel()
+
+    def _on_deadline(self, request: _Request) -> None:
+        # Rows already in a batch are moments from their answer: only queued ones expire.
+        if request.taken == 0 and not request.future.done():
+            self._expire(request)
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Refuse new requests, answer the queued ones, then stop the worker."""
@@ -155,7 +156,9 @@ class DynamicBatcher:
         self._withdraw(request)
         self.stats.expired += 1
         if not request.future.done():
-            request.future.set_exception(DeadlineExceeded("deadline passed in the queue"))
+            request.future.set_exception(
+                DeadlineExceeded(f"the request waited past its deadline in {self.name}'s queue")
+            )
 
     async def _work(self) -> None:
         while True:

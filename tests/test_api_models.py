@@ -138,3 +138,11 @@ def test_docs_work_offline(client) -> None:
     schema = client.get("/openapi.json").json()
     assert "Transaction" in schema["components"]["schemas"]
     assert "/v1/models/{model}/classify" in schema["paths"]
+
+
+def test_settings_override_the_cards_batching(make_client) -> None:
+    client = make_client(max_queue_delay_ms=3.0, batching={"tiny-fraud": {"max_batch_size": 1}})
+    models = {m["name"]: m["versions"][0] for m in client.get("/v1/models").json()["models"]}
+    assert models["tiny-fraud"]["batching"] == {"max_batch_size": 1, "max_queue_delay_ms": 3.0}
+    assert models["tiny-image"]["batching"] == {"max_batch_size": 8, "max_queue_delay_ms": 3.0}
+    assert client.post("/v1/fraud/score", json=transaction()).status_code == 200

@@ -179,3 +179,16 @@ async def test_close_answers_what_is_queued_then_refuses(run_model) -> None:
     assert len(await pending) == 3
     with pytest.raises(ShuttingDown):
         await batcher.infer(rows(1), far())
+
+
+async def test_a_cancelled_waiter_leaves_the_queue(run_model) -> None:
+    batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=100)
+    gone = asyncio.ensure_future(batcher.infer(rows(5), far()))
+    kept = asyncio.ensure_future(batcher.infer(rows(2), far()))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert batcher.queued_rows == 2
+    assert len(await kept) == 2
+    assert list(batcher.stats.sizes) == [2]
+    await batcher.close()

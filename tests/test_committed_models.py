@@ -42,8 +42,9 @@ def test_the_committed_models_have_valid_cards_and_load() -> None:
         for version in versions:
             card = read_card(version)
             assert card.provenance.command.startswith("python -m training")
-            runtime = ModelRuntime.load(card, version.onnx_path, settings,
-                                        ProviderChoice(["CPUExecutionProvider"], "test"))
+            runtime = ModelRuntime.load(
+                card, version.onnx_path, settings, ProviderChoice(["CPUExecutionProvider"], "test")
+            )
             assert runtime.warm_up() >= 0.0
 
 
@@ -71,7 +72,7 @@ def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
     client = make_client(repo=MODELS, default_image_model="cifar10")
     correct = 0
     for start in range(0, len(images), 50):
-        chunk = images[start:start + 50]
+        chunk = images[start : start + 50]
         files = [("file", (f"{i}.jpg", data, "image/jpeg")) for i, (_, data) in enumerate(chunk)]
         response = client.post("/v1/classify?top_k=1", files=files)
         assert response.status_code == 200
@@ -87,19 +88,33 @@ def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
 async def test_cifar10_batched_outputs_equal_unbatched() -> None:
     card = latest_card("cifar10")
     version = discover(MODELS, ["cifar10"])["cifar10"][-1]
-    runtime = ModelRuntime.load(card, version.onnx_path, Settings(_env_file=None),
-                                ProviderChoice(["CPUExecutionProvider"], "test"))
+    runtime = ModelRuntime.load(
+        card,
+        version.onnx_path,
+        Settings(_env_file=None),
+        ProviderChoice(["CPUExecutionProvider"], "test"),
+    )
     assert card.image is not None
-    pixels = np.stack([decode_image(data, card.image, 10**6)
-                       for _, data in cifar_test_images(per_class=3)])
+    pixels = np.stack(
+        [decode_image(data, card.image, 10**6) for _, data in cifar_test_images(per_class=3)]
+    )
     rows = to_input_rows(pixels, card.image, card.input)
-    expected = np.concatenate([runtime.run_batch(rows[i:i + 1]) for i in range(len(rows))])
-    batcher = DynamicBatcher(runtime.run_batch, name="cifar10", max_batch_size=8,
-                             max_queue_delay_ms=5, max_queue_items=1000)
+    expected = np.concatenate([runtime.run_batch(rows[i : i + 1]) for i in range(len(rows))])
+    batcher = DynamicBatcher(
+        runtime.run_batch,
+        name="cifar10",
+        max_batch_size=8,
+        max_queue_delay_ms=5,
+        max_queue_items=1000,
+    )
     batcher.start()
     cuts = [0, 1, 4, 5, 13, 20, 30]
-    outputs = await asyncio.gather(*(batcher.infer(rows[a:b], time.monotonic() + 30)
-                                     for a, b in zip(cuts, cuts[1:], strict=False)))
+    outputs = await asyncio.gather(
+        *(
+            batcher.infer(rows[a:b], time.monotonic() + 30)
+            for a, b in zip(cuts, cuts[1:], strict=False)
+        )
+    )
     np.testing.assert_allclose(np.concatenate(outputs), expected, atol=1e-5)
     assert max(batcher.stats.sizes) > 1
     await batcher.close()
@@ -118,14 +133,15 @@ def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) ->
     scores: list[float] = []
     records = test.to_dict("records")
     for start in range(0, len(records), 1000):
-        body = {"transactions": [_transaction(r) for r in records[start:start + 1000]]}
+        body = {"transactions": [_transaction(r) for r in records[start : start + 1000]]}
         response = client.post("/v1/fraud/score", json=body)
         assert response.status_code == 200
         scores += [r["fraud_probability"] for r in response.json()["results"]]
     metrics = fraud_metrics(test, np.asarray(scores))
     assert metrics["auc_roc"] == pytest.approx(card.metrics["test_auc_roc"], abs=1e-3)
     assert metrics["average_precision"] == pytest.approx(
-        card.metrics["test_average_precision"], abs=2e-3)
+        card.metrics["test_average_precision"], abs=2e-3
+    )
 
 
 def _transaction(record: dict) -> dict:

@@ -30,8 +30,13 @@ def test_every_curl_example_answers_without_error() -> None:
         port = base.rsplit(":", 1)[1]
         for command in commands:
             command = command.replace("localhost:8000", f"127.0.0.1:{port}")
-            result = subprocess.run(["bash", "-c", command + " --fail-with-body"], cwd=REPO_ROOT,
-                                    capture_output=True, text=True, timeout=30)
+            result = subprocess.run(
+                ["bash", "-c", command + " --fail-with-body"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             answer = json.loads(result.stdout)
             assert "error" not in answer, command
