@@ -6,6 +6,7 @@ The accuracy checks read the real datasets and skip when they are absent.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tarfile
 import time
 from pathlib import Path
@@ -110,10 +111,7 @@ async def test_cifar10_batched_outputs_equal_unbatched() -> None:
     batcher.start()
     cuts = [0, 1, 4, 5, 13, 20, 30]
     outputs = await asyncio.gather(
-        *(
-            batcher.infer(rows[a:b], time.monotonic() + 30)
-            for a, b in zip(cuts, cuts[1:], strict=False)
-        )
+        *(batcher.infer(rows[a:b], time.monotonic() + 30) for a, b in itertools.pairwise(cuts))
     )
     np.testing.assert_allclose(np.concatenate(outputs), expected, atol=1e-5)
     assert max(batcher.stats.sizes) > 1
