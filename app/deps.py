@@ -1,4 +1,8 @@
-"""Annotated dependencies shared by the routers."""
+"""Annotated dependencies shared by the routers.
+
+All are `async def`: FastAPI runs plain `def` dependencies in its thread pool, a hop that
+costs more than a small model's inference.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +17,19 @@ from app.registry import ModelRegistry
 from app.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _registry(request: Request) -> ModelRegistry:
+async def _registry(request: Request) -> ModelRegistry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def _inference(request: Request) -> InferenceService:
+async def _inference(request: Request) -> InferenceService:
     return request.app.state.inference  # type: ignore[no-any-return]
 
 
-def _deadline(
+async def _deadline(
     settings: Annotated[Settings, Depends(_settings)],
     x_request_timeout_ms: Annotated[
         str | None,
