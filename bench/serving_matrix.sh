@@ -27,6 +27,9 @@ for batching in on off; do
   server=$!
   trap 'kill $server 2>/dev/null || true' EXIT
   until curl -sf "$BASE/readyz" >/dev/null; do sleep 0.2; done
+  # Warm up both paths (first-call allocations, caches) before anything is measured.
+  DURATION=3s measure /v1/fraud/score application/json tests/data/transaction.json 8 >/dev/null
+  DURATION=3s measure /v1/classify image/jpeg tests/data/cat.jpg 8 >/dev/null
   for concurrency in 1 64; do
     read -r rps p50 p99 errors < <(measure /v1/fraud/score application/json tests/data/transaction.json "$concurrency")
     echo "| fraud/score (1 tx) | $batching | $concurrency | $rps | $p50 | $p99 | $errors |"
