@@ -69,16 +69,34 @@ class ResNetSmall(nn.Module):
         return self.head(self.dropout(self.features(x))) * self.LOGIT_SCALE
 
 
+def predict_probabilities(
+    classifier: nn.Module, x: torch.Tensor, flip_tta: bool
+) -> torch.Tensor:
+    """Class probabilities; with `flip_tta`, averaged with those of the mirrored image."""
+    probabilities = torch.softmax(classifier(x).float(), dim=1)
+    if flip_tta:
+        mirrored = torch.softmax(classifier(x.flip(3)).float(), dim=1)
+        probabilities = (probabilities + mirrored) / 2
+    return probabilities
+
+
 class ServingImageModel(nn.Module):
     """uint8 `[n, h, w, 3]` RGB pixels -> class probabilities, normalization in the graph."""
 
-    def __init__(self, classifier: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self,
+        classifier: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        flip_tta: bool = False,
+    ) -> None:
         super().__init__()
         self.classifier = classifier
+        self.flip_tta = flip_tta
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
-        return torch.softmax(self.classifier(x), dim=1)
+        return predict_probabilities(self.classifier, x, self.flip_tta)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from app.model_card import ImagePreprocessing, Normalization
 from training import plots
-from training.cnn import ResNetSmall, ServingImageModel
+from training.cnn import ResNetSmall, ServingImageModel, predict_probabilities
 from training.export import publish
 from training.image_data import (
     ImageSet,
@@ -55,6 +55,7 @@ class ImageConfig:
     dropout: float = 0.0
     crop_padding: int = 4
     flip: bool = True
+    flip_tta: bool = True  # average with the mirrored image at test time, in the exported graph
     val_fraction: float = 0.0
     early_stopping_patience: int = 0  # epochs without validation gain; 0 turns it off
     train_per_class: int | None = None
@@ -154,7 +155,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
             "lr": lr,
         }
         if val is not None:
-            val_loss, val_acc, _ = evaluate(model, val, mean, std, device)
+            val_loss, val_acc, _ = evaluate(model, val, mean, std, device, cfg.flip_tta)
             record.update(val_loss=val_loss, val_accuracy=val_acc)
         history.append(record)
         print(json.dumps(record))
@@ -180,9 +181,10 @@ def train_images(cfg: ImageConfig) -> Path | None:
                     break
 
     # Evaluate
-    test_loss, test_acc, predictions = evaluate(model, test, mean, std, device)
+    test_loss, test_acc, predictions = evaluate(model, test, mean, std, device, cfg.flip_tta)
     metrics = {
         "test_accuracy": test_acc,
+        "test_time_augmentation": "horizontal flip" if cfg.flip_tta else "none",
         "test_loss": test_loss,
         "test_images": len(test),
         "epochs": len(history),
@@ -200,7 +202,10 @@ def train_images(cfg: ImageConfig) -> Path | None:
 
     # Save
     serving = ServingImageModel(
-        model.float().cpu().to(memory_format=torch.contiguous_format), CIFAR_MEAN, CIFAR_STD
+        model.float().cpu().to(memory_format=torch.contiguous_format),
+        CIFAR_MEAN,
+        CIFAR_STD,
+        flip_tta=cfg.flip_tta,
     )
     card = {
         "kind": "image_classifier",
@@ -229,18 +234,19 @@ def evaluate(
     mean: torch.Tensor,
     std: torch.Tensor,
     device: torch.device,
+    flip_tta: bool = False,
     batch_size: int = 500,
 ) -> tuple[float, float, np.ndarray]:
-    """Mean loss, accuracy and predicted classes over `data`."""
+    """Mean loss, accuracy and predicted classes over `data`, as the exported model computes."""
     model.eval()
     loss_sum, predictions = 0.0, []
     for start in range(0, len(data), batch_size):
         pixels = torch.from_numpy(data.pixels[start : start + batch_size]).to(device)
         x = to_float_nchw(pixels, mean, std).contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(data.labels[start : start + batch_size]).to(device)
-        logits = model(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        predictions.append(logits.argmax(1).cpu().numpy())
+        probabilities = predict_probabilities(model, x, flip_tta)
+        loss_sum += F.nll_loss(probabilities.clamp_min(1e-12).log(), y, reduction="sum").item()
+        predictions.append(probabilities.argmax(1).cpu().numpy())
     predicted = np.concatenate(predictions)
     return loss_sum / len(data), float((predicted == data.labels).mean()), predicted
 
