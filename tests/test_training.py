@@ -111,7 +111,8 @@ def synthetic_transactions(days: int = 50, seed: int = 0) -> pd.DataFrame:
     """Transactions where amounts above 220 are fraud, like the simulator's first pattern."""
     generator = np.random.default_rng(seed)
     n = days * 120
-    seconds = np.sort(generator.integers(0, days * 86400, n))
+    # Whole minutes: many transactions share a timestamp, as a handful do in the real data.
+    seconds = np.sort(generator.integers(0, days * 1440, n)) * 60
     amounts = np.round(generator.gamma(2.0, 50.0, n), 2)
     return pd.DataFrame(
         {
@@ -128,7 +129,7 @@ def synthetic_transactions(days: int = 50, seed: int = 0) -> pd.DataFrame:
 def test_features_match_their_definitions() -> None:
     frame = add_features(synthetic_transactions(days=40))
     day = pd.Timedelta(days=1)
-    for index in np.random.default_rng(1).choice(len(frame), 60, replace=False):
+    for index in np.random.default_rng(1).choice(len(frame), 150, replace=False):
         row = frame.iloc[index]
         t = row["TX_DATETIME"]
         earlier = frame.iloc[: index + 1]  # ties are ordered by TRANSACTION_ID

@@ -9,6 +9,8 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
+from training.fraud import FraudConfig, train_fraud
+from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.images import ImageConfig, train_images
 
 
@@ -40,13 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, tuple[type, Callable[[Any], Any]]] = {
         "images": (ImageConfig, train_images),
+        "fraud": (FraudConfig, train_fraud),
+        "evaluate": (FraudEvaluationConfig, evaluate_fraud),
     }
-    try:
-        from training.fraud import FraudConfig, train_fraud
-
-        runners["fraud"] = (FraudConfig, train_fraud)
-    except ImportError:
-        pass
     for name, (config_type, run) in runners.items():
         sub = commands.add_parser(
             name, help=(run.__doc__ or "").strip().splitlines()[0] if run.__doc__ else None

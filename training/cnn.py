@@ -69,9 +69,7 @@ class ResNetSmall(nn.Module):
         return self.head(self.dropout(self.features(x))) * self.LOGIT_SCALE
 
 
-def predict_probabilities(
-    classifier: nn.Module, x: torch.Tensor, flip_tta: bool
-) -> torch.Tensor:
+def predict_probabilities(classifier: nn.Module, x: torch.Tensor, flip_tta: bool) -> torch.Tensor:
     """Class probabilities; with `flip_tta`, averaged with those of the mirrored image."""
     probabilities = torch.softmax(classifier(x).float(), dim=1)
     if flip_tta:

@@ -36,8 +36,8 @@ class FraudConfig:
     train_days: int = 7
     delay_days: int = 7
     test_days: int = 7
-    hidden: list[int] = field(default_factory=lambda: [128, 64])
-    dropout: float = 0.2
+    hidden: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.3
     epochs: int = 20
     batch_size: int = 256
     lr: float = 1e-3
@@ -45,12 +45,14 @@ class FraudConfig:
     schedule: ScheduleName = "cosine"
     warmup_fraction: float = 0.1
     pos_weight: float = 1.0  # >1 weighs the rare fraud class up in the loss
+    derived_features: bool = True  # log1p of heavy tails and amount/average ratios, in-graph
+    ensemble: int = 5  # MLPs trained from different seeds, averaged in the graph
     val_fraction: float = 0.2  # stratified hold-out of the training window
     early_stopping_patience: int = 5
     review_alert_rate: float = 0.01  # share of validation transactions sent to review
     decline_precision: float = 0.9
     seed: int = 0
-    device: str = "cpu"
+    threads: int = 1  # torch threads: more only add synchronisation for a model this small
     export: bool = True
 
 
@@ -72,23 +74,59 @@ class FraudMLP(nn.Module):
         return self.net(x).squeeze(1)
 
 
-class ServingFraudModel(nn.Module):
-    """Raw float32 `[n, 15]` features -> fraud probability `[n, 1]`, scaling in the graph."""
+class DerivedFeatures(nn.Module):
+    """Raw `[n, 15]` -> `[n, 18]` model inputs, computed in the graph: amounts and counts
+    through log1p (they are heavy-tailed), plus the amount's ratio to the customer's 1, 7 and
+    30-day averages (one simulated fraud pattern multiplies a card's amounts)."""
 
-    def __init__(self, mlp: FraudMLP, mean: np.ndarray, std: np.ndarray) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         super().__init__()
-        self.mlp = mlp
+        self.enabled = enabled
+        heavy_tailed = ("TX_AMOUNT", "CUSTOMER_ID_NB", "CUSTOMER_ID_AVG", "TERMINAL_ID_NB")
+        mask = torch.tensor([f.startswith(heavy_tailed) for f in FEATURES])
+        self.register_buffer("log_mask", mask)
+        self.amount = FEATURES.index("TX_AMOUNT")
+        self.averages = [
+            FEATURES.index(f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW") for n in (1, 7, 30)
+        ]
+
+    @property
+    def width(self) -> int:
+        return len(FEATURES) + (len(self.averages) if self.enabled else 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        logged = torch.where(self.log_mask, torch.log1p(x.clamp_min(0)), x)
+        ratios = x[:, self.amount : self.amount + 1] / (x[:, self.averages] + 1.0)
+        return torch.cat([logged, torch.log1p(ratios)], dim=1)
+
+
+class ServingFraudModel(nn.Module):
+    """Raw float32 `[n, 15]` features -> fraud probability `[n, 1]`: derived features,
+    scaling, and the mean of an ensemble of MLPs, all in the graph."""
+
+    def __init__(
+        self, members: list[FraudMLP], derive: DerivedFeatures, mean: np.ndarray, std: np.ndarray
+    ) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.derive = derive
         self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
         self.register_buffer("std", torch.from_numpy(std.astype(np.float32)))
 
+    def inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """What the MLPs see: derived, then standardized, features."""
+        return (self.derive(features) - self.mean) / self.std
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.mlp((features - self.mean) / self.std)).unsqueeze(1)
+        x = self.inputs(features)
+        probabilities = torch.stack([torch.sigmoid(m(x)) for m in self.members]).mean(0)
+        return probabilities.unsqueeze(1)
 
 
 def train_fraud(cfg: FraudConfig) -> Path | None:
     """Train the fraud MLP on one window and export it with decision thresholds."""
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     run_dir = Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -96,73 +134,16 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     # Data
     frame = load_transactions(cfg.data)
     window = split_window(frame, cfg.train_start, cfg.train_days, cfg.delay_days, cfg.test_days)
-    x_all, y_all = feature_matrix(window.train), window.train["TX_FRAUD"].to_numpy(np.float32)
-    train_idx, val_idx = _stratified_split(y_all, cfg.val_fraction, rng)
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6  # scaling fitted on training data only
     print(
-        f"window from {cfg.train_start}: {len(x_train)} train ({int(y_train.sum())} frauds), "
-        f"{len(x_val)} validation ({int(y_val.sum())}), {len(window.test)} test "
+        f"window from {cfg.train_start}: {len(window.train)} train "
+        f"({int(window.train['TX_FRAUD'].sum())} frauds), {len(window.test)} test "
         f"({int(window.test['TX_FRAUD'].sum())})"
     )
 
-    # Model
-    mlp = FraudMLP(len(FEATURES), cfg.hidden, cfg.dropout)
-    model = ServingFraudModel(mlp, mean, std)
-    optimizer = torch.optim.AdamW(mlp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    steps_per_epoch = -(-len(xt) // cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
-    pos_weight = torch.tensor(cfg.pos_weight)
-    history: list[dict] = []
-    best_auc, best_state, stale = -1.0, None, 0
-
-    # Loop
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(xt))
-        loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for i in bar:
-            step = epoch * steps_per_epoch + i
-            lr = cfg.lr * lr_multiplier(cfg.schedule, step, total_steps, cfg.warmup_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
-            logits = mlp((xt[batch] - model.mean) / model.std)
-            loss = F.binary_cross_entropy_with_logits(logits, yt[batch], pos_weight=pos_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(batch)
-            bar.set_postfix(loss=f"{loss_sum / ((i + 1) * cfg.batch_size):.4f}", lr=f"{lr:.2e}")
-        val_scores = _predict(model, x_val)
-        val_auc = float(roc_auc_score(y_val, val_scores))
-        val_loss = float(
-            F.binary_cross_entropy(
-                torch.from_numpy(val_scores).clamp(1e-7, 1 - 1e-7), torch.from_numpy(y_val)
-            )
-        )
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / len(xt),
-            "val_loss": val_loss,
-            "val_auc": val_auc,
-            "lr": lr,
-        }
-        history.append(record)
-        print(json.dumps(record))
-        if val_auc > best_auc:
-            best_auc, stale = val_auc, 0
-            best_state = {k: v.clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
-                print(f"early stop: validation AUC has not improved for {stale} epochs")
-                break
-    assert best_state is not None
-    model.load_state_dict(best_state)
+    # Model and loop
+    fitted = fit(cfg, feature_matrix(window.train), window.train["TX_FRAUD"].to_numpy(np.float32))
+    model, history, best_auc = fitted.model, fitted.history, fitted.best_val_auc
+    x_val, y_val = fitted.x_val, fitted.y_val
 
     # Evaluate
     test_scores = _predict(model, feature_matrix(window.test))
@@ -189,7 +170,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     (run_dir / "metrics.json").write_text(
         json.dumps({"history": history, "test": metrics, "thresholds": [review, decline]}, indent=2)
     )
-    plots.training_curves(history, run_dir / "curves.png")
+    plots.training_curves([r for r in history if r["member"] == 0], run_dir / "curves.png")
     plots.roc_and_pr(window.test["TX_FRAUD"].to_numpy(), test_scores, run_dir / "roc_pr.png")
     if not cfg.export:
         return None
@@ -213,6 +194,104 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     target = publish(model, examples, card, Path(cfg.models_dir), cfg.name)
     print(f"exported {target}")
     return target
+
+
+@dataclass
+class Fitted:
+    model: ServingFraudModel
+    history: list[dict]
+    best_val_auc: float
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def fit(cfg: FraudConfig, x_all: np.ndarray, y_all: np.ndarray) -> Fitted:
+    """Train `cfg.ensemble` MLPs on a stratified split of one window's rows, each stopped at
+    its best epoch on validation."""
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    train_idx, val_idx = _stratified_split(y_all, cfg.val_fraction, rng)
+    x_train, y_train = x_all[train_idx], y_all[train_idx]
+    x_val, y_val = x_all[val_idx], y_all[val_idx]
+    derive = DerivedFeatures(cfg.derived_features)
+    with torch.no_grad():
+        derived = derive(torch.from_numpy(x_train)).numpy()
+    mean, std = derived.mean(0), derived.std(0) + 1e-6  # scaling fitted on training data only
+    model = ServingFraudModel([], derive, mean, std)
+    with torch.no_grad():
+        xt, xv = model.inputs(torch.from_numpy(x_train)), model.inputs(torch.from_numpy(x_val))
+
+    history: list[dict] = []
+    for member in range(cfg.ensemble):
+        torch.manual_seed(cfg.seed + member)
+        mlp = FraudMLP(derive.width, cfg.hidden, cfg.dropout)
+        history += [
+            {**r, "member": member} for r in _train_member(mlp, xt, y_train, xv, y_val, cfg)
+        ]
+        model.members.append(mlp)
+    val_auc = float(roc_auc_score(y_val, _predict(model, x_val)))
+    return Fitted(model, history, val_auc, x_val, y_val)
+
+
+def _train_member(
+    mlp: FraudMLP,
+    xt: torch.Tensor,
+    y_train: np.ndarray,
+    xv: torch.Tensor,
+    y_val: np.ndarray,
+    cfg: FraudConfig,
+) -> list[dict]:
+    """One MLP's training loop; leaves `mlp` at its best validation epoch."""
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    yt = torch.from_numpy(y_train)
+    steps_per_epoch = -(-len(xt) // cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    pos_weight = torch.tensor(cfg.pos_weight)
+    history: list[dict] = []
+    best_auc, best_state, stale = -1.0, None, 0
+    for epoch in range(cfg.epochs):
+        mlp.train()
+        order = torch.randperm(len(xt))
+        loss_sum = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
+        for i in bar:
+            step = epoch * steps_per_epoch + i
+            lr = cfg.lr * lr_multiplier(cfg.schedule, step, total_steps, cfg.warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = order[i * cfg.batch_size : (i + 1) * cfg.batch_size]
+            loss = F.binary_cross_entropy_with_logits(
+                mlp(xt[batch]), yt[batch], pos_weight=pos_weight
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(batch)
+            bar.set_postfix(loss=f"{loss_sum / ((i + 1) * cfg.batch_size):.4f}", lr=f"{lr:.2e}")
+        mlp.eval()
+        with torch.no_grad():
+            val_scores = torch.sigmoid(mlp(xv))
+        val_auc = float(roc_auc_score(y_val, val_scores.numpy()))
+        val_loss = F.binary_cross_entropy(val_scores.clamp(1e-7, 1 - 1e-7), torch.from_numpy(y_val))
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / len(xt),
+                "val_loss": float(val_loss),
+                "val_auc": val_auc,
+                "lr": lr,
+            }
+        )
+        if val_auc > best_auc:
+            best_auc, stale = val_auc, 0
+            best_state = {k: v.clone() for k, v in mlp.state_dict().items()}
+        else:
+            stale += 1
+            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+                break
+    assert best_state is not None
+    mlp.load_state_dict(best_state)
+    return history
 
 
 def choose_thresholds(

@@ -16,6 +16,7 @@ import pandas as pd
 from app.fraud_features import FEATURES, NIGHT_HOURS, TERMINAL_DELAY_DAYS, WINDOWS_DAYS
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
+FEATURES_VERSION = 2  # part of the cache key: bump when the feature code changes
 COLUMNS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 
 
@@ -26,7 +27,8 @@ def load_transactions(path: str) -> pd.DataFrame:
     """
     source = Path(path).expanduser()
     stat = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
+    identity = f"{FEATURES_VERSION}:{source.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    key = hashlib.sha1(identity.encode()).hexdigest()
     cache = CACHE_DIR / f"{key[:16]}.pkl"
     if cache.exists():
         return pd.read_pickle(cache)
@@ -39,30 +41,22 @@ def load_transactions(path: str) -> pd.DataFrame:
 
 def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the benchmark's 15 inputs to a frame with the raw CSV columns."""
-    frame = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable").reset_index(
-        drop=True
-    )
+    frame = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable")
+    frame = frame.reset_index(drop=True)
     when = frame["TX_DATETIME"]
     frame["TX_DURING_WEEKEND"] = (when.dt.day_of_week >= 5).astype(np.int64)
     frame["TX_DURING_NIGHT"] = when.dt.hour.isin(NIGHT_HOURS).astype(np.int64)
 
-    # Rolling time windows are (t - N days, t], ending at the current row: ties count only
-    # the rows before them in TRANSACTION_ID order, as the benchmark defines.
-    by_customer = frame.groupby("CUSTOMER_ID", sort=False)
+    customer = _Windows(frame, "CUSTOMER_ID")
     for n in WINDOWS_DAYS:
-        rolled = by_customer.rolling(f"{n}D", on="TX_DATETIME")["TX_AMOUNT"]
-        count, mean = rolled.count(), rolled.mean()
-        frame[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = _align(count, frame)
-        frame[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = _align(mean, frame)
-
-    # Terminal windows are (t - 7 - N days, t - 7 days]: the difference of two rolling windows.
-    by_terminal = frame.groupby("TERMINAL_ID", sort=False)
-    delay = by_terminal.rolling(f"{TERMINAL_DELAY_DAYS}D", on="TX_DATETIME")["TX_FRAUD"]
-    delay_count, delay_frauds = _align(delay.count(), frame), _align(delay.sum(), frame)
+        # (t - N days, t], the current transaction included.
+        count, amount = customer.up_to_current(n, "TX_AMOUNT")
+        frame[f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW"] = count
+        frame[f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW"] = amount / count
+    terminal = _Windows(frame, "TERMINAL_ID")
     for n in WINDOWS_DAYS:
-        whole = by_terminal.rolling(f"{TERMINAL_DELAY_DAYS + n}D", on="TX_DATETIME")["TX_FRAUD"]
-        count = _align(whole.count(), frame) - delay_count
-        frauds = _align(whole.sum(), frame) - delay_frauds
+        # (t - 7 - N days, t - 7 days]: only labels known after the delay.
+        count, frauds = terminal.between(TERMINAL_DELAY_DAYS + n, TERMINAL_DELAY_DAYS, "TX_FRAUD")
         frame[f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW"] = count
         frame[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(
             count > 0, frauds / np.maximum(count, 1), 0.0
@@ -70,9 +64,49 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def _align(rolled: pd.Series, frame: pd.DataFrame) -> np.ndarray:
-    """groupby().rolling() results come back grouped; put them back in frame order."""
-    return rolled.reset_index(level=0, drop=True).sort_index().to_numpy(dtype=np.float64)
+class _Windows:
+    """Counts and sums over time windows of one entity's transactions, vectorized.
+
+    Rows are sorted by (entity, time, TRANSACTION_ID) and keyed by entity and time in
+    seconds, so a window's bounds are two binary searches and its sum a difference of
+    cumulative sums. `frame` must already be in (time, TRANSACTION_ID) order.
+    """
+
+    def __init__(self, frame: pd.DataFrame, entity: str) -> None:
+        seconds = (frame["TX_DATETIME"] - frame["TX_DATETIME"].min()).dt.total_seconds()
+        seconds = seconds.to_numpy(np.int64)
+        ids = frame[entity].to_numpy(np.int64)
+        ids = ids - ids.min()
+        self.order = np.lexsort((np.arange(len(frame)), seconds, ids))  # stable by frame order
+        span = int(seconds.max()) + 100 * 86400  # room for windows reaching below zero
+        self.keys = ids[self.order] * span + seconds[self.order] + 50 * 86400
+        self.frame = frame
+
+    def _sums(self, column: str) -> np.ndarray:
+        values = self.frame[column].to_numpy(np.float64)[self.order]
+        return np.concatenate([[0.0], np.cumsum(values)])
+
+    def _scatter(self, sorted_values: np.ndarray) -> np.ndarray:
+        out = np.empty_like(sorted_values)
+        out[self.order] = sorted_values
+        return out
+
+    def up_to_current(self, days: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of `column` over (t - days, t], up to and including each row."""
+        position = np.arange(len(self.keys))
+        start = np.searchsorted(self.keys, self.keys - days * 86400, side="right")
+        sums = self._sums(column)
+        count = (position + 1 - start).astype(np.float64)
+        return self._scatter(count), self._scatter(sums[position + 1] - sums[start])
+
+    def between(self, far_days: int, near_days: int, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of `column` over (t - far_days, t - near_days]."""
+        start = np.searchsorted(self.keys, self.keys - far_days * 86400, side="right")
+        stop = np.searchsorted(self.keys, self.keys - near_days * 86400, side="right")
+        sums = self._sums(column)
+        return self._scatter((stop - start).astype(np.float64)), self._scatter(
+            sums[stop] - sums[start]
+        )
 
 
 @dataclass
