@@ -16,6 +16,7 @@ from training.cnn import ResNetSmall, ServingImageModel
 from training.export import ParityError, check_parity, export_onnx
 from training.fraud import FraudConfig, choose_thresholds, train_fraud
 from training.fraud_data import add_features, feature_matrix, split_window
+from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
 from training.images import ImageConfig, train_images
 from training.schedules import lr_multiplier
@@ -204,6 +205,7 @@ def test_fraud_training_exports_a_model_with_thresholds(tmp_path: Path, monkeypa
             hidden=[16],
             batch_size=32,
             lr=0.01,
+            ensemble=2,
             val_fraction=0.3,
         )
     )
@@ -214,3 +216,31 @@ def test_fraud_training_exports_a_model_with_thresholds(tmp_path: Path, monkeypa
     assert float(card.metrics["test_auc_roc"]) > 0.8  # amount > 220 is easy to learn
     run = next((tmp_path / "runs").iterdir())
     assert {"curves.png", "roc_pr.png", "metrics.json"} <= {p.name for p in run.iterdir()}
+
+
+def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, monkeypatch) -> None:
+    csv = tmp_path / "tx.csv"
+    frame = synthetic_transactions(days=50)
+    frame.assign(TX_TIME_SECONDS=0, TX_TIME_DAYS=0, TX_FRAUD_SCENARIO=0).to_csv(csv, index=False)
+    monkeypatch.setattr("training.fraud_data.CACHE_DIR", tmp_path / "cache")
+    results = evaluate_fraud(
+        FraudEvaluationConfig(
+            data=str(csv),
+            runs_dir=str(tmp_path / "runs"),
+            folds=["2018-04-25", "2018-05-02"],
+            epochs=3,
+            hidden=[8],
+            ensemble=1,
+        )
+    )
+    assert set(results) == {
+        "ours: MLP",
+        "ours: logistic regression",
+        "ours: gradient-boosted trees",
+    }
+    for metrics in results.values():
+        assert all(len(values) == 2 for values in metrics.values())
+    # Amounts above 220 are fraud: every model learns that.
+    assert np.mean(results["ours: logistic regression"]["auc_roc"]) > 0.8
+    table = (next((tmp_path / "runs").iterdir()) / "results.md").read_text()
+    assert "published: XGBoost (tuned)" in table and "ours: MLP" in table
