@@ -244,3 +244,37 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, monkeypatch) 
     assert np.mean(results["ours: logistic regression"]["auc_roc"]) > 0.8
     table = (next((tmp_path / "runs").iterdir()) / "results.md").read_text()
     assert "published: XGBoost (tuned)" in table and "ours: MLP" in table
+
+
+def test_image_training_resumes_from_its_checkpoint(
+    image_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("training.image_data.CACHE_DIR", tmp_path / "cache")
+    common = {
+        "data": str(image_folder),
+        "widths": [8],
+        "stem": 8,
+        "batch_size": 16,
+        "export": False,
+        "flip_tta": False,
+    }
+    train_images(ImageConfig(runs_dir=str(tmp_path / "first"), epochs=3, **common))
+    checkpoint = next((tmp_path / "first").iterdir()) / "checkpoint.pt"
+    state = torch.load(checkpoint, weights_only=False)
+    assert state["epoch"] == 3
+    # Pretend the run stopped after epoch 1: resuming trains epochs 2 and 3 only.
+    state["epoch"], state["history"] = 1, state["history"][:1]
+    torch.save(state, checkpoint)
+    train_images(
+        ImageConfig(runs_dir=str(tmp_path / "second"), epochs=3, resume=str(checkpoint), **common)
+    )
+    resumed = torch.load(
+        next((tmp_path / "second").iterdir()) / "checkpoint.pt", weights_only=False
+    )
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
+    assert resumed["constructor_args"] == {
+        "num_classes": 2,
+        "widths": [8],
+        "stem": 8,
+        "dropout": 0.0,
+    }

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from app.fraud_features import FEATURES
 from training import plots
+from training.devices import DeviceName, pick_device
 from training.export import publish
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
@@ -52,6 +53,7 @@ class FraudConfig:
     review_alert_rate: float = 0.01  # share of validation transactions sent to review
     decline_precision: float = 0.9
     seed: int = 0
+    device: DeviceName = "auto"
     threads: int = 1  # torch threads: more only add synchronisation for a model this small
     export: bool = True
 
@@ -146,7 +148,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     x_val, y_val = fitted.x_val, fitted.y_val
 
     # Evaluate
-    test_scores = _predict(model, feature_matrix(window.test))
+    test_scores = predict_scores(model, feature_matrix(window.test))
     metrics: dict[str, float | str] = {
         f"test_{k}": v for k, v in fraud_metrics(window.test, test_scores).items()
     }
@@ -158,7 +160,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     print(json.dumps(metrics))
 
     # Thresholds
-    val_scores = _predict(model, x_val)
+    val_scores = predict_scores(model, x_val)
     review, decline = choose_thresholds(
         val_scores, y_val, cfg.review_alert_rate, cfg.decline_precision
     )
@@ -217,19 +219,21 @@ def fit(cfg: FraudConfig, x_all: np.ndarray, y_all: np.ndarray) -> Fitted:
     with torch.no_grad():
         derived = derive(torch.from_numpy(x_train)).numpy()
     mean, std = derived.mean(0), derived.std(0) + 1e-6  # scaling fitted on training data only
-    model = ServingFraudModel([], derive, mean, std)
+    device = pick_device(cfg.device)
+    model = ServingFraudModel([], derive, mean, std).to(device)
     with torch.no_grad():
-        xt, xv = model.inputs(torch.from_numpy(x_train)), model.inputs(torch.from_numpy(x_val))
+        xt = model.inputs(torch.from_numpy(x_train).to(device))
+        xv = model.inputs(torch.from_numpy(x_val).to(device))
 
     history: list[dict] = []
     for member in range(cfg.ensemble):
         torch.manual_seed(cfg.seed + member)
-        mlp = FraudMLP(derive.width, cfg.hidden, cfg.dropout)
+        mlp = FraudMLP(derive.width, cfg.hidden, cfg.dropout).to(device)
         history += [
             {**r, "member": member} for r in _train_member(mlp, xt, y_train, xv, y_val, cfg)
         ]
         model.members.append(mlp)
-    val_auc = float(roc_auc_score(y_val, _predict(model, x_val)))
+    val_auc = float(roc_auc_score(y_val, predict_scores(model, x_val)))
     return Fitted(model, history, val_auc, x_val, y_val)
 
 
@@ -243,15 +247,15 @@ def _train_member(
 ) -> list[dict]:
     """One MLP's training loop; leaves `mlp` at its best validation epoch."""
     optimizer = torch.optim.AdamW(mlp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    yt = torch.from_numpy(y_train)
+    yt = torch.from_numpy(y_train).to(xt.device)
     steps_per_epoch = -(-len(xt) // cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    pos_weight = torch.tensor(cfg.pos_weight)
+    pos_weight = torch.tensor(cfg.pos_weight, device=xt.device)
     history: list[dict] = []
     best_auc, best_state, stale = -1.0, None, 0
     for epoch in range(cfg.epochs):
         mlp.train()
-        order = torch.randperm(len(xt))
+        order = torch.randperm(len(xt), device=xt.device)
         loss_sum = 0.0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False)
         for i in bar:
@@ -270,7 +274,7 @@ def _train_member(
             bar.set_postfix(loss=f"{loss_sum / ((i + 1) * cfg.batch_size):.4f}", lr=f"{lr:.2e}")
         mlp.eval()
         with torch.no_grad():
-            val_scores = torch.sigmoid(mlp(xv))
+            val_scores = torch.sigmoid(mlp(xv)).cpu()
         val_auc = float(roc_auc_score(y_val, val_scores.numpy()))
         val_loss = F.binary_cross_entropy(val_scores.clamp(1e-7, 1 - 1e-7), torch.from_numpy(y_val))
         history.append(
@@ -309,9 +313,10 @@ def choose_thresholds(
 
 
 @torch.no_grad()
-def _predict(model: ServingFraudModel, x: np.ndarray) -> np.ndarray:
+def predict_scores(model: ServingFraudModel, x: np.ndarray) -> np.ndarray:
     model.eval()
-    return model(torch.from_numpy(x)).squeeze(1).numpy()
+    device = model.mean.device
+    return model(torch.from_numpy(x).to(device)).squeeze(1).cpu().numpy()
 
 
 def _stratified_split(

@@ -24,7 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
-from training.fraud import FraudConfig, fit
+from training.fraud import FraudConfig, fit, predict_scores
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
 
@@ -51,11 +51,7 @@ class FraudEvaluationConfig(FraudConfig):
 
 
 def _mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig) -> np.ndarray:
-    model = fit(cfg, x, y).model.eval()
-    import torch
-
-    with torch.no_grad():
-        return model(torch.from_numpy(x_test)).squeeze(1).numpy()
+    return predict_scores(fit(cfg, x, y).model, x_test)
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig) -> np.ndarray:

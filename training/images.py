@@ -18,6 +18,7 @@ from tqdm import tqdm
 from app.model_card import ImagePreprocessing, Normalization
 from training import plots
 from training.cnn import ResNetSmall, ServingImageModel, predict_probabilities
+from training.devices import DeviceName, pick_device
 from training.export import publish
 from training.image_data import (
     ImageSet,
@@ -60,7 +61,7 @@ class ImageConfig:
     early_stopping_patience: int = 0  # epochs without validation gain; 0 turns it off
     train_per_class: int | None = None
     seed: int = 0
-    device: str = "auto"
+    device: DeviceName = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     resume: str | None = None
     export: bool = True
@@ -70,7 +71,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _pick_device(cfg.device)
+    device = pick_device(cfg.device)
     run_dir = Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -263,9 +264,3 @@ def _split_validation(
         ImageSet(data.pixels[train], data.labels[train], data.classes),
         ImageSet(data.pixels[val], data.labels[val], data.classes),
     )
-
-
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
