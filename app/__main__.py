@@ -24,6 +24,12 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # Request lines are JSON already: print them bare, one per line.
+    requests = logging.getLogger("deepserve.requests")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    requests.addHandler(handler)
+    requests.propagate = False
     uvicorn.run(
         create_app(settings),
         host=settings.host,

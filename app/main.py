@@ -13,6 +13,7 @@ from app.docs import install_docs
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
 from app.registry import ModelRegistry
+from app.request_log import RequestLogMiddleware
 from app.routes import health, inference, models
 from app.settings import Settings
 
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(RequestLogMiddleware)
     install_error_handlers(app)
     install_docs(app)
     app.include_router(health.router)

@@ -15,7 +15,9 @@ from starlette.responses import Response
 
 from app.deps import Deadline, InferenceDep, SettingsDep
 from app.request_bodies import parse_transactions, read_body, read_images, require_json
+from app.request_log import request_details
 from app.responses import json_response
+from app.runtime import ModelRuntime
 from app.transactions import ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -90,6 +92,12 @@ _TRANSACTION_BODY = {
 }
 
 
+def _describe(request: Request, runtime: ModelRuntime, items: int) -> None:
+    request_details(request.scope).update(
+        model=runtime.card.name, version=runtime.card.version, items=items
+    )
+
+
 async def _classify(
     request: Request,
     model: str,
@@ -101,6 +109,7 @@ async def _classify(
 ) -> Response:
     runtime = inference.image_model(model, version)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
+    _describe(request, runtime, len(images))
     answer = await inference.classify(runtime, images, top_k, deadline)
     return json_response(answer)
 
@@ -117,6 +126,7 @@ async def _score(
     require_json(request)
     body = await read_body(request, settings.max_body_bytes)
     transactions = parse_transactions(body, settings.max_transactions_per_request)
+    _describe(request, runtime, len(transactions))
     answer = await inference.score(runtime, transactions, deadline)
     return json_response(answer)
 

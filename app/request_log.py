@@ -1,0 +1,79 @@
+"""One structured JSON log line per request, and the request id that ties it together.
+
+The id comes from the client's `X-Request-ID` (when it is short and printable) or is made
+here; either way it is echoed in the response. A pure ASGI middleware: no per-request
+objects beyond what the log line needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("deepserve.requests")
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_details(scope: Scope) -> dict[str, Any]:
+    """Per-request fields that handlers fill in for the log line (model, version, batch)."""
+    return scope.setdefault("state", {}).setdefault("log", {})  # type: ignore[no-any-return]
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        details = request_details(scope)
+        details["request_id"] = request_id
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            if logger.isEnabledFor(logging.INFO):
+                record = {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "route": _route(scope),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    **{k: v for k, v in details.items() if k != "request_id"},
+                }
+                logger.info(orjson.dumps(record).decode())
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate = value.decode("latin-1")
+            if _CLIENT_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    """The route's template (`/v1/models/{model}/score`), so logs group by endpoint."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else str(scope.get("path", ""))
