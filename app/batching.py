@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -27,6 +28,25 @@ from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDo
 logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+
+
+class BatchObserver(Protocol):
+    """Where a batcher reports what it does (metrics); every method must be cheap."""
+
+    def batch_ran(self, rows: int, max_rows: int, seconds: float, waits: list[float]) -> None: ...
+    def rejected(self) -> None: ...
+    def expired(self) -> None: ...
+
+
+class _Unobserved:
+    def batch_ran(self, rows: int, max_rows: int, seconds: float, waits: list[float]) -> None:
+        pass
+
+    def rejected(self) -> None:
+        pass
+
+    def expired(self) -> None:
+        pass
 
 
 @dataclass(eq=False)
@@ -64,8 +84,10 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_items: int,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.name = name
+        self.observer = observer or _Unobserved()
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_ms / 1000.0
         self.max_queue_items = max_queue_items
@@ -97,6 +119,7 @@ class DynamicBatcher:
             raise ShuttingDown(f"model {self.name} is shutting down")
         if self._queued_rows + len(rows) > self.max_queue_items:
             self.stats.rejected += 1
+            self.observer.rejected()
             raise Overloaded(f"model {self.name} has {self._queued_rows} rows queued; retry later")
         now = time.monotonic()
         if deadline <= now:
@@ -155,6 +178,7 @@ class DynamicBatcher:
     def _expire(self, request: _Request) -> None:
         self._withdraw(request)
         self.stats.expired += 1
+        self.observer.expired()
         if not request.future.done():
             request.future.set_exception(
                 DeadlineExceeded(f"the request waited past its deadline in {self.name}'s queue")
@@ -201,14 +225,21 @@ class DynamicBatcher:
                 self._queue.popleft()
         return parts
 
+    def _timed_run(self, inputs: np.ndarray) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        outputs = self._run(inputs)
+        return outputs, time.perf_counter() - started
+
     async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
         if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == parts[0][0].size:
             inputs = parts[0][0].rows  # the common case at low load: no copy
         else:
             inputs = np.concatenate([request.rows[start:stop] for request, start, stop in parts])
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        waits = [started - request.enqueued_at for request, start, _ in parts if start == 0]
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run, inputs)
+            outputs, seconds = await loop.run_in_executor(self._executor, self._timed_run, inputs)
             if len(outputs) != len(inputs):
                 raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)}")
         except Exception as exc:
@@ -218,6 +249,7 @@ class DynamicBatcher:
                     request.future.set_exception(InferenceFailed(f"inference failed: {exc}"))
                     self._withdraw(request)
             return
+        self.observer.batch_ran(len(inputs), self.max_batch_size, seconds, waits)
         self.stats.batches += 1
         self.stats.rows += len(inputs)
         self.stats.sizes.append(len(inputs))

@@ -12,9 +12,10 @@ from fastapi import FastAPI
 from app.docs import install_docs
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
+from app.metrics import ServingMetrics
 from app.registry import ModelRegistry
 from app.request_log import RequestLogMiddleware
-from app.routes import health, inference, models
+from app.routes import health, inference, metrics_route, models
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(settings)
+        registry = ModelRegistry(settings, metrics)
+        metrics.watch(registry.snapshot)
         service = InferenceService(registry, settings)
         app.state.registry, app.state.inference = registry, service
         # Load in the background so /healthz answers at once; /readyz tells when done.
@@ -53,10 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.add_middleware(RequestLogMiddleware)
+    metrics = ServingMetrics()
+    app.state.metrics = metrics
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
     install_error_handlers(app)
     install_docs(app)
     app.include_router(health.router)
+    app.include_router(metrics_route.router)
     app.include_router(models.router)
     app.include_router(inference.router)
     return app

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Literal
 
 from app.errors import ModelNotFound, ModelNotReady, WrongModelKind
+from app.metrics import ServingMetrics
 from app.model_card import ModelCard
 from app.providers import ProviderChoice, choose_providers
 from app.repository import InvalidModelCard, VersionDir, discover, read_card
@@ -42,8 +43,9 @@ class ModelVersion:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: ServingMetrics | None = None) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._missing: list[str] = []
         self._loaded = asyncio.Event()
@@ -77,8 +79,14 @@ class ModelRegistry:
         try:
             card = read_card(version_dir)
             entry.card = card
+            observer = self._metrics.for_model(card.name, card.version) if self._metrics else None
             runtime = await asyncio.to_thread(
-                ModelRuntime.load, card, version_dir.onnx_path, self._settings, self.providers
+                ModelRuntime.load,
+                card,
+                version_dir.onnx_path,
+                self._settings,
+                self.providers,
+                observer,
             )
             warm_s = await asyncio.to_thread(runtime.warm_up)
         except (InvalidModelCard, ModelLoadError) as exc:
@@ -140,6 +148,14 @@ class ModelRegistry:
                         f"{v.name}/{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "")
                     )
         return problems
+
+    def snapshot(self) -> list[tuple[str, int, str, int]]:
+        """(name, version, state, queued rows) of every version, for metrics."""
+        return [
+            (v.name, v.version, str(v.state), v.runtime.batcher.queued_rows if v.runtime else 0)
+            for versions in self._models.values()
+            for v in versions.values()
+        ]
 
     def names(self) -> list[str]:
         return sorted(self._models)

@@ -1,4 +1,4 @@
-"""One structured JSON log line per request, and the request id that ties it together.
+"""One structured JSON log line per request, its id, and its request metrics.
 
 The id comes from the client's `X-Request-ID` (when it is short and printable) or is made
 here; either way it is echoed in the response. A pure ASGI middleware: no per-request
@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.metrics import ServingMetrics
+
 logger = logging.getLogger("deepserve.requests")
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -27,8 +29,11 @@ def request_details(scope: Scope) -> dict[str, Any]:
 
 
 class RequestLogMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """Logs each request and counts it in the metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,13 +55,16 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            self.metrics.observe_request(route, str(details.get("model", "")), status, seconds)
             if logger.isEnabledFor(logging.INFO):
                 record = {
                     "request_id": request_id,
                     "method": scope["method"],
-                    "route": _route(scope),
+                    "route": route,
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "latency_ms": round(seconds * 1000, 3),
                     **{k: v for k, v in details.items() if k != "request_id"},
                 }
                 logger.info(orjson.dumps(record).decode())

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.batching import DynamicBatcher
+from app.batching import BatchObserver, DynamicBatcher
 from app.model_card import ModelCard, TensorSpec
 from app.providers import ProviderChoice, session_options
 from app.settings import Settings
@@ -36,7 +36,13 @@ class ModelLoadError(Exception):
 class ModelRuntime:
     """A loaded, checked ONNX session for one card. Create with `load` off the event loop."""
 
-    def __init__(self, card: ModelCard, session: ort.InferenceSession, settings: Settings) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        session: ort.InferenceSession,
+        settings: Settings,
+        observer: BatchObserver | None = None,
+    ) -> None:
         self.card = card
         self.session = session
         self.providers = session.get_providers()
@@ -52,11 +58,17 @@ class ModelRuntime:
             max_batch_size=self.max_batch_size,
             max_queue_delay_ms=self.max_queue_delay_ms,
             max_queue_items=settings.max_queue_items,
+            observer=observer,
         )
 
     @classmethod
     def load(
-        cls, card: ModelCard, onnx_path: Path, settings: Settings, choice: ProviderChoice
+        cls,
+        card: ModelCard,
+        onnx_path: Path,
+        settings: Settings,
+        choice: ProviderChoice,
+        observer: BatchObserver | None = None,
     ) -> ModelRuntime:
         """Create the session and check it against the card (blocking)."""
         try:
@@ -79,7 +91,7 @@ class ModelRuntime:
                 wanted,
                 session.get_providers(),
             )
-        return cls(card, session, settings)
+        return cls(card, session, settings, observer)
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""

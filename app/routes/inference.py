@@ -92,10 +92,11 @@ _TRANSACTION_BODY = {
 }
 
 
-def _describe(request: Request, runtime: ModelRuntime, items: int) -> None:
-    request_details(request.scope).update(
-        model=runtime.card.name, version=runtime.card.version, items=items
-    )
+def _describe(request: Request, runtime: ModelRuntime) -> dict[str, object]:
+    """Name the model in the request's log line and metrics; returns the details to extend."""
+    details = request_details(request.scope)
+    details.update(model=runtime.card.name, version=runtime.card.version)
+    return details
 
 
 async def _classify(
@@ -108,8 +109,9 @@ async def _classify(
     inference: InferenceDep,
 ) -> Response:
     runtime = inference.image_model(model, version)
+    details = _describe(request, runtime)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
-    _describe(request, runtime, len(images))
+    details["items"] = len(images)
     answer = await inference.classify(runtime, images, top_k, deadline)
     return json_response(answer)
 
@@ -123,10 +125,11 @@ async def _score(
     inference: InferenceDep,
 ) -> Response:
     runtime = inference.fraud_model(model, version)
+    details = _describe(request, runtime)
     require_json(request)
     body = await read_body(request, settings.max_body_bytes)
     transactions = parse_transactions(body, settings.max_transactions_per_request)
-    _describe(request, runtime, len(transactions))
+    details["items"] = len(transactions)
     answer = await inference.score(runtime, transactions, deadline)
     return json_response(answer)
 
