@@ -45,6 +45,10 @@ class ValidationFailed(ServingError):
         return cls(message, details)
 
 
+class Unauthorized(ServingError):
+    code = "unauthorized"
+
+
 class UnsupportedMediaType(ServingError):
     code = "unsupported_media_type"
 

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.InvalidInput: 400,
     errors.WrongModelKind: 400,
+    errors.Unauthorized: 401,
     errors.ModelNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
@@ -71,6 +72,8 @@ async def _serving_error(_: Request, exc: Exception) -> Response:
     headers = None
     if isinstance(exc, errors.Overloaded):
         headers = {"Retry-After": str(exc.retry_after_s)}
+    elif isinstance(exc, errors.Unauthorized):
+        headers = {"WWW-Authenticate": "Bearer"}
     elif status == 503:
         headers = {"Retry-After": "1"}
     if status >= 500 and isinstance(exc, errors.InferenceFailed):

@@ -7,8 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from app.auth import parse_keys, require_key
 from app.docs import install_docs
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
@@ -60,8 +62,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     install_error_handlers(app)
     install_docs(app)
-    app.include_router(health.router)
-    app.include_router(metrics_route.router)
-    app.include_router(models.router)
-    app.include_router(inference.router)
+    app.state.api_keys = parse_keys([key.get_secret_value() for key in settings.api_keys])
+    keyed = [Depends(require_key)]
+    probes = keyed if settings.auth_probes_and_metrics else []
+    app.include_router(health.router, dependencies=probes)
+    app.include_router(metrics_route.router, dependencies=probes)
+    app.include_router(models.router, dependencies=keyed)
+    app.include_router(inference.router, dependencies=keyed)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     return app

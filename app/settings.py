@@ -9,8 +9,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from app.auth import parse_keys
 
 
 class BatchingOverride(BaseModel):
@@ -23,7 +25,12 @@ class BatchingOverride(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DEEPSERVE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="DEEPSERVE_",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,  # inputs may be API keys
+    )
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
@@ -97,12 +104,29 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
 
-    @field_validator("models", mode="before")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated API keys, `key` or `key:admin`; empty: no authentication.",
+    )
+    auth_probes_and_metrics: bool = Field(
+        default=False, description="Require a key on /healthz, /readyz and /metrics as well."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated origins allowed by CORS; empty: none."
+    )
+
+    @field_validator("models", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         if isinstance(value, str):
             return [name.strip() for name in value.split(",") if name.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _valid_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        parse_keys([k.get_secret_value() for k in keys])  # raises on a malformed entry
+        return keys
 
     def batching_for(self, model: str) -> BatchingOverride:
         """Overrides for `model`: the per-model entry wins over the global settings."""
