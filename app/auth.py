@@ -1,8 +1,9 @@
 """Optional API keys. Off unless `DEEPSERVE_API_KEYS` is set.
 
 `DEEPSERVE_API_KEYS=key1,key2:admin`: any listed key may call inference and model routes;
-`:admin` marks the keys that the admin routes (model load and unload) will accept. Clients send `Authorization: Bearer <key>`
-or `X-API-Key: <key>`. Keys are compared in constant time and never logged.
+`:admin` marks the keys that the admin routes (model load and unload) will accept.
+Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are compared in
+constant time and never logged.
 """
 
 from __future__ import annotations
