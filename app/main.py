@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth import parse_keys, require_key
 from app.docs import install_docs
+from app.draining import Drain, DrainMiddleware
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
 from app.metrics import ServingMetrics
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     metrics = ServingMetrics()
     app.state.metrics = metrics
+    app.state.drain = Drain()
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     install_error_handlers(app)
     install_docs(app)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
         description="Threads that decode images off the event loop.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    shutdown_grace_s: float = Field(
+        default=30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
+    )
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

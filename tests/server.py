@@ -22,8 +22,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class RunningServer(str):
+    """The server's base URL, carrying its process."""
+
+    process: subprocess.Popen[bytes]
+
+
 @contextlib.contextmanager
-def running_server(**settings: str) -> Iterator[str]:
+def running_server(**settings: str) -> Iterator[RunningServer]:
     """Start the server with DEEPSERVE_* settings; yield its base URL once /readyz is 200."""
     port = free_port()
     env = {
@@ -39,7 +45,8 @@ def running_server(**settings: str) -> Iterator[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = RunningServer(f"http://127.0.0.1:{port}")
+    base.process = process
     try:
         deadline = time.monotonic() + 60
         while True:

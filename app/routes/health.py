@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.deps import RegistryDep
@@ -21,8 +21,10 @@ async def healthz() -> dict[str, str]:
     summary="Every configured model is loaded and warmed",
     responses={503: {"description": "Some models are not ready; they are listed."}},
 )
-async def readyz(registry: RegistryDep) -> Response:
+async def readyz(request: Request, registry: RegistryDep) -> Response:
     problems = registry.not_ready()
+    if request.app.state.drain.draining:
+        problems = ["the server is shutting down", *problems]
     if problems:
         return json_response(
             {"status": "not ready", "not_ready": problems}, 503, {"Retry-After": "1"}
