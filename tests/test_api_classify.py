@@ -174,3 +174,40 @@ def test_an_image_to_a_fraud_model_is_400(client) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "wrong_model_kind"
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares a huge image, with almost no pixel data behind it."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(client) -> None:
+    response = client.post(
+        "/v1/classify",
+        content=png_declaring(100_000, 100_000),
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 413
+    assert "100000x100000" in response.json()["error"]["message"]
+    assert client.get("/readyz").status_code == 200
+
+
+def test_an_image_with_less_data_than_its_header_promises_is_400(client) -> None:
+    response = client.post(
+        "/v1/classify", content=png_declaring(64, 64), headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_input"
