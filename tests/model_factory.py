@@ -146,3 +146,38 @@ def fraud_probability(
 ) -> float:
     """What `fraud_model` computes, for checking answers."""
     return float(1 / (1 + np.exp(-(amount * amount_weight - 4 + night + 3 * risk_7d))))
+
+
+def fraud_model_failing_on_large_amounts(root: Path, name: str = "fragile") -> Path:
+    """Like `fraud_model`, but the graph also looks the amount up in a 1000-entry table:
+    ONNX Runtime raises for any batch holding an amount of 1000 or more."""
+    folder = fraud_model(root, name=name)
+    model = onnx.load(folder / "model.onnx")
+    graph = model.graph
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.zeros(1000, dtype=np.float32), "table"),
+            numpy_helper.from_array(np.array([0], dtype=np.int64), "first"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "second"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "columns"),
+        ]
+    )
+    sigmoid = graph.node[-1]
+    sigmoid.input[0] = "checked_logit"
+    graph.node.insert(
+        len(graph.node) - 1,
+        helper.make_node("Slice", ["features", "first", "second", "columns"], ["amount"]),
+    )
+    graph.node.insert(
+        len(graph.node) - 1,
+        helper.make_node("Cast", ["amount"], ["amount_index"], to=TensorProto.INT64),
+    )
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Gather", ["table", "amount_index"], ["looked_up"])
+    )  # zeros: changes nothing
+    graph.node.insert(
+        len(graph.node) - 1, helper.make_node("Add", ["logit", "looked_up"], ["checked_logit"])
+    )
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "model.onnx")
+    return folder

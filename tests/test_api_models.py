@@ -167,3 +167,18 @@ def test_every_request_gets_an_id_and_one_json_log_line(client, caplog) -> None:
     }
     assert lines[0]["latency_ms"] > 0
     assert lines[1]["status"] == 404 and lines[1]["route"] == "/v1/models/{model}/score"
+
+
+def test_a_runtime_failure_fails_only_its_batch(model_repo: Path, make_client, caplog) -> None:
+    model_factory.fraud_model_failing_on_large_amounts(model_repo)
+    client = make_client()
+    with caplog.at_level("ERROR"):
+        failed = client.post(
+            "/v1/models/fragile/score", json={"transactions": [transaction(), transaction(amount=5000.0)]}
+        )
+    assert failed.status_code == 500
+    assert failed.json()["error"]["code"] == "inference_failed"
+    assert "Traceback" in caplog.text  # the cause is logged, not sent to the client
+    assert "Traceback" not in failed.text
+    # The same model keeps serving what it can.
+    assert client.post("/v1/models/fragile/score", json=transaction()).status_code == 200
