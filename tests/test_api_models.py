@@ -174,7 +174,8 @@ def test_a_runtime_failure_fails_only_its_batch(model_repo: Path, make_client, c
     client = make_client()
     with caplog.at_level("ERROR"):
         failed = client.post(
-            "/v1/models/fragile/score", json={"transactions": [transaction(), transaction(amount=5000.0)]}
+            "/v1/models/fragile/score",
+            json={"transactions": [transaction(), transaction(amount=5000.0)]},
         )
     assert failed.status_code == 500
     assert failed.json()["error"]["code"] == "inference_failed"
