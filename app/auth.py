@@ -1,7 +1,7 @@
 """Optional API keys. Off unless `DEEPSERVE_API_KEYS` is set.
 
 `DEEPSERVE_API_KEYS=key1,key2:admin`: any listed key may call inference and model routes;
-`:admin` marks the keys that the admin routes (model load and unload) will accept.
+`:admin` marks the keys that may also call the admin routes (model load and unload).
 Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are compared in
 constant time and never logged.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from app.errors import Unauthorized
+from app.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,16 @@ async def require_key(request: Request) -> None:
     presented = _presented(request)
     if presented is None or _match(keys, presented) is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+
+
+async def require_admin(request: Request) -> None:
+    """Dependency for admin routes: an admin key when keys are configured."""
+    keys: list[ApiKey] = request.app.state.api_keys
+    if not keys:
+        return
+    presented = _presented(request)
+    key = _match(keys, presented) if presented is not None else None
+    if key is None:
+        raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
+    if not key.admin:
+        raise Forbidden("this API key may not call admin routes")

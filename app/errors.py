@@ -49,6 +49,10 @@ class Unauthorized(ServingError):
     code = "unauthorized"
 
 
+class Forbidden(ServingError):
+    code = "forbidden"
+
+
 class UnsupportedMediaType(ServingError):
     code = "unsupported_media_type"
 

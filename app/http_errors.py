@@ -23,6 +23,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.InvalidInput: 400,
     errors.WrongModelKind: 400,
     errors.Unauthorized: 401,
+    errors.Forbidden: 403,
     errors.ModelNotFound: 404,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,

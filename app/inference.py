@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InferenceFailed, ServingError, ValidationFailed
+from app.errors import InferenceFailed, ServingError, ShuttingDown, ValidationFailed
 from app.images import decode_image, to_input_rows
+from app.model_card import ModelCard
 from app.registry import ModelRegistry
 from app.runtime import ModelRuntime
 from app.settings import Settings
@@ -37,7 +38,12 @@ class InferenceService:
         return self._registry.resolve(model, version, kind="tabular_classifier")
 
     async def classify(
-        self, runtime: ModelRuntime, images: list[bytes], top_k: int | None, deadline: float
+        self,
+        runtime: ModelRuntime,
+        images: list[bytes],
+        top_k: int | None,
+        deadline: float,
+        pinned: bool = False,
     ) -> dict[str, Any]:
         card = runtime.card
         assert card.image is not None
@@ -68,7 +74,8 @@ class InferenceService:
             if isinstance(outcome, BaseException):
                 raise outcome
         rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
-        probabilities = await runtime.batcher.infer(rows, deadline)  # [n, labels]
+        runtime, probabilities = await self._infer(runtime, rows, deadline, pinned)  # [n, labels]
+        card = runtime.card
         _check_finite(probabilities)
         best = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
         labels = card.labels
@@ -79,12 +86,19 @@ class InferenceService:
         return {"model": card.name, "version": card.version, "results": results}
 
     async def score(
-        self, runtime: ModelRuntime, transactions: list[Transaction], deadline: float
+        self,
+        runtime: ModelRuntime,
+        transactions: list[Transaction],
+        deadline: float,
+        pinned: bool = False,
     ) -> dict[str, Any]:
         card = runtime.card
         assert card.thresholds is not None
         rows = feature_rows(transactions, card)
-        probabilities = (await runtime.batcher.infer(rows, deadline)).reshape(len(rows), -1)
+        runtime, outputs = await self._infer(runtime, rows, deadline, pinned)
+        card = runtime.card
+        assert card.thresholds is not None
+        probabilities = outputs.reshape(len(rows), -1)
         _check_finite(probabilities)
         fraud = probabilities[:, -1].tolist()  # the last column is the fraud class
         results = [
@@ -96,6 +110,28 @@ class InferenceService:
             for t, p in zip(transactions, fraud, strict=True)
         ]
         return {"model": card.name, "version": card.version, "results": results}
+
+    async def _infer(
+        self, runtime: ModelRuntime, rows: np.ndarray, deadline: float, pinned: bool
+    ) -> tuple[ModelRuntime, np.ndarray]:
+        """Run rows through the runtime's batcher. If that version was unloaded after the
+        request found it (a hot swap), and the request did not name a version, the version
+        now served answers instead, provided it takes and means the same rows."""
+        try:
+            return runtime, await runtime.batcher.infer(rows, deadline)
+        except ShuttingDown:
+            if pinned:
+                raise
+            card = runtime.card
+            successor = self._registry.resolve(card.name, None, card.kind)
+            if successor is runtime or _contract(successor.card) != _contract(card):
+                raise
+            return successor, await successor.batcher.infer(rows, deadline)
+
+
+def _contract(card: ModelCard) -> tuple[object, ...]:
+    """What must match for one version's input rows and outputs to fit another."""
+    return (card.input, card.image, card.tabular, card.labels)
 
 
 def _decode_nth(index: int, data: bytes, prep: Any, max_pixels: int, count: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.auth import parse_keys, require_key
+from app.auth import parse_keys, require_admin, require_key
 from app.docs import install_docs
 from app.draining import Drain, DrainMiddleware
 from app.http_errors import install_error_handlers
@@ -18,13 +18,24 @@ from app.inference import InferenceService
 from app.metrics import ServingMetrics
 from app.registry import ModelRegistry
 from app.request_log import RequestLogMiddleware
-from app.routes import health, inference, metrics_route, models
+from app.routes import admin, health, inference, metrics_route, models
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
+
+
+async def _load_then_poll(registry: ModelRegistry, settings: Settings) -> None:
+    """Load the repository, then pick up new and removed versions every poll interval."""
+    await registry.load_all()
+    while settings.poll_interval_s > 0:
+        await asyncio.sleep(settings.poll_interval_s)
+        try:
+            await registry.sync()
+        except Exception:  # a bad scan must not end polling for good
+            logger.exception("model repository scan failed")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -37,15 +48,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service = InferenceService(registry, settings)
         app.state.registry, app.state.inference = registry, service
         # Load in the background so /healthz answers at once; /readyz tells when done.
-        loading = asyncio.create_task(registry.load_all(), name="load-models")
-        app.state.loading = loading
+        loading = asyncio.create_task(_load_then_poll(registry, settings), name="models")
         try:
             yield
         finally:
-            if not loading.done():
-                loading.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loading
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
             await registry.close()
             service.close()
 
@@ -71,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router, dependencies=probes)
     app.include_router(metrics_route.router, dependencies=probes)
     app.include_router(models.router, dependencies=keyed)
+    app.include_router(admin.router, dependencies=[Depends(require_admin)])
     app.include_router(inference.router, dependencies=keyed)
     if settings.cors_origins:
         app.add_middleware(

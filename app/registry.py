@@ -48,29 +48,82 @@ class ModelRegistry:
         self._metrics = metrics
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._missing: list[str] = []
+        self._unloaded: set[tuple[str, int]] = set()  # unloaded on request: not reloaded
         self._loaded = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
         self.providers: ProviderChoice | None = None
 
     async def load_all(self) -> None:
-        """Discover the repository and load every version found (or configured)."""
+        """Choose providers, then load every version found (or configured)."""
         try:
             self.providers = choose_providers(self._settings)
             logger.info("execution providers %s (%s)", self.providers.names, self.providers.reason)
-            found = discover(self._settings.model_repository, self._settings.models or None)
-            for name, versions in found.items():
-                if not versions:
-                    self._missing.append(name)
-                    logger.error(
-                        "model %s: no versions in %s", name, self._settings.model_repository / name
-                    )
-                self._models[name] = {
-                    v.version: ModelVersion(name, v.version, ModelState.LOADING) for v in versions
-                }
-            for versions in found.values():
-                for version_dir in versions:
-                    await self._load(version_dir)
+            await self.sync()
         finally:
             self._loaded.set()
+
+    async def sync(self, names: list[str] | None = None) -> None:
+        """Bring the registry in line with the repository: load versions that appeared,
+        unload those that disappeared, then keep only the newest `keep_versions` ready ones.
+        A new version serves only once it is warm, so the swap is atomic for requests."""
+        async with self._sync_lock:
+            found = discover(
+                self._settings.model_repository, names or self._settings.models or None
+            )
+            self._missing = [n for n in self._missing if n not in found]
+            self._missing += [name for name, versions in found.items() if not versions]
+            new: list[VersionDir] = []
+            for name, versions in found.items():
+                known = self._models.setdefault(name, {})
+                for v in versions:
+                    if v.version not in known and (name, v.version) not in self._unloaded:
+                        known[v.version] = ModelVersion(name, v.version, ModelState.LOADING)
+                        new.append(v)
+            for version_dir in new:  # all are listed as loading before the first one loads
+                await self._load(version_dir)
+            for name, versions in found.items():
+                on_disk = {v.version for v in versions}
+                for version in [v for v in self._models[name] if v not in on_disk]:
+                    await self._unload(name, version)
+                await self._retire_old_versions(name)
+
+    async def unload(self, name: str, version: int | None = None) -> list[int]:
+        """Stop serving a version (or all of a model's); it stays unloaded until `load`."""
+        async with self._sync_lock:
+            versions = self.versions(name)
+            chosen = [v.version for v in versions if version is None or v.version == version]
+            if version is not None and not chosen:
+                raise ModelNotFound(f"model {name!r} has no version {version}")
+            for number in chosen:
+                self._unloaded.add((name, number))
+                await self._unload(name, number)
+            return chosen
+
+    async def load(self, name: str) -> None:
+        """Load whatever versions of `name` are on disk, including ones unloaded before."""
+        self._unloaded = {(n, v) for n, v in self._unloaded if n != name}
+        await self.sync([name])
+        if not self._models.get(name):
+            self._models.pop(name, None)
+            self._missing = [n for n in self._missing if n != name]
+            raise ModelNotFound(f"no versions of {name!r} in the model repository")
+
+    async def _unload(self, name: str, version: int) -> None:
+        entry = self._models[name].pop(version)
+        if entry.runtime is not None:
+            # Requests already queued are answered; new ones go to the version now served.
+            await entry.runtime.batcher.close(self._settings.shutdown_grace_s)
+        logger.info("model %s/%s unloaded", name, version)
+
+    async def _retire_old_versions(self, name: str) -> None:
+        keep = self._settings.keep_versions
+        if not keep:
+            return
+        ready = sorted(
+            v.version for v in self._models[name].values() if v.state is ModelState.READY
+        )
+        for version in ready[:-keep]:
+            await self._unload(name, version)
 
     async def _load(self, version_dir: VersionDir) -> None:
         entry = self._models[version_dir.name][version_dir.version]
@@ -137,16 +190,18 @@ class ModelRegistry:
         return entry.runtime
 
     def not_ready(self) -> list[str]:
-        """Configured models or versions that are not ready, with the reason."""
+        """Configured models with no ready version, with their versions' states and reasons.
+        A model that serves stays ready while a newer version loads or after one failed."""
         if not self._loaded.is_set() and not self._models:
             return ["the model repository is still being read"]
         problems = [f"{name}: no versions found" for name in self._missing]
         for versions in self._models.values():
+            if any(v.state is ModelState.READY for v in versions.values()):
+                continue
             for v in versions.values():
-                if v.state is not ModelState.READY:
-                    problems.append(
-                        f"{v.name}/{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "")
-                    )
+                problems.append(
+                    f"{v.name}/{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "")
+                )
         return problems
 
     def snapshot(self) -> list[tuple[str, int, str, int]]:

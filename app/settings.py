@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated model names to load; empty loads every model found.",
     )
+    poll_interval_s: float = Field(
+        default=5.0, ge=0, description="How often to look for new or removed versions; 0: never."
+    )
+    keep_versions: int = Field(
+        default=0, ge=0, description="Ready versions kept per model, newest first; 0: all."
+    )
     default_image_model: str = Field(
         default="cifar10", description="Model behind the `POST /v1/classify` shortcut."
     )

@@ -112,7 +112,7 @@ async def _classify(
     details = _describe(request, runtime)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
     details["items"] = len(images)
-    answer = await inference.classify(runtime, images, top_k, deadline)
+    answer = await inference.classify(runtime, images, top_k, deadline, version is not None)
     return json_response(answer)
 
 
@@ -130,7 +130,7 @@ async def _score(
     body = await read_body(request, settings.max_body_bytes)
     transactions = parse_transactions(body, settings.max_transactions_per_request)
     details["items"] = len(transactions)
-    answer = await inference.score(runtime, transactions, deadline)
+    answer = await inference.score(runtime, transactions, deadline, version is not None)
     return json_response(answer)
 
 

@@ -76,7 +76,7 @@ def _version_info(entry: ModelVersion) -> VersionInfo:
     return info
 
 
-def _model_info(registry: ModelRegistry, name: str) -> ModelInfo:
+def model_info(registry: ModelRegistry, name: str) -> ModelInfo:
     versions = registry.versions(name)
     ready = [v.version for v in versions if v.state is ModelState.READY]
     return ModelInfo(
@@ -88,7 +88,7 @@ def _model_info(registry: ModelRegistry, name: str) -> ModelInfo:
 
 @router.get("", summary="Every model and version, with its state")
 async def list_models(registry: RegistryDep) -> ModelList:
-    return ModelList(models=[_model_info(registry, name) for name in registry.names()])
+    return ModelList(models=[model_info(registry, name) for name in registry.names()])
 
 
 @router.get(
@@ -97,4 +97,4 @@ async def list_models(registry: RegistryDep) -> ModelList:
     responses={404: {"description": "No such model"}},
 )
 async def get_model(model: str, registry: RegistryDep) -> ModelInfo:
-    return _model_info(registry, model)
+    return model_info(registry, model)
