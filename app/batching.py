@@ -166,7 +166,7 @@ class DynamicBatcher:
             self._withdraw(request)
             if not request.future.done():
                 request.future.set_exception(ShuttingDown(f"model {self.name} shut down"))
-        self._executor.shutdown(wait=True)
+        self._executor.shutdown(wait=False)  # a batch still running finishes on its own
 
     def _withdraw(self, request: _Request) -> None:
         try:

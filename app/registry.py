@@ -100,8 +100,12 @@ class ModelRegistry:
             return chosen
 
     async def load(self, name: str) -> None:
-        """Load whatever versions of `name` are on disk, including ones unloaded before."""
+        """Load whatever versions of `name` are on disk: new ones, ones unloaded before, and
+        ones that failed (their files may have been fixed)."""
         self._unloaded = {(n, v) for n, v in self._unloaded if n != name}
+        for version, entry in list(self._models.get(name, {}).items()):
+            if entry.state is ModelState.FAILED:
+                del self._models[name][version]
         await self.sync([name])
         if not self._models.get(name):
             self._models.pop(name, None)

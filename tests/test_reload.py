@@ -115,3 +115,16 @@ async def test_requests_during_a_hot_swap_all_succeed(tmp_path: Path) -> None:
             await asyncio.gather(*workers)
     assert set(statuses) == {200}, f"{len(statuses)} requests: {sorted(set(statuses))}"
     assert versions[0] == 1 and versions[-1] == 2
+
+
+def test_load_retries_a_version_that_failed(model_repo, make_client) -> None:
+    broken = model_repo / "tiny-fraud" / "2"
+    broken.mkdir()
+    (broken / "model.json").write_text("{}")
+    client = make_client(poll_interval_s=0)
+    assert served_version(client) == 1
+    shutil.rmtree(broken)
+    model_factory.fraud_model(model_repo, version=2)  # the files are fixed in place
+    loaded = client.post("/v1/models/tiny-fraud/load").json()
+    assert [v["state"] for v in loaded["versions"]] == ["ready", "ready"]
+    assert served_version(client) == 2
