@@ -190,14 +190,22 @@ def test_thresholds_follow_the_stated_rule() -> None:
     assert review == pytest.approx(np.quantile(scores, 0.5))
 
 
-def test_fraud_training_exports_a_model_with_thresholds(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def transactions_csv(tmp_path: Path, monkeypatch) -> Path:
+    """50 days of synthetic transactions in the CSV layout, with a private feature cache."""
     csv = tmp_path / "tx.csv"
     frame = synthetic_transactions(days=50)
     frame.assign(TX_TIME_SECONDS=0, TX_TIME_DAYS=0, TX_FRAUD_SCENARIO=0).to_csv(csv, index=False)
     monkeypatch.setattr("training.fraud_data.CACHE_DIR", tmp_path / "cache")
+    return csv
+
+
+def test_fraud_training_exports_a_model_with_thresholds(
+    tmp_path: Path, transactions_csv: Path
+) -> None:
     folder = train_fraud(
         FraudConfig(
-            data=str(csv),
+            data=str(transactions_csv),
             models_dir=str(tmp_path / "models"),
             runs_dir=str(tmp_path / "runs"),
             train_start="2018-05-01",
@@ -218,14 +226,10 @@ def test_fraud_training_exports_a_model_with_thresholds(tmp_path: Path, monkeypa
     assert {"curves.png", "roc_pr.png", "metrics.json"} <= {p.name for p in run.iterdir()}
 
 
-def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, monkeypatch) -> None:
-    csv = tmp_path / "tx.csv"
-    frame = synthetic_transactions(days=50)
-    frame.assign(TX_TIME_SECONDS=0, TX_TIME_DAYS=0, TX_FRAUD_SCENARIO=0).to_csv(csv, index=False)
-    monkeypatch.setattr("training.fraud_data.CACHE_DIR", tmp_path / "cache")
+def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_csv: Path) -> None:
     results = evaluate_fraud(
         FraudEvaluationConfig(
-            data=str(csv),
+            data=str(transactions_csv),
             runs_dir=str(tmp_path / "runs"),
             folds=["2018-04-25", "2018-05-02"],
             epochs=3,
