@@ -66,10 +66,8 @@ class _Request:
 
 @dataclass
 class BatchStats:
-    """Counters for tests and metrics; the batcher itself never reads them."""
+    """Counters for tests; metrics go through the `BatchObserver`."""
 
-    batches: int = 0
-    rows: int = 0
     expired: int = 0
     rejected: int = 0
     sizes: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=1024))
@@ -250,8 +248,6 @@ class DynamicBatcher:
                     self._withdraw(request)
             return
         self.observer.batch_ran(len(inputs), self.max_batch_size, seconds, waits)
-        self.stats.batches += 1
-        self.stats.rows += len(inputs)
         self.stats.sizes.append(len(inputs))
         offset = 0
         for request, start, stop in parts:
