@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DATASETS ?= ../shared/datasets
 
-.PHONY: run test lint train-cifar10 train-fraud evaluate-fraud clean
+.PHONY: run test lint train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ lint: $(VENV)/.dev-installed
 train-cifar10: $(VENV)/.dev-installed
 	$(PY) -m training images --data $(DATASETS)/cifar10-jpeg.tar.gz --name cifar10
 
+# Pretrain on the 8 other classes, learn cat vs dog from 500 images per class (frozen,
+# fine-tuned, from scratch), publish the best as models/cat-vs-dog.
+train-cat-vs-dog: $(VENV)/.dev-installed
+	$(PY) -m training transfer-experiment --data $(DATASETS)/cifar10-jpeg.tar.gz
+
 train-fraud: $(VENV)/.dev-installed
 	$(PY) -m training fraud --data $(DATASETS)/fraud-transactions.csv.gz --name fraud
 
@@ -48,6 +53,17 @@ train-fraud: $(VENV)/.dev-installed
 # published results (writes runs/fraud-evaluation-*/results.md and metrics.png).
 evaluate-fraud: $(VENV)/.dev-installed
 	$(PY) -m training evaluate --data $(DATASETS)/fraud-transactions.csv.gz
+
+# Ten minutes of mixed load on models/: fails if the server's RSS grows 5% or more after
+# warm-up, or any request goes unanswered (writes bench/results/soak-*.json and .png).
+soak: $(VENV)/.dev-installed
+	$(PY) -m bench.soak --minutes 10
+
+# Build the image with podman (a Debian base built locally when no registry is reachable),
+# run it, and smoke-test the container. Needs podman, runc and mmdebstrap (installed with
+# apt-get when run as root).
+container-test:
+	deploy/container-test.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

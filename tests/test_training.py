@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from app.fraud_features import FEATURES
 from app.model_card import ModelCard
-from training.cnn import ResNetSmall, ServingImageModel
+from training.cnn import ResNetSmall, ServingImageModel, WhitenedConvNet, build_classifier
 from training.export import ParityError, check_parity, export_onnx
 from training.fraud import FraudConfig, choose_thresholds, train_fraud
 from training.fraud_data import add_features, feature_matrix, split_window
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
-from training.images import ImageConfig, train_images
+from training.images import ImageConfig, TransferConfig, _mirror, train_images
 from training.schedules import lr_multiplier
+from training.transfer_experiment import TransferExperimentConfig, run_transfer_experiment
 
-COLOURS = {"reddish": (200, 40, 40), "bluish": (40, 40, 200)}
+COLOURS = {
+    "reddish": (200, 40, 40),
+    "bluish": (40, 40, 200),
+    "greenish": (40, 200, 40),
+    "yellowish": (200, 200, 40),
+}
 
 
 @pytest.fixture
@@ -50,7 +58,6 @@ def test_image_training_exports_a_model_the_service_serves(
         models_dir=str(models),
         runs_dir=str(tmp_path / "runs"),
         widths=[8, 16],
-        stem=8,
         epochs=3,
         batch_size=16,
         lr=0.05,
@@ -102,6 +109,9 @@ def test_schedules_start_and_end_where_they_should(name) -> None:
     assert all(0.0 <= v <= 1.0 for v in values)
     if name == "onecycle":
         assert values[0] == 0.0 and max(values) == 1.0 and values[-1] == 0.0
+        floors = [lr_multiplier(name, s, 100, 0.25, start=0.2, end=0.07) for s in range(101)]
+        assert floors[0] == pytest.approx(0.2) and floors[25] == 1.0
+        assert floors[-1] == pytest.approx(0.07)
     if name == "cosine":
         assert values[0] == 1.0 and values[-1] == pytest.approx(0.0)
     if name == "step":
@@ -257,7 +267,6 @@ def test_image_training_resumes_from_its_checkpoint(
     common = {
         "data": str(image_folder),
         "widths": [8],
-        "stem": 8,
         "batch_size": 16,
         "export": False,
         "flip_tta": False,
@@ -276,9 +285,163 @@ def test_image_training_resumes_from_its_checkpoint(
         next((tmp_path / "second").iterdir()) / "checkpoint.pt", weights_only=False
     )
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3]
-    assert resumed["constructor_args"] == {
-        "num_classes": 2,
-        "widths": [8],
-        "stem": 8,
-        "dropout": 0.0,
+    rebuilt = build_classifier(resumed["arch"], resumed["constructor_args"])
+    rebuilt.load_state_dict(resumed["model"])  # the checkpoint rebuilds alone
+    assert resumed["constructor_args"] == {"num_classes": 4, "widths": [8], "dropout": 0.0}
+
+
+def test_transfer_frozen_keeps_the_backbone_and_finetune_moves_it(
+    image_folder: Path, tmp_path: Path, make_client, monkeypatch
+) -> None:
+    monkeypatch.setattr("training.image_data.CACHE_DIR", tmp_path / "cache")
+    common = {"data": str(image_folder), "widths": [8, 16], "batch_size": 16, "lr": 0.05}
+    train_images(
+        ImageConfig(
+            runs_dir=str(tmp_path / "pretrain"),
+            classes=["reddish", "bluish"],
+            epochs=2,
+            export=False,
+            **common,
+        )
+    )
+    checkpoint = next((tmp_path / "pretrain").iterdir()) / "checkpoint.pt"
+    pretrained = torch.load(checkpoint, weights_only=False)["model"]
+    models = tmp_path / "models"
+    for mode in ("frozen", "finetune", "scratch"):
+        target = train_images(
+            TransferConfig(
+                checkpoint=str(checkpoint),
+                mode=mode,
+                name=f"green-or-blue-{mode}",
+                classes=["greenish", "bluish"],
+                train_per_class=12,
+                epochs=2,
+                models_dir=str(models),
+                runs_dir=str(tmp_path / mode),
+                **common,
+            )
+        )
+        assert target is not None
+        card = ModelCard.model_validate_json((target / "model.json").read_text())
+        assert card.labels == ["greenish", "bluish"]
+        assert card.metrics["transfer_mode"] == mode and card.metrics["train_images"] == 24
+        state = torch.load(next((tmp_path / mode).iterdir()) / "checkpoint.pt", weights_only=False)
+        backbone = [k for k in pretrained if k.startswith("backbone.") and "conv" in k]
+        unchanged = [torch.equal(state["model"][k], pretrained[k]) for k in backbone]
+        if mode == "frozen":
+            assert all(unchanged)
+        else:
+            assert not any(unchanged)
+        assert state["model"]["head.weight"].shape == (2, 16)
+
+    client = make_client(repo=models, default_image_model="green-or-blue-frozen")
+    test_image = next((image_folder / "test" / "greenish").iterdir()).read_bytes()
+    response = client.post(
+        "/v1/classify", content=test_image, headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 200
+    assert {p["label"] for p in response.json()["results"][0]["predictions"]} == {
+        "greenish",
+        "bluish",
     }
+
+
+def test_photo_sized_inputs_are_resized_and_center_cropped(
+    tmp_path: Path, make_client, monkeypatch
+) -> None:
+    monkeypatch.setattr("training.image_data.CACHE_DIR", tmp_path / "cache")
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name, colour in list(COLOURS.items())[:2]:
+            folder = tmp_path / "photos" / split / name
+            folder.mkdir(parents=True)
+            for i in range(6):
+                noise = generator.integers(-40, 40, size=(90, 120, 3))  # landscape, not square
+                pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg")
+    target = train_images(
+        ImageConfig(
+            data=str(tmp_path / "photos"),
+            name="photos",
+            image_size=64,
+            resize_shorter_to=72,
+            widths=[8],
+            epochs=1,
+            batch_size=6,
+            models_dir=str(tmp_path / "models"),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
+    assert target is not None
+    card = ModelCard.model_validate_json((target / "model.json").read_text())
+    assert card.image is not None
+    assert (card.image.height, card.image.width) == (64, 64)
+    assert card.image.resize == "shorter_side_then_center_crop"
+    assert card.image.resize_shorter_to == 72
+    assert card.inputs[0].shape == [None, 64, 64, 3]
+    client = make_client(repo=tmp_path / "models", default_image_model="photos")
+    photo = next((tmp_path / "photos" / "test" / "reddish").iterdir()).read_bytes()
+    response = client.post("/v1/classify", content=photo, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200
+
+
+def test_whitening_layer_decorrelates_the_patches_it_was_fitted_on() -> None:
+    generator = torch.Generator().manual_seed(0)
+    # Correlated channels: green and blue follow red.
+    red = torch.randn(64, 1, 16, 16, generator=generator)
+    images = torch.cat([red, 0.8 * red, -0.5 * red], 1)
+    images = images + 0.3 * torch.randn(images.shape, generator=generator)
+    model = WhitenedConvNet(3, [8])
+    model.init_whitening(images, eps=0.0)
+    half = 3 * WhitenedConvNet.WHITEN_KERNEL**2
+    out = F.conv2d(images, model.whiten.weight[:half])  # [n, 12, h', w'], no bias
+    flat = out.permute(0, 2, 3, 1).reshape(-1, half)
+    covariance = flat.T @ flat / len(flat)
+    assert torch.allclose(covariance, torch.eye(half), atol=1e-3)
+    assert torch.equal(model.whiten.weight[half:], -model.whiten.weight[:half])
+    assert not model.whiten.weight.requires_grad
+
+
+def test_alternating_flips_show_each_image_both_ways_every_two_epochs() -> None:
+    first = torch.rand(1000, generator=torch.Generator().manual_seed(0)) < 0.5
+    generator = torch.Generator().manual_seed(1)
+    epoch0 = _mirror("alternating", first, 0, generator)
+    epoch1 = _mirror("alternating", first, 1, generator)
+    epoch2 = _mirror("alternating", first, 2, generator)
+    assert epoch0 is not None and epoch1 is not None and epoch2 is not None
+    assert torch.equal(epoch0 ^ epoch1, torch.ones(1000, dtype=torch.bool))
+    assert torch.equal(epoch0, epoch2)
+    assert 400 < int(epoch0.sum()) < 600
+    assert _mirror("none", first, 0, generator) is None
+
+
+def test_transfer_experiment_compares_three_ways_and_publishes_the_best(
+    image_folder: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr("training.image_data.CACHE_DIR", tmp_path / "cache")
+    published = run_transfer_experiment(
+        TransferExperimentConfig(
+            data=str(image_folder),
+            name="green-or-blue",
+            classes=["greenish", "bluish"],
+            pretrain_epochs=1,
+            train_per_class=12,
+            epochs=2,
+            batch_size=12,
+            models_dir=str(tmp_path / "models"),
+            runs_dir=str(tmp_path / "runs"),
+        )
+    )
+    assert published == tmp_path / "models" / "green-or-blue" / "1"
+    card = ModelCard.model_validate_json((published / "model.json").read_text())
+    assert (card.name, card.version, card.labels) == ("green-or-blue", 1, ["greenish", "bluish"])
+    run = next((tmp_path / "runs").glob("green-or-blue-experiment-*"))
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["results"]) == {"frozen", "finetune", "scratch"}
+    assert card.metrics["transfer_mode"] == results["best"]
+    accuracies = {m: r["test_accuracy"] for m, r in results["results"].items()}
+    assert card.metrics["test_accuracy"] == max(accuracies.values())
+    pretrain = json.loads(next(run.glob("pretrain-*/config.json")).read_text())
+    assert pretrain["classes"] == ["reddish", "yellowish"]  # every class but the targets
+    assert (run / "accuracy.png").exists() and (run / "results.md").exists()
+    assert not (run / "candidates").exists()

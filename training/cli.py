@@ -11,7 +11,8 @@ from typing import Any
 
 from training.fraud import FraudConfig, train_fraud
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
-from training.images import ImageConfig, train_images
+from training.images import ImageConfig, TransferConfig, train_images
+from training.transfer_experiment import TransferExperimentConfig, run_transfer_experiment
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> None:
@@ -21,6 +22,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         hint = hints[f.name]
+        if isinstance(hint, types.UnionType):  # `X | None`: the flag takes an X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         kwargs: dict[str, Any] = {"default": default, "help": f"default: {default}"}
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
@@ -28,12 +31,8 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
             kwargs.update(nargs="+", type=typing.get_args(hint)[0])
         elif typing.get_origin(hint) is typing.Literal:
             kwargs["choices"] = typing.get_args(hint)
-        else:
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            if isinstance(hint, types.UnionType) and args:
-                kwargs["type"] = args[0]
-            elif hint in (int, float, str):
-                kwargs["type"] = hint
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
         parser.add_argument(flag, **kwargs)
 
 
@@ -42,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     runners: dict[str, tuple[type, Callable[[Any], Any]]] = {
         "images": (ImageConfig, train_images),
+        "transfer": (TransferConfig, train_images),
+        "transfer-experiment": (TransferExperimentConfig, run_transfer_experiment),
         "fraud": (FraudConfig, train_fraud),
         "evaluate": (FraudEvaluationConfig, evaluate_fraud),
     }

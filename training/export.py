@@ -100,3 +100,26 @@ def publish(
             return target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def promote(candidate: Path, models_dir: Path, name: str) -> Path:
+    """Copy an exported version folder to `<models_dir>/<name>/<next version>/`."""
+    model_dir = models_dir / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    card = ModelCard.model_validate_json((candidate / "model.json").read_text())
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
+    try:
+        shutil.copy2(candidate / "model.onnx", staging / "model.onnx")
+        while True:
+            version = next_version(model_dir)
+            renamed = card.model_copy(update={"name": name, "version": version})
+            (staging / "model.json").write_text(renamed.model_dump_json(indent=2) + "\n")
+            staging.chmod(0o755)
+            target = model_dir / str(version)
+            try:
+                staging.rename(target)
+            except OSError:
+                continue
+            return target
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -119,8 +119,10 @@ def to_float_nchw(pixels: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -
     return (x - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
 
 
-def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop with reflect padding and random horizontal flip, per image: `[n, c, h, w]`."""
+def augment(
+    x: torch.Tensor, pad: int, mirror: torch.Tensor | None, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop with reflect padding, and a horizontal flip where `mirror` is set."""
     n, c, h, w = x.shape
     if pad > 0:
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -131,7 +133,6 @@ def augment(x: torch.Tensor, pad: int, flip: bool, generator: torch.Generator) -
         x = padded[
             torch.arange(n)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols
         ]
-    if flip:
-        mirrored = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(mirrored[:, None, None, None], x.flip(3), x)
+    if mirror is not None:
+        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
     return x

@@ -87,3 +87,19 @@ def roc_and_pr(labels: np.ndarray, scores: np.ndarray, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def bars(values: dict[str, float], title: str, path: Path) -> None:
+    """One labelled bar per entry, for comparing a handful of runs."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = list(values)
+    heights = [values[n] for n in names]
+    ax.bar(names, heights, color="tab:blue")
+    for x, height in enumerate(heights):
+        ax.text(x, height, f"{height:.3f}", ha="center", va="bottom")
+    low = min(heights)
+    ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set(title=title, ylabel="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
