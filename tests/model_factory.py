@@ -181,3 +181,60 @@ def fraud_model_failing_on_large_amounts(root: Path, name: str = "fragile") -> P
     onnx.checker.check_model(model)
     onnx.save(model, folder / "model.onnx")
     return folder
+
+
+def slow_fraud_model(
+    root: Path, name: str = "slow-fraud", iterations: int = 1000, max_batch_size: int = 8
+) -> Path:
+    """Like `fraud_model`, but every row also goes through `iterations` rounds of a 256x256
+    matrix product whose result is multiplied by zero: same answers, known CPU cost per row."""
+    folder = fraud_model(root, name=name, max_batch_size=max_batch_size)
+    model = onnx.load(folder / "model.onnx")
+    graph = model.graph
+    generator = np.random.default_rng(0)
+    width = 256
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["state_in", "W_loop"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["state_out"]),
+        ],
+        "burn",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", TensorProto.FLOAT, ["batch", width]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, ["batch", width]),
+        ],
+    )
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(
+                generator.normal(0, 0.05, (len(FEATURES), width)).astype(np.float32), "W_in"
+            ),
+            numpy_helper.from_array(
+                generator.normal(0, 0.05, (width, width)).astype(np.float32), "W_loop"
+            ),
+            numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"),
+            numpy_helper.from_array(np.array(True), "always"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis"),
+            numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+        ]
+    )
+    sigmoid = graph.node[-1]
+    sigmoid.input[0] = "burnt_logit"
+    extra = [
+        helper.make_node("MatMul", ["features", "W_in"], ["state0"]),
+        helper.make_node("Loop", ["trips", "always", "state0"], ["burnt"], body=body),
+        helper.make_node("ReduceSum", ["burnt", "axis"], ["burnt_sum"], keepdims=1),
+        helper.make_node("Mul", ["burnt_sum", "zero"], ["nothing"]),
+        helper.make_node("Add", ["logit", "nothing"], ["burnt_logit"]),
+    ]
+    for node in extra:
+        graph.node.insert(len(graph.node) - 1, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, folder / "model.onnx")
+    return folder
