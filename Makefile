@@ -5,9 +5,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
+# Debian packages (wrk for the benchmark) are installed as root, or through sudo.
+APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q
 DATASETS ?= ../shared/datasets
 
-.PHONY: run test lint train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,13 +30,20 @@ run: $(VENV)/.serve-installed
 	$(PY) -m app
 
 test: $(VENV)/.dev-installed
-	$(PY) -m ruff check app training tests
+	@command -v wrk >/dev/null || $(APT_INSTALL) wrk || echo "no wrk: the benchmark test skips"
+	$(PY) -m ruff check app training tests bench
 	$(PY) -m mypy app
 	$(PY) -m pytest -q
 
+# The service beside in-process ONNX Runtime, a FastAPI no-op, Ray Serve and BentoML
+# (each peer in its own venv under bench/.venvs): bench/results/<date>-<host>.{json,md,png}.
+bench: $(VENV)/.dev-installed
+	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
+	$(PY) -m bench
+
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check app training tests
-	$(PY) -m ruff format --check app training tests
+	$(PY) -m ruff check app training tests bench
+	$(PY) -m ruff format --check app training tests bench
 	$(PY) -m mypy app
 
 # The commands that made the committed models (see each model.json's provenance).

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import tarfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app.batching import DynamicBatcher
-from app.fraud_features import BEHAVIOURAL_FIELDS
 from app.images import decode_image, to_input_rows
 from app.model_card import ModelCard
 from app.providers import ProviderChoice
@@ -23,6 +20,7 @@ from app.repository import discover, read_card
 from app.runtime import ModelRuntime
 from app.settings import Settings
 from tests.conftest import DATASETS, REPO_ROOT
+from training.image_data import read_test_jpegs
 
 MODELS = REPO_ROOT / "models"
 CIFAR = DATASETS / "cifar10-jpeg.tar.gz"
@@ -49,27 +47,10 @@ def test_the_committed_models_have_valid_cards_and_load() -> None:
             assert runtime.warm_up() >= 0.0
 
 
-def cifar_test_images(per_class: int) -> list[tuple[str, bytes]]:
-    """(label, JPEG bytes) for the first `per_class` test images of each class."""
-    taken: dict[str, int] = {}
-    images = []
-    with tarfile.open(CIFAR) as archive:
-        for member in archive:
-            parts = Path(member.name).parts
-            if member.isfile() and len(parts) >= 3 and parts[-3] == "test":
-                label = parts[-2]
-                if taken.get(label, 0) < per_class:
-                    taken[label] = taken.get(label, 0) + 1
-                    file = archive.extractfile(member)
-                    assert file is not None
-                    images.append((label, file.read()))
-    return images
-
-
 @needs_cifar
 def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
     card = latest_card("cifar10")
-    images = cifar_test_images(per_class=200)
+    images = read_test_jpegs(CIFAR, per_class=200)
     client = make_client(repo=MODELS, default_image_model="cifar10")
     correct = 0
     for start in range(0, len(images), 50):
@@ -97,7 +78,7 @@ async def test_cifar10_batched_outputs_equal_unbatched() -> None:
     )
     assert card.image is not None
     pixels = np.stack(
-        [decode_image(data, card.image, 10**6) for _, data in cifar_test_images(per_class=3)]
+        [decode_image(data, card.image, 10**6) for _, data in read_test_jpegs(CIFAR, per_class=3)]
     )
     rows = to_input_rows(pixels, card.image, card.input)
     expected = np.concatenate([runtime.run_batch(rows[i : i + 1]) for i in range(len(rows))])
@@ -121,7 +102,7 @@ async def test_cifar10_batched_outputs_equal_unbatched() -> None:
 @needs_fraud
 def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) -> None:
     pytest.importorskip("pandas")
-    from training.fraud_data import load_transactions, split_window
+    from training.fraud_data import load_transactions, service_transaction, split_window
     from training.fraud_metrics import fraud_metrics
 
     card = latest_card("fraud")
@@ -131,7 +112,7 @@ def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) ->
     scores: list[float] = []
     records = test.to_dict("records")
     for start in range(0, len(records), 1000):
-        body = {"transactions": [_transaction(r) for r in records[start : start + 1000]]}
+        body = {"transactions": [service_transaction(r) for r in records[start : start + 1000]]}
         response = client.post("/v1/fraud/score", json=body)
         assert response.status_code == 200
         scores += [r["fraud_probability"] for r in response.json()["results"]]
@@ -140,17 +121,3 @@ def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) ->
     assert metrics["average_precision"] == pytest.approx(
         card.metrics["test_average_precision"], abs=2e-3
     )
-
-
-def _transaction(record: dict) -> dict:
-    body = {
-        "transaction_id": int(record["TRANSACTION_ID"]),
-        "customer_id": int(record["CUSTOMER_ID"]),
-        "terminal_id": int(record["TERMINAL_ID"]),
-        "amount": float(record["TX_AMOUNT"]),
-        "timestamp": record["TX_DATETIME"].isoformat(),
-    }
-    for column, field in BEHAVIOURAL_FIELDS.items():
-        value = record[column]
-        body[field] = int(value) if "_NB_TX_" in column else float(value)
-    return body

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.fraud_features import FEATURES, NIGHT_HOURS, TERMINAL_DELAY_DAYS, WINDOWS_DAYS
+from app.fraud_features import (
+    BEHAVIOURAL_FIELDS,
+    FEATURES,
+    NIGHT_HOURS,
+    TERMINAL_DELAY_DAYS,
+    WINDOWS_DAYS,
+)
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
 FEATURES_VERSION = 2  # part of the cache key: bump when the feature code changes
@@ -151,3 +157,18 @@ def split_window(
 def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
     """float32 `[n, 15]` in the model's column order."""
     return frame[list(FEATURES)].to_numpy(dtype=np.float32)
+
+
+def service_transaction(record: dict) -> dict:
+    """A row of `load_transactions` as the JSON transaction the service scores."""
+    body = {
+        "transaction_id": int(record["TRANSACTION_ID"]),
+        "customer_id": int(record["CUSTOMER_ID"]),
+        "terminal_id": int(record["TERMINAL_ID"]),
+        "amount": float(record["TX_AMOUNT"]),
+        "timestamp": record["TX_DATETIME"].isoformat(),
+    }
+    for column, field in BEHAVIOURAL_FIELDS.items():
+        value = record[column]
+        body[field] = int(value) if "_NB_TX_" in column else float(value)
+    return body

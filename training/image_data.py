@@ -58,6 +58,24 @@ def resolve_root(data: str) -> Path:
     return path
 
 
+def read_test_jpegs(archive_path: Path, per_class: int) -> list[tuple[str, bytes]]:
+    """(label, encoded bytes) of the first `per_class` test images of each class, read
+    straight from an ImageFolder tarball such as the CIFAR-10 one."""
+    taken: dict[str, int] = {}
+    images = []
+    with tarfile.open(archive_path) as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if member.isfile() and len(parts) >= 3 and parts[-3] == "test":
+                label = parts[-2]
+                if taken.get(label, 0) < per_class:
+                    taken[label] = taken.get(label, 0) + 1
+                    file = archive.extractfile(member)
+                    if file is not None:
+                        images.append((label, file.read()))
+    return images
+
+
 def list_classes(split_dir: Path) -> list[str]:
     return sorted(child.name for child in split_dir.iterdir() if child.is_dir())
 

@@ -1,0 +1,273 @@
+"""`make bench` / `python -m bench`: the service beside the hardware limit and its peers.
+
+For each system: start it, warm it up, then for each workload and concurrency level run wrk
+in windows until three in a row agree on throughput within 10% (as Triton's perf_analyzer
+decides stability), and keep the median of those three. The limits come from the same run:
+ONNX Runtime in process on the same model files, and a FastAPI no-op for HTTP alone.
+Writes `<out>/<date>-<host>.json`, `.md`, and one PNG per model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import onnxruntime as ort
+
+from app.settings import Settings
+from bench import inprocess, report
+from bench.procs import cpu_seconds, rss_mb
+from bench.systems import SYSTEMS, Running, start, stop_process
+from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
+from bench.wrk import run_window
+
+ROOT = Path(__file__).resolve().parents[1]
+STABLE_WITHIN = 0.10
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument("--levels", nargs="+", type=int, default=[1, 8, 32, 64, 128])
+    parser.add_argument(
+        "--peer-levels", nargs="+", type=int, default=[1, 64], help="concurrency for peers"
+    )
+    parser.add_argument("--window-s", type=float, default=5.0)
+    parser.add_argument("--max-windows", type=int, default=6)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="seconds, not minutes: checks the harness end to end, says nothing about speed",
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.systems = [s for s in args.systems if s in ("deepserve", "fastapi-noop")]
+        args.levels, args.peer_levels = [1, 8], [1, 8]
+        args.window_s, args.max_windows = 1.0, 1
+    if shutil.which("wrk") is None:
+        raise SystemExit("needs wrk (Debian/Ubuntu: apt-get install wrk)")
+
+    images, image_source = sample_images()
+    transactions, transaction_source = sample_transactions()
+    settings = Settings(_env_file=None)
+    limit_seconds = 0.3 if args.quick else 3.0
+    print("in-process ONNX Runtime limits", flush=True)
+    limits = {
+        "image": inprocess.measure(
+            settings.default_image_model,
+            settings,
+            images,
+            transactions,
+            [1, 4, 8, 16, 32, 64],
+            limit_seconds,
+        ),
+        "fraud": inprocess.measure(
+            settings.default_fraud_model,
+            settings,
+            images,
+            transactions,
+            [1, 16, 64, 256, 1024, 4096],
+            limit_seconds,
+        ),
+    }
+    for model, limit in limits.items():
+        print(
+            f"  {model}: best {limit.best_items_per_s:,.0f} items/s at batch "
+            f"{limit.best_batch}; one item {limit.single_p50_ms:.2f} ms",
+            flush=True,
+        )
+
+    bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
+    rows: list[dict] = []
+    starts: dict[str, dict] = {}
+    try:
+        for name in args.systems:
+            system = SYSTEMS[name]
+            workloads = [w for w in system.workloads if w in args.workloads]
+            if not workloads:
+                continue
+            requests = {
+                w: build(
+                    WORKLOADS[w],
+                    system.style,
+                    images,
+                    transactions,
+                    bodies_dir,
+                    bodies=10 if args.quick else 50,
+                )
+                for w in workloads
+            }
+            first = requests[workloads[0]]
+            probe = (first.path, first.content_type, first.bodies[0].read_bytes())
+            port = _free_port()
+            print(f"{name}: starting", flush=True)
+            running = start(system, port, probe, timeout_s=300)
+            starts[name] = {
+                "start_to_ready_s": round(running.start_to_ready_s, 2),
+                "rss_mb_idle": round(rss_mb(running.process.pid), 1),
+            }
+            try:
+                peer = name in ("ray-serve", "bentoml")
+                levels = args.peer_levels if peer else args.levels
+                if name == "deepserve-unbatched":
+                    levels = [64] if not args.quick else [8]
+                for workload in workloads:
+                    # Warm-up: first-call allocations, caches, JIT paths, connection pools.
+                    _window(running, requests[workload], 8, 1.0 if args.quick else 3.0)
+                    for concurrency in levels:
+                        row = _measure_level(
+                            running,
+                            workload,
+                            requests[workload],
+                            concurrency,
+                            args.window_s,
+                            args.max_windows,
+                        )
+                        rows.append(row)
+                        print(
+                            f"  {workload:9s} c={concurrency:<3d} {row['rps']:8.1f} req/s "
+                            f"p50 {row['p50_ms']:7.2f} p99 {row['p99_ms']:7.2f} ms "
+                            f"errors {row['errors']} server {row['server_cpu']:.2f} cores "
+                            f"wrk {row['generator_cpu']:.2f} cores"
+                            + ("" if row["stable"] else " (unstable)"),
+                            flush=True,
+                        )
+                starts[name]["rss_mb_peak"] = max(
+                    r["rss_mb_peak"] for r in rows if r["system"] == name
+                )
+            finally:
+                stop_process(running.process)
+    finally:
+        shutil.rmtree(bodies_dir, ignore_errors=True)
+
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "quick": args.quick,
+        "machine": _machine(),
+        "settings": {
+            "window_s": args.window_s,
+            "max_windows": args.max_windows,
+            "stable_within": STABLE_WITHIN,
+            "levels": args.levels,
+            "peer_levels": args.peer_levels,
+            "service": "python -m app, default settings, DEEPSERVE_LOG_LEVEL=warning",
+        },
+        "data": {"images": image_source, "transactions": transaction_source},
+        "limits": {
+            model: {
+                **asdict(limit),
+                "best_batch": limit.best_batch,
+                "best_items_per_s": limit.best_items_per_s,
+            }
+            for model, limit in limits.items()
+        },
+        "systems": starts,
+        "results": rows,
+    }
+    results["targets"] = report.targets(results)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}"
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(report.markdown(results))
+    report.plots(results, stem)
+    print(report.markdown(results))
+    print(f"wrote {stem}.json, .md, -image.png, -fraud.png")
+    return stem.with_suffix(".json")
+
+
+def _window(running: Running, requests: Requests, concurrency: int, seconds: float) -> None:
+    run_window(
+        running.base + requests.path, requests.content_type, requests.bodies, concurrency, seconds
+    )
+
+
+def _measure_level(
+    running: Running,
+    workload: str,
+    requests: Requests,
+    concurrency: int,
+    window_s: float,
+    max_windows: int,
+) -> dict:
+    pid = running.process.pid
+    windows = []
+    stable = False
+    while len(windows) < max_windows:
+        cpu_before = cpu_seconds(pid)
+        started = time.monotonic()
+        window = run_window(
+            running.base + requests.path,
+            requests.content_type,
+            requests.bodies,
+            concurrency,
+            window_s,
+        )
+        server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+        windows.append((window, server_cpu, rss_mb(pid)))
+        if len(windows) >= 3:
+            recent = [w.rps for w, _, _ in windows[-3:]]
+            mean = sum(recent) / 3
+            if mean > 0 and all(abs(r - mean) <= STABLE_WITHIN * mean for r in recent):
+                stable = True
+                break
+    counted = windows[-3:]
+    window, server_cpu, _ = sorted(counted, key=lambda x: x[0].rps)[len(counted) // 2]
+    items = WORKLOADS[workload].items
+    return {
+        "system": running.system.name,
+        "workload": workload,
+        "concurrency": concurrency,
+        "rps": round(window.rps, 1),
+        "items_per_s": round(window.rps * items, 1),
+        "p50_ms": round(window.p50_ms, 2),
+        "p90_ms": round(window.p90_ms, 2),
+        "p99_ms": round(window.p99_ms, 2),
+        "errors": sum(w.errors for w, _, _ in counted),
+        "server_cpu": round(server_cpu, 2),
+        "generator_cpu": round(window.generator_cpu, 2),
+        "rss_mb_peak": round(max(r for _, _, r in windows), 1),
+        "windows": len(windows),
+        "stable": stable,
+    }
+
+
+def _machine() -> dict:
+    def version(command: list[str]) -> str:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "unknown"
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "providers": ort.get_available_providers(),
+        "wrk": version(["wrk", "--version"]),
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

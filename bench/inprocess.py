@@ -1,0 +1,78 @@
+"""The hardware limit: ONNX Runtime on the same model file, in process, no HTTP.
+
+Uses the service's own runtime loader and session options (same thread settings), feeds
+real inputs prepared as the service prepares them, and finds the best batch size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.images import decode_image, to_input_rows
+from app.model_card import ModelCard
+from app.providers import choose_providers
+from app.repository import discover, read_card
+from app.runtime import ModelRuntime
+from app.settings import Settings
+from app.transactions import Transaction, feature_rows
+
+
+@dataclass(frozen=True)
+class Limit:
+    model: str
+    version: int
+    items_per_s: dict[int, float]  # batch size -> items per second
+    single_p50_ms: float  # one item, batch of 1, median
+
+    @property
+    def best_batch(self) -> int:
+        return max(self.items_per_s, key=lambda b: self.items_per_s[b])
+
+    @property
+    def best_items_per_s(self) -> float:
+        return self.items_per_s[self.best_batch]
+
+
+def measure(
+    model: str,
+    settings: Settings,
+    images: list[bytes],
+    transactions: list[dict],
+    batch_sizes: list[int],
+    seconds_each: float = 2.0,
+) -> Limit:
+    version = discover(settings.model_repository, [model])[model][-1]
+    card = read_card(version)
+    runtime = ModelRuntime.load(card, version.onnx_path, settings, choose_providers(settings))
+    rows = _inputs(card, images, transactions, max(batch_sizes))
+    runtime.warm_up()
+    items_per_s = {}
+    for batch in batch_sizes:
+        chunk = rows[:batch]
+        runtime.run_batch(chunk)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds_each:
+            runtime.run_batch(chunk)
+            count += 1
+        items_per_s[batch] = count * batch / (time.perf_counter() - started)
+    single = []
+    for i in range(200):
+        started = time.perf_counter()
+        runtime.run_batch(rows[i % len(rows) : i % len(rows) + 1])
+        single.append(time.perf_counter() - started)
+    return Limit(model, card.version, items_per_s, float(np.median(single)) * 1000)
+
+
+def _inputs(
+    card: ModelCard, images: list[bytes], transactions: list[dict], count: int
+) -> np.ndarray:
+    if card.image is not None:
+        pixels = np.stack(
+            [decode_image(images[i % len(images)], card.image, 10**8) for i in range(count)]
+        )
+        return to_input_rows(pixels, card.image, card.input)
+    parsed = [Transaction.model_validate(transactions[i % len(transactions)]) for i in range(count)]
+    return feature_rows(parsed, card)

@@ -1,0 +1,54 @@
+"""The cost of HTTP alone: an idiomatic FastAPI endpoint that takes a transaction-shaped
+pydantic body and returns a constant, served by uvicorn with the service's settings.
+
+    python -m bench.noop_app PORT
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+
+class Transaction(BaseModel):
+    transaction_id: str | int
+    customer_id: str | int
+    terminal_id: str | int
+    amount: float
+    timestamp: datetime
+    customer_nb_tx_1d: int
+    customer_nb_tx_7d: int
+    customer_nb_tx_30d: int
+    customer_avg_amount_1d: float
+    customer_avg_amount_7d: float
+    customer_avg_amount_30d: float
+    terminal_nb_tx_1d: int
+    terminal_nb_tx_7d: int
+    terminal_nb_tx_30d: int
+    terminal_risk_1d: float
+    terminal_risk_7d: float
+    terminal_risk_30d: float
+
+
+class Score(BaseModel):
+    transaction_id: str | int
+    fraud_probability: float
+    decision: str
+
+
+app = FastAPI()
+
+
+@app.post("/v1/fraud/score")
+async def score(transaction: Transaction) -> Score:
+    return Score(
+        transaction_id=transaction.transaction_id, fraud_probability=0.0, decision="approve"
+    )
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)

@@ -1,0 +1,59 @@
+"""BentoML peer: both models as batchable APIs (adaptive batching), as BentoML's
+adaptive-batching guide shows. Requests use BentoML's own format: named fields.
+
+    bentoml serve bench.peers.bentoml_service:Peer --port PORT   (in a BentoML environment)
+"""
+
+from __future__ import annotations
+
+import bentoml
+import numpy as np
+from PIL.Image import Image
+from pydantic import BaseModel
+
+from bench.peers.common import Model, decision, decode_pil, feature_row, top_k
+
+
+class Transaction(BaseModel):
+    transaction_id: str | int
+    customer_id: str | int
+    terminal_id: str | int
+    amount: float
+    timestamp: str
+    customer_nb_tx_1d: int
+    customer_nb_tx_7d: int
+    customer_nb_tx_30d: int
+    customer_avg_amount_1d: float
+    customer_avg_amount_7d: float
+    customer_avg_amount_30d: float
+    terminal_nb_tx_1d: int
+    terminal_nb_tx_7d: int
+    terminal_nb_tx_30d: int
+    terminal_risk_1d: float
+    terminal_risk_7d: float
+    terminal_risk_30d: float
+
+
+@bentoml.service(workers=1)
+class Peer:
+    def __init__(self) -> None:
+        self.image = Model("cifar10")
+        self.fraud = Model("fraud")
+
+    @bentoml.api(batchable=True, max_batch_size=32, max_latency_ms=1000)
+    def classify(self, images: list[Image]) -> list[list[dict]]:
+        batch = np.stack([decode_pil(image, self.image.card) for image in images])
+        return [top_k(p, self.image.labels) for p in self.image.run(batch)]
+
+    @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=1000)
+    def score(self, transactions: list[Transaction]) -> list[dict]:
+        rows = np.stack([feature_row(t.model_dump(), self.fraud.card) for t in transactions])
+        scores = self.fraud.run(rows)[:, 0]
+        return [
+            {
+                "transaction_id": t.transaction_id,
+                "fraud_probability": float(p),
+                "decision": decision(float(p), self.fraud.card),
+            }
+            for t, p in zip(transactions, scores, strict=True)
+        ]

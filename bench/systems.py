@@ -1,0 +1,148 @@
+"""The servers the benchmark compares, each started on 127.0.0.1 and stopped after its turn.
+
+Peers run from their own virtual environments under `bench/.venvs/`, created on first use;
+they are not dependencies of the project.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENVS = ROOT / "bench" / ".venvs"
+
+# Peer environments: what each installs (pinned for comparable reruns).
+PEER_PACKAGES = {
+    "ray": ["ray[serve]==2.52.1", "onnxruntime", "pillow", "numpy"],
+    "bentoml": ["bentoml==1.4.30", "onnxruntime", "pillow", "numpy"],
+}
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    style: str  # request format: "deepserve" or "bentoml"
+    workloads: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SYSTEMS = {
+    s.name: s
+    for s in (
+        System("deepserve", "deepserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
+        # Batching off, for the batching gain.
+        System(
+            "deepserve-unbatched",
+            "deepserve",
+            ("image-1", "fraud-1"),
+            {"DEEPSERVE_MAX_BATCH_SIZE": "1"},
+        ),
+        System("fastapi-noop", "deepserve", ("fraud-1",)),
+        System("ray-serve", "deepserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
+        System("bentoml", "bentoml", ("image-1", "image-16", "fraud-1", "fraud-100")),
+    )
+}
+
+
+@dataclass
+class Running:
+    system: System
+    process: subprocess.Popen[bytes]
+    port: int
+    start_to_ready_s: float
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def peer_python(peer: str) -> Path:
+    """The peer's virtual environment's interpreter, installing the peer if needed."""
+    venv = VENVS / peer
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    wanted = " ".join(PEER_PACKAGES[peer])
+    if not marker.exists() or marker.read_text() != wanted:
+        print(f"installing {peer} into {venv} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+            + PEER_PACKAGES[peer],
+            check=True,
+        )
+        marker.write_text(wanted)
+    return python
+
+
+def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: float) -> Running:
+    """Start `system` and wait until a real request (`probe`: path, type, body) gets 200."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if system.name.startswith("deepserve"):
+        env.update(DEEPSERVE_PORT=str(port), DEEPSERVE_LOG_LEVEL="warning", **system.env)
+        command = [sys.executable, "-m", "app"]
+    elif system.name == "fastapi-noop":
+        command = [sys.executable, "-m", "bench.noop_app", str(port)]
+    elif system.name == "ray-serve":
+        command = [str(peer_python("ray")), "-m", "bench.peers.ray_serve_app", str(port)]
+    elif system.name == "bentoml":
+        python = peer_python("bentoml")
+        command = [
+            str(python.parent / "bentoml"),
+            "serve",
+            "bench.peers.bentoml_service:Peer",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
+        env["BENTOML_DO_NOT_TRACK"] = "true"
+    else:
+        raise ValueError(system.name)
+    started = time.monotonic()
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so that stopping it stops every process it started
+    )
+    path, content_type, body = probe
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{system.name} exited with {process.returncode} before ready")
+        if time.monotonic() - started > timeout_s:
+            stop_process(process)
+            raise TimeoutError(f"{system.name} not ready in {timeout_s:.0f} s")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=body,
+            headers={"Content-Type": content_type},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    return Running(system, process, port, time.monotonic() - started)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -1,0 +1,119 @@
+"""The requests the benchmark sends: real CIFAR-10 test JPEGs and real transactions.
+
+Bodies are written to files once and rotated through by wrk. Each system gets the same
+items in the request format it documents (deepserve's own, or BentoML's named fields).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT.parent / "shared" / "datasets"
+CIFAR = DATASETS / "cifar10-jpeg.tar.gz"
+FRAUD = DATASETS / "fraud-transactions.csv.gz"
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    model: str  # "image" or "fraud"
+    items: int  # per request
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("image-1", "image", 1),
+        Workload("image-16", "image", 16),
+        Workload("fraud-1", "fraud", 1),
+        Workload("fraud-100", "fraud", 100),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Requests:
+    path: str
+    content_type: str
+    bodies: list[Path]
+
+
+def sample_images(count: int = 100) -> tuple[list[bytes], str]:
+    """JPEG bytes, and where they came from."""
+    if CIFAR.exists():
+        from training.image_data import read_test_jpegs
+
+        images = [data for _, data in read_test_jpegs(CIFAR, per_class=-(-count // 10))]
+        return images[:count], f"CIFAR-10 test JPEGs ({CIFAR.name})"
+    images = [p.read_bytes() for p in sorted((ROOT / "tests" / "data").glob("*.jpg"))]
+    return images, "tests/data JPEGs (the dataset is absent)"
+
+
+def sample_transactions(count: int = 2000) -> tuple[list[dict], str]:
+    """Transactions with their features, as the service takes them, and their source."""
+    if FRAUD.exists():
+        from training.fraud_data import load_transactions, service_transaction
+
+        frame = load_transactions(str(FRAUD))
+        rows = frame.sample(count, random_state=0).to_dict("records")
+        return [service_transaction(r) for r in rows], f"{FRAUD.name} (random {count})"
+    data = json.loads((ROOT / "tests" / "data" / "transactions.json").read_text())
+    return data["transactions"], "tests/data/transactions.json (the dataset is absent)"
+
+
+def build(
+    workload: Workload,
+    style: str,
+    images: list[bytes],
+    transactions: list[dict],
+    folder: Path,
+    bodies: int = 50,
+) -> Requests:
+    """Write `bodies` request bodies for `workload` in `style` ("deepserve" or "bentoml")."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    content_type = ""
+    boundary = uuid.uuid4().hex  # one for all bodies: wrk sends one Content-Type header
+    for index in range(bodies):
+        start = index * workload.items
+        if workload.model == "image":
+            chosen = [images[(start + k) % len(images)] for k in range(workload.items)]
+            if style == "deepserve" and workload.items == 1:
+                body, content_type = chosen[0], "image/jpeg"
+            else:
+                field = "file" if style == "deepserve" else "images"
+                body, content_type = _multipart(field, chosen, boundary)
+        else:
+            chosen_tx = [
+                transactions[(start + k) % len(transactions)] for k in range(workload.items)
+            ]
+            if style == "deepserve" and workload.items == 1:
+                document: object = chosen_tx[0]
+            else:
+                document = {"transactions": chosen_tx}
+            body, content_type = json.dumps(document).encode(), "application/json"
+        path = folder / f"{style}-{workload.name}-{index}.body"
+        path.write_bytes(body)
+        paths.append(path)
+    if style == "deepserve":
+        route = "/v1/classify" if workload.model == "image" else "/v1/fraud/score"
+    else:
+        route = "/classify" if workload.model == "image" else "/score"
+    return Requests(route, content_type, paths)
+
+
+def _multipart(field: str, images: list[bytes], boundary: str) -> tuple[bytes, str]:
+    parts = []
+    for i, data in enumerate(images):
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{i}.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+            + data
+            + b"\r\n"
+        )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"

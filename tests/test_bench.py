@@ -1,0 +1,39 @@
+"""The benchmark harness end to end in its quick mode: real servers, real wrk, real files.
+
+Says nothing about speed; checks that every part runs and the results are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bench.harness import main
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"
+)
+
+
+def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
+    json_path = main(["--quick", "--systems", "deepserve", "fastapi-noop", "--out", str(tmp_path)])
+    results = json.loads(json_path.read_text())
+    for model in ("image", "fraud"):
+        limit = results["limits"][model]
+        assert limit["best_items_per_s"] > 0 and limit["single_p50_ms"] > 0
+    measured = {(r["system"], r["workload"], r["concurrency"]) for r in results["results"]}
+    for workload in ("image-1", "image-16", "fraud-1", "fraud-100"):
+        assert {("deepserve", workload, 1), ("deepserve", workload, 8)} <= measured
+    assert ("fastapi-noop", "fraud-1", 8) in measured
+    for row in results["results"]:
+        assert row["rps"] > 0 and row["errors"] == 0, row
+        assert row["p50_ms"] <= row["p99_ms"]
+    assert results["systems"]["deepserve"]["start_to_ready_s"] > 0
+    assert {t["target"] for t in results["targets"]} >= {"start to ready (s)"}
+    stem = json_path.with_suffix("")
+    assert "| deepserve | fraud-100 | 8 |" in stem.with_suffix(".md").read_text()
+    assert Path(f"{stem}-image.png").stat().st_size > 0
+    assert Path(f"{stem}-fraud.png").stat().st_size > 0
