@@ -2,8 +2,9 @@
 
 One `DynamicBatcher` per model version. Requests join a FIFO queue of rows; one worker
 takes rows from the head, in arrival order, until the batch holds `max_batch_size` rows or
-the oldest row has waited `max_queue_delay_ms`, then runs the batch in its own thread and
-hands each request its slice of the output. With a zero delay a batch goes as soon as the
+the oldest row has waited `max_queue_delay_ms`, then runs the batch in its own thread (or,
+for batches quicker than the hop to that thread, on the event loop) and hands each request
+its slice of the output. With a zero delay a batch goes as soon as the
 worker is free, so rows gather only while the previous batch runs: no wait at low load,
 full batches under load. A request with more rows than a batch is split across batches,
 and since the queue is FIFO, it delays only requests that arrived after it.
@@ -97,8 +98,11 @@ class DynamicBatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
-        # One thread per batcher: a model runs one batch at a time, never on the event loop.
+        # One thread per batcher: a model runs one batch at a time. Batches of up to
+        # `inline_rows` rows are so quick that handing them to the thread costs more than
+        # running them; those run on the event loop (set from warm-up timings).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self.inline_rows = 0
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -237,7 +241,12 @@ class DynamicBatcher:
         started = time.monotonic()
         waits = [started - request.enqueued_at for request, start, _ in parts if start == 0]
         try:
-            outputs, seconds = await loop.run_in_executor(self._executor, self._timed_run, inputs)
+            if len(inputs) <= self.inline_rows:
+                outputs, seconds = self._timed_run(inputs)
+            else:
+                outputs, seconds = await loop.run_in_executor(
+                    self._executor, self._timed_run, inputs
+                )
             if len(outputs) != len(inputs):
                 raise RuntimeError(f"model returned {len(outputs)} rows for {len(inputs)}")
         except Exception as exc:

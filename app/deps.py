@@ -39,7 +39,11 @@ async def _deadline(
         ),
     ] = None,
 ) -> float:
-    """The request's deadline on the monotonic clock."""
+    return request_deadline(x_request_timeout_ms, settings)
+
+
+def request_deadline(x_request_timeout_ms: str | None, settings: Settings) -> float:
+    """The request's deadline on the monotonic clock, from its header or the default."""
     timeout_ms = settings.request_timeout_ms
     if x_request_timeout_ms is not None:
         try:

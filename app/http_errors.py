@@ -69,6 +69,11 @@ def status_for(exc: errors.ServingError) -> int:
 
 async def _serving_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ServingError)
+    return serving_error_response(exc)
+
+
+def serving_error_response(exc: errors.ServingError) -> Response:
+    """The response for a domain error: its status, headers (Retry-After...) and shape."""
     status = status_for(exc)
     headers = None
     if isinstance(exc, errors.Overloaded):

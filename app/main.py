@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.auth import parse_keys, require_admin, require_key
 from app.docs import install_docs
 from app.draining import Drain, DrainMiddleware
+from app.fast_path import InferenceFastPath
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
 from app.metrics import ServingMetrics
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServingMetrics()
     app.state.metrics = metrics
     app.state.drain = Drain()
+    # Innermost first: the fast path sits inside the drain, log and CORS middlewares.
+    app.add_middleware(InferenceFastPath, fastapi_app=app)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     install_error_handlers(app)

@@ -153,7 +153,8 @@ class ModelRegistry:
         runtime.batcher.start()
         entry.runtime, entry.state = runtime, ModelState.READY
         logger.info(
-            "model %s/%s ready on %s in %.2fs (warm-up %.2fs, max batch %d, delay %gms)",
+            "model %s/%s ready on %s in %.2fs (warm-up %.2fs, max batch %d, delay %gms, "
+            "batches of up to %d rows on the event loop)",
             entry.name,
             entry.version,
             runtime.providers[0],
@@ -161,6 +162,7 @@ class ModelRegistry:
             warm_s,
             runtime.max_batch_size,
             runtime.max_queue_delay_ms,
+            runtime.batcher.inline_rows,
         )
 
     async def wait_loaded(self) -> None:

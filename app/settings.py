@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     max_queue_items: int = Field(
         default=4096, ge=1, description="Items a model may hold queued before answering 503."
     )
+    inline_budget_ms: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=100.0,
+        description="Batches that ran within this time at warm-up run on the event loop: a "
+        "hop to the model's thread costs more than they do. 0: always on the model's thread.",
+    )
     request_timeout_ms: float = Field(
         default=10_000.0, gt=0, description="Deadline of a request; header X-Request-Timeout-Ms."
     )

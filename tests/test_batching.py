@@ -192,3 +192,61 @@ async def test_a_cancelled_waiter_leaves_the_queue(run_model) -> None:
     assert len(await kept) == 2
     assert list(batcher.stats.sizes) == [2]
     await batcher.close()
+
+
+@pytest.mark.parametrize("inline_rows", [0, 4, 64])
+async def test_quick_batches_run_on_the_event_loop_and_the_rest_on_the_model_thread(
+    run_model, inline_rows: int
+) -> None:
+    threads: dict[int, int] = {}  # batch size -> thread that ran it
+
+    def recording(batch: np.ndarray) -> np.ndarray:
+        threads[len(batch)] = threading.get_ident()
+        return run_model(batch)
+
+    batcher = make(recording, max_batch_size=8)
+    batcher.inline_rows = inline_rows
+    requests = [rows(n, n) for n in (1, 8, 3, 5)]
+    for request in requests:  # one at a time: each is one batch of its own size
+        np.testing.assert_allclose(await batcher.infer(request, far()), run_model(request))
+    loop_thread = threading.get_ident()
+    for size, thread in threads.items():
+        assert (thread == loop_thread) == (size <= inline_rows), (size, inline_rows)
+    await batcher.close()
+
+
+async def test_an_inline_batch_that_fails_fails_only_its_requests(run_model) -> None:
+    def fail_on_big_amounts(batch: np.ndarray) -> np.ndarray:
+        if batch.max() > 1e6:
+            raise RuntimeError("bad batch")
+        return run_model(batch)
+
+    batcher = make(fail_on_big_amounts, max_batch_size=8)
+    batcher.inline_rows = 8
+    bad = rows(2)
+    bad[0, 0] = 1e7
+    with pytest.raises(InferenceFailed, match="bad batch"):
+        await batcher.infer(bad, far())
+    np.testing.assert_allclose(await batcher.infer(rows(2), far()), run_model(rows(2)))
+    await batcher.close()
+
+
+async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None:
+    from app.providers import ProviderChoice
+    from app.repository import discover, read_card
+    from app.runtime import ModelRuntime
+    from app.settings import Settings
+
+    model_factory.fraud_model(tmp_path, max_batch_size=64)
+    model_factory.slow_fraud_model(tmp_path, max_batch_size=8)  # about 15 ms per batch
+    settings = Settings(_env_file=None, intra_op_threads=1)
+    inline = {}
+    for name, versions in discover(tmp_path).items():
+        card = read_card(versions[-1])
+        runtime = ModelRuntime.load(
+            card, versions[-1].onnx_path, settings, ProviderChoice(["CPUExecutionProvider"], "t")
+        )
+        runtime.warm_up()
+        inline[name] = runtime.batcher.inline_rows
+    assert inline["tiny-fraud"] >= 1  # a 15-feature logistic model takes microseconds
+    assert inline["slow-fraud"] == 0

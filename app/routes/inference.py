@@ -13,11 +13,13 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from app.deps import Deadline, InferenceDep, SettingsDep
+from app.deps import Deadline, SettingsDep
+from app.inference import InferenceService
 from app.request_bodies import parse_transactions, read_body, read_images, require_json
 from app.request_log import request_details
 from app.responses import json_response
 from app.runtime import ModelRuntime
+from app.settings import Settings
 from app.transactions import ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
@@ -99,31 +101,30 @@ def _describe(request: Request, runtime: ModelRuntime) -> dict[str, object]:
     return details
 
 
-async def _classify(
-    request: Request,
-    model: str,
-    version: int | None,
-    top_k: int | None,
-    deadline: float,
-    settings: SettingsDep,
-    inference: InferenceDep,
+async def classify_images(
+    request: Request, model: str, options: dict[str, int | None], deadline: float
 ) -> Response:
+    """The classify endpoints; `options` holds `version` and `top_k` (None: the default)."""
+    settings: Settings = request.app.state.settings
+    inference: InferenceService = request.app.state.inference
+    version = options.get("version")
     runtime = inference.image_model(model, version)
     details = _describe(request, runtime)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
     details["items"] = len(images)
-    answer = await inference.classify(runtime, images, top_k, deadline, version is not None)
+    answer = await inference.classify(
+        runtime, images, options.get("top_k"), deadline, version is not None
+    )
     return json_response(answer)
 
 
-async def _score(
-    request: Request,
-    model: str,
-    version: int | None,
-    deadline: float,
-    settings: SettingsDep,
-    inference: InferenceDep,
+async def score_transactions(
+    request: Request, model: str, options: dict[str, int | None], deadline: float
 ) -> Response:
+    """The score endpoints; `options` holds `version` (None: the highest ready)."""
+    settings: Settings = request.app.state.settings
+    inference: InferenceService = request.app.state.inference
+    version = options.get("version")
     runtime = inference.fraud_model(model, version)
     details = _describe(request, runtime)
     require_json(request)
@@ -132,6 +133,10 @@ async def _score(
     details["items"] = len(transactions)
     answer = await inference.score(runtime, transactions, deadline, version is not None)
     return json_response(answer)
+
+
+# The routes below declare the endpoints (OpenAPI, docs, validation of parameters);
+# requests normally reach the handlers above through `app.fast_path` instead.
 
 
 @router.post(
@@ -144,13 +149,11 @@ async def _score(
 async def classify(
     request: Request,
     model: str,
-    settings: SettingsDep,
-    inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
     top_k: TopK = None,
 ) -> Response:
-    return await _classify(request, model, version, top_k, deadline, settings, inference)
+    return await classify_images(request, model, {"version": version, "top_k": top_k}, deadline)
 
 
 @router.post(
@@ -163,14 +166,12 @@ async def classify(
 async def classify_default(
     request: Request,
     settings: SettingsDep,
-    inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
     top_k: TopK = None,
 ) -> Response:
-    return await _classify(
-        request, settings.default_image_model, version, top_k, deadline, settings, inference
-    )
+    options = {"version": version, "top_k": top_k}
+    return await classify_images(request, settings.default_image_model, options, deadline)
 
 
 @router.post(
@@ -183,12 +184,10 @@ async def classify_default(
 async def score(
     request: Request,
     model: str,
-    settings: SettingsDep,
-    inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
 ) -> Response:
-    return await _score(request, model, version, deadline, settings, inference)
+    return await score_transactions(request, model, {"version": version}, deadline)
 
 
 @router.post(
@@ -201,10 +200,9 @@ async def score(
 async def score_default(
     request: Request,
     settings: SettingsDep,
-    inference: InferenceDep,
     deadline: Deadline,
     version: Version = None,
 ) -> Response:
-    return await _score(
-        request, settings.default_fraud_model, version, deadline, settings, inference
+    return await score_transactions(
+        request, settings.default_fraud_model, {"version": version}, deadline
     )
