@@ -19,11 +19,14 @@ RUN if ! python3 -c "import venv, ensurepip" 2>/dev/null; then \
     && python3 -c "import sys; assert sys.version_info >= (3, 11), sys.version"
 
 FROM base AS build
+# Behind a TLS-intercepting proxy: mount its CA bundle into the build and name it here.
+ARG PIP_CERT=""
 WORKDIR /src
 RUN python3 -m venv /opt/deepserve
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN /opt/deepserve/bin/pip install --no-cache-dir --disable-pip-version-check .
+RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
+    && /opt/deepserve/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 FROM base
 RUN useradd --system --uid 10001 --no-create-home deepserve

@@ -1,7 +1,7 @@
 """The servers the benchmark compares, each started on 127.0.0.1 and stopped after its turn.
 
-Peers run from their own virtual environments under `bench/.venvs/`, created on first use;
-they are not dependencies of the project.
+Peers run from their own virtual environments under `bench/.venvs/` (or `$BENCH_VENVS`),
+created on first use; they are not dependencies of the project.
 """
 
 from __future__ import annotations
@@ -16,13 +16,21 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import onnxruntime as ort
+
 ROOT = Path(__file__).resolve().parents[1]
-VENVS = ROOT / "bench" / ".venvs"
+VENVS = Path(os.environ.get("BENCH_VENVS", ROOT / "bench" / ".venvs"))
 
 # Peer environments: what each installs (pinned for comparable reruns).
 PEER_PACKAGES = {
-    "ray": ["ray[serve]==2.52.1", "onnxruntime", "pillow", "numpy"],
-    "bentoml": ["bentoml==1.4.30", "onnxruntime", "pillow", "numpy"],
+    "ray": [
+        "ray[serve]==2.60.0",
+        "python-multipart",
+        f"onnxruntime=={ort.__version__}",
+        "pillow",
+        "numpy",
+    ],
+    "bentoml": ["bentoml==1.4.39", f"onnxruntime=={ort.__version__}", "pillow", "numpy"],
 }
 
 

@@ -42,8 +42,15 @@ if ! podman image exists "$BASE_IMAGE"; then
     bookworm - | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
 fi
 
+BUILD_FLAGS=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE")
+# A host that reaches PyPI through a TLS-intercepting proxy trusts it with its CA bundle:
+# lend that bundle to the build.
+HOST_CA=${PIP_CERT:-${SSL_CERT_FILE:-}}
+if [ -n "$HOST_CA" ] && [ -f "$HOST_CA" ]; then
+  BUILD_FLAGS+=(--volume "$HOST_CA:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt)
+fi
 echo "building $IMAGE from $BASE_IMAGE"
-podman build "${RUN_FLAGS[@]}" --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" .
+podman build "${RUN_FLAGS[@]}" "${BUILD_FLAGS[@]}" -t "$IMAGE" .
 
 cleanup() { podman rm -f "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT

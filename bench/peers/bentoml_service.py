@@ -34,7 +34,8 @@ class Transaction(BaseModel):
     terminal_risk_30d: float
 
 
-@bentoml.service(workers=1)
+# Access logs off, as deepserve runs in the benchmark (DEEPSERVE_LOG_LEVEL=warning).
+@bentoml.service(workers=1, logging={"access": {"enabled": False}})
 class Peer:
     def __init__(self) -> None:
         self.image = Model("cifar10")

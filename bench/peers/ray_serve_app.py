@@ -4,8 +4,6 @@ with a FastAPI ingress taking the same requests as deepserve.
     python -m bench.peers.ray_serve_app PORT      (in a virtual environment with ray[serve])
 """
 
-from __future__ import annotations
-
 import asyncio
 import signal
 import sys
@@ -21,7 +19,8 @@ from bench.peers.common import Model, decision, decode, feature_row, top_k
 api = FastAPI()
 
 
-@serve.deployment(max_ongoing_requests=256)
+# Access logs off, as deepserve runs in the benchmark (DEEPSERVE_LOG_LEVEL=warning).
+@serve.deployment(max_ongoing_requests=256, logging_config={"enable_access_log": False})
 @serve.ingress(api)
 class Peer:
     def __init__(self) -> None:
