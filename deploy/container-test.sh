@@ -42,7 +42,8 @@ if ! podman image exists "$BASE_IMAGE"; then
     bookworm - | podman import --change 'CMD ["/bin/bash"]' - "$BASE_IMAGE"
 fi
 
-BUILD_FLAGS=(--network host --build-arg "BASE_IMAGE=$BASE_IMAGE")
+# Docker format: the OCI image format has no HEALTHCHECK.
+BUILD_FLAGS=(--format docker --network host --build-arg "BASE_IMAGE=$BASE_IMAGE")
 # A host that reaches PyPI through a TLS-intercepting proxy trusts it with its CA bundle:
 # lend that bundle to the build.
 HOST_CA=${PIP_CERT:-${SSL_CERT_FILE:-}}
