@@ -211,3 +211,20 @@ def test_an_image_with_less_data_than_its_header_promises_is_400(client) -> None
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_input"
+
+
+def test_bad_query_parameters_are_named_in_one_422(client) -> None:
+    response = client.post(
+        "/v1/models/tiny-image/classify?version=0&top_k=many",
+        content=encoded_image(RED),
+        headers={"content-type": "image/png"},
+    )
+    assert response.status_code == 422
+    fields = {d["field"]: d["message"] for d in response.json()["error"]["details"]}
+    assert fields == {
+        "query.version": "Input should be greater than or equal to 1",
+        "query.top_k": "Input should be a valid integer, unable to parse string as an integer",
+    }
+    # The route's template, not the raw path, names the request in logs and metrics.
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/models/{model}/classify"' in metrics
