@@ -199,9 +199,17 @@ class DynamicBatcher:
     async def _gather(self) -> list[tuple[_Request, int, int]]:
         """Wait until a batch is due (full, or the oldest row has waited the delay), then
         take it. Rows stay in the queue while we wait, so a request may still expire."""
+        yielded = False
         while self._queue:
             wait = self._queue[0].enqueued_at + self.max_queue_delay_s - time.monotonic()
-            if self._queued_rows >= self.max_batch_size or wait <= 0 or self._closing:
+            full = self._queued_rows >= self.max_batch_size
+            if not (full or yielded or self._closing) and self._queued_rows <= self.inline_rows:
+                # An inline batch holds the event loop while it runs: first let the requests
+                # already read off the sockets join it (one loop turn, microseconds).
+                yielded = True
+                await asyncio.sleep(0)
+                continue
+            if full or wait <= 0 or self._closing:
                 return self._take()
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
