@@ -5,7 +5,7 @@ inference. This innermost middleware recognises the four inference POSTs by thei
 calls the same handlers the FastAPI routes call, with the same checks (API key, query
 parameters, deadline header) and the same error shape; the middlewares around it (request
 log and metrics, drain, CORS) apply as to any route. The FastAPI routes still declare these
-endpoints, so OpenAPI and the docs describe them, and serve them if this path is off.
+endpoints, so that OpenAPI and the docs describe them.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ class InferenceFastPath:
             return
         template, model, handler = match
         scope["route"] = RouteTemplate(template)  # logs and metrics group by the template
-        scope["app"] = self.fastapi_app
         request = Request(scope, receive)
         try:
             await require_key(request)
