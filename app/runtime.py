@@ -121,13 +121,14 @@ class ModelRuntime:
             shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked
             rows = np.zeros(shape, dtype=spec.dtype)
             self.run_batch(rows)
+            if not within_budget:
+                continue  # sizes in between are bounded by their neighbours: no more timing
             fastest = float("inf")
             for _ in range(3):  # the fastest of three: a busy machine must not decide
                 timed = time.perf_counter()
                 self.run_batch(rows)
                 fastest = min(fastest, time.perf_counter() - timed)
-            # Sizes in between are bounded by their neighbours: stop at the first miss.
-            within_budget &= fastest <= self._inline_budget_s
+            within_budget = fastest <= self._inline_budget_s
             if within_budget:
                 inline_rows = size
         self.batcher.inline_rows = inline_rows
