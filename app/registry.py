@@ -72,14 +72,16 @@ class ModelRegistry:
             )
             self._missing = [n for n in self._missing if n not in found]
             self._missing += [name for name, versions in found.items() if not versions]
-            new: list[VersionDir] = []
+            new: list[tuple[int, VersionDir]] = []
             for name, versions in found.items():
                 known = self._models.setdefault(name, {})
-                for v in versions:
+                for age, v in enumerate(sorted(versions, key=lambda v: -v.version)):
                     if v.version not in known and (name, v.version) not in self._unloaded:
                         known[v.version] = ModelVersion(name, v.version, ModelState.LOADING)
-                        new.append(v)
-            for version_dir in new:  # all are listed as loading before the first one loads
+                        new.append((age, v))
+            # All are listed as loading before the first one loads. The newest version of
+            # every model goes first: readiness needs one ready version per model.
+            for _, version_dir in sorted(new, key=lambda item: item[0]):
                 await self._load(version_dir)
             for name, versions in found.items():
                 on_disk = {v.version for v in versions}

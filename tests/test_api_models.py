@@ -183,3 +183,16 @@ def test_a_runtime_failure_fails_only_its_batch(model_repo: Path, make_client, c
     assert "Traceback" not in failed.text
     # The same model keeps serving what it can.
     assert client.post("/v1/models/fragile/score", json=transaction()).status_code == 200
+
+
+def test_the_newest_version_of_every_model_loads_first(
+    model_repo: Path, make_client, caplog
+) -> None:
+    model_factory.fraud_model(model_repo, version=2)
+    model_factory.image_model(model_repo, version=2)
+    with caplog.at_level("INFO", logger="app.registry"):
+        make_client()
+    ready = [r.getMessage().split()[1] for r in caplog.records if " ready on " in r.getMessage()]
+    # Readiness needs one ready version per model: both newest ones come before any older.
+    assert set(ready[:2]) == {"tiny-fraud/2", "tiny-image/2"}
+    assert set(ready[2:]) == {"tiny-fraud/1", "tiny-image/1"}
