@@ -6,7 +6,7 @@ the server's resident memory. Passes when RSS at the end is within 5% of RSS aft
 and no request went unanswered or failed with a 5xx. Writes JSON and a PNG plot to
 `bench/results/`.
 
-    python -m bench.soak [--minutes 10] [--warmup-s 60]
+    python -m bench.soak [--minutes 10] [--warmup-s 60] [--rate 10]
 """
 
 from __future__ import annotations
@@ -100,7 +100,9 @@ def _hundred_transactions() -> bytes:
     return json.dumps({"transactions": (batch * 100)[:100]}).encode()
 
 
-async def soak(port: int, pid: int, seconds: float, sample_s: float) -> tuple[dict, list]:
+async def soak(
+    port: int, pid: int, seconds: float, sample_s: float, rate: float
+) -> tuple[dict, list]:
     mix = requests(port)
     samples: list[tuple[float, float]] = []
     started = time.monotonic()
@@ -112,7 +114,14 @@ async def soak(port: int, pid: int, seconds: float, sample_s: float) -> tuple[di
         samples.append((time.monotonic() - started, rss_mb(pid)))
 
     loads = [
-        run_load("127.0.0.1", port, raw, concurrency=concurrency, duration_s=seconds)
+        run_load(
+            "127.0.0.1",
+            port,
+            raw,
+            concurrency=concurrency,
+            duration_s=seconds,
+            rate=rate * concurrency if rate else None,
+        )
         for raw, concurrency in mix.values()
     ]
     *results, _ = await asyncio.gather(*loads, sample())
@@ -133,13 +142,21 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--warmup-s", type=float, default=60.0)
     parser.add_argument("--sample-s", type=float, default=5.0)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s per client (0: each client sends as soon as it has its answer)",
+    )
     args = parser.parse_args()
 
     port = free_port()
     server = start_server(port)
     try:
-        asyncio.run(soak(port, server.pid, args.warmup_s, args.sample_s))
-        summary, samples = asyncio.run(soak(port, server.pid, args.minutes * 60, args.sample_s))
+        asyncio.run(soak(port, server.pid, args.warmup_s, args.sample_s, args.rate))
+        summary, samples = asyncio.run(
+            soak(port, server.pid, args.minutes * 60, args.sample_s, args.rate)
+        )
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -163,6 +180,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "minutes": args.minutes,
         "warmup_s": args.warmup_s,
+        "rate_per_client": args.rate or "closed loop",
         "rss_mb_after_warmup": round(start_mb, 1),
         "rss_mb_at_end": round(end_mb, 1),
         "rss_mb_peak": round(max(mb for _, mb in samples), 1),
