@@ -80,6 +80,7 @@ class ImageConfig:
     val_fraction: float = 0.0
     early_stopping_patience: int = 0  # epochs without validation gain; 0 turns it off
     train_per_class: int | None = None
+    test_per_class: int | None = None  # evaluate on a sample (quick runs on large images)
     seed: int = 0
     device: DeviceName = "auto"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
@@ -125,7 +126,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
         normalization=Normalization(mean=CIFAR_MEAN, std=CIFAR_STD, in_graph=True),
     )
     train = load_split(root / "train", prep, classes, cfg.train_per_class, cfg.seed)
-    test = load_split(root / "test", prep, classes)
+    test = load_split(root / "test", prep, classes, cfg.test_per_class, cfg.seed)
     train, val = _split_validation(train, cfg.val_fraction, cfg.seed)
     print(
         f"data: {len(train)} train, {len(val) if val else 0} val, {len(test)} test, "
