@@ -91,7 +91,8 @@ def peer_python(peer: str) -> Path:
 
 
 def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: float) -> Running:
-    """Start `system` and wait until a real request (`probe`: path, type, body) gets 200."""
+    """Start `system` and wait until it is ready: deepserve's /readyz, or for the others a
+    real request (`probe`: path, type, body), answers 200."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if system.name.startswith("deepserve"):
         env.update(DEEPSERVE_PORT=str(port), DEEPSERVE_LOG_LEVEL="warning", **system.env)
@@ -130,11 +131,15 @@ def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: f
         if time.monotonic() - started > timeout_s:
             stop_process(process)
             raise TimeoutError(f"{system.name} not ready in {timeout_s:.0f} s")
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}{path}",
-            data=body,
-            headers={"Content-Type": content_type},
-        )
+        if system.name.startswith("deepserve"):
+            # Ready means every model, not only the one the probe uses.
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/readyz")
+        else:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}{path}",
+                data=body,
+                headers={"Content-Type": content_type},
+            )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 if response.status == 200:
