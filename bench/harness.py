@@ -233,8 +233,10 @@ def _measure_level(
         "system": running.system.name,
         "workload": workload,
         "concurrency": concurrency,
-        "rps": round(window.rps, 1),
-        "items_per_s": round(window.rps * items, 1),
+        # Answers other than 2xx (503s when the queue is full) are not throughput.
+        "rps": round(window.rps * (1 - window.errors / max(window.requests, 1)), 1),
+        "items_per_s": round(window.rps * (1 - window.errors / max(window.requests, 1)) * items, 1),
+        "offered_rps": round(window.rps, 1),
         "p50_ms": round(window.p50_ms, 2),
         "p90_ms": round(window.p90_ms, 2),
         "p99_ms": round(window.p99_ms, 2),
