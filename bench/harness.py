@@ -24,6 +24,7 @@ import onnxruntime as ort
 
 from app.settings import Settings
 from bench import inprocess, report
+from bench.loadgen import free_port
 from bench.procs import cpu_seconds, rss_mb
 from bench.systems import SYSTEMS, Running, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
@@ -109,9 +110,9 @@ def main(argv: list[str] | None = None) -> Path:
             }
             first = requests[workloads[0]]
             probe = (first.path, first.content_type, first.bodies[0].read_bytes())
-            port = _free_port()
+            port = free_port()
             print(f"{name}: starting", flush=True)
-            running = start(system, port, probe, timeout_s=300)
+            running = start(system, port, timeout_s=300, probe=probe)
             starts[name] = {
                 "start_to_ready_s": round(running.start_to_ready_s, 2),
                 "rss_mb_idle": round(rss_mb(running.process.pid), 1),
@@ -271,11 +272,3 @@ def _machine() -> dict:
         "providers": ort.get_available_providers(),
         "wrk": version(["wrk", "--version"]),
     }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

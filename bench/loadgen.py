@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -45,6 +46,13 @@ class Results:
         if not latencies:
             return float("nan")
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def post_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:

@@ -7,31 +7,12 @@ pydantic body and returns a constant, served by uvicorn with the service's setti
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-
-class Transaction(BaseModel):
-    transaction_id: str | int
-    customer_id: str | int
-    terminal_id: str | int
-    amount: float
-    timestamp: datetime
-    customer_nb_tx_1d: int
-    customer_nb_tx_7d: int
-    customer_nb_tx_30d: int
-    customer_avg_amount_1d: float
-    customer_avg_amount_7d: float
-    customer_avg_amount_30d: float
-    terminal_nb_tx_1d: int
-    terminal_nb_tx_7d: int
-    terminal_nb_tx_30d: int
-    terminal_risk_1d: float
-    terminal_risk_7d: float
-    terminal_risk_30d: float
+from bench.transaction_body import Transaction
 
 
 class Score(BaseModel):

@@ -16,48 +16,19 @@ import asyncio
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from bench.loadgen import Results, post_request, run_load
+from bench.loadgen import Results, free_port, post_request, run_load
+from bench.procs import rss_mb
+from bench.systems import SYSTEMS, start, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 RESULTS = ROOT / "bench" / "results"
 MAX_GROWTH = 0.05
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "DEEPSERVE_PORT": str(port), "DEEPSERVE_LOG_LEVEL": "warning"}
-    server = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise SystemExit("server not ready in 60 s")
 
 
 def requests(port: int) -> dict[str, tuple[bytes, int]]:
@@ -151,15 +122,14 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    server = start_server(port)
+    server = start(SYSTEMS["deepserve"], port, timeout_s=60).process
     try:
         asyncio.run(soak(port, server.pid, args.warmup_s, args.sample_s, args.rate))
         summary, samples = asyncio.run(
             soak(port, server.pid, args.minutes * 60, args.sample_s, args.rate)
         )
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        stop_process(server)
 
     start_mb, end_mb = samples[0][1], samples[-1][1]
     growth = (end_mb - start_mb) / start_mb

@@ -90,7 +90,9 @@ def peer_python(peer: str) -> Path:
     return python
 
 
-def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: float) -> Running:
+def start(
+    system: System, port: int, timeout_s: float, probe: tuple[str, str, bytes] | None = None
+) -> Running:
     """Start `system` and wait until it is ready: deepserve's /readyz, or for the others a
     real request (`probe`: path, type, body), answers 200."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -124,7 +126,8 @@ def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: f
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # so that stopping it stops every process it started
     )
-    path, content_type, body = probe
+    if probe is None and not system.name.startswith("deepserve"):
+        raise ValueError(f"{system.name} needs a probe request to tell when it is ready")
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{system.name} exited with {process.returncode} before ready")
@@ -135,6 +138,8 @@ def start(system: System, port: int, probe: tuple[str, str, bytes], timeout_s: f
             # Ready means every model, not only the one the probe uses.
             request = urllib.request.Request(f"http://127.0.0.1:{port}/readyz")
         else:
+            assert probe is not None
+            path, content_type, body = probe
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}{path}",
                 data=body,

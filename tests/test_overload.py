@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from bench.loadgen import post_request, run_load
+from bench.procs import rss_mb
 from tests import model_factory
 from tests.conftest import transaction
 from tests.server import running_server
@@ -22,13 +23,6 @@ from tests.server import running_server
 pytestmark = pytest.mark.anyio
 
 OVERLOAD_S = 30.0
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
@@ -57,12 +51,12 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
         warm = await run_load(host, port, request, concurrency=4, duration_s=3)
         assert set(warm.statuses()) == {200}
         capacity = warm.rate(200)
-        rss_before = _rss_mb(pid)
+        rss_before = rss_mb(pid)
 
         overload = await run_load(
             host, port, request, concurrency=64, duration_s=OVERLOAD_S, rate=11 * capacity
         )
-        rss_after = _rss_mb(pid)
+        rss_after = rss_mb(pid)
         statuses = overload.statuses()
 
         # Recovery: the same closed loop as the capacity probe, right after the load drops.

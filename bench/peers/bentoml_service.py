@@ -9,29 +9,9 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 from PIL.Image import Image
-from pydantic import BaseModel
 
 from bench.peers.common import Model, decision, decode_pil, feature_row, top_k
-
-
-class Transaction(BaseModel):
-    transaction_id: str | int
-    customer_id: str | int
-    terminal_id: str | int
-    amount: float
-    timestamp: str
-    customer_nb_tx_1d: int
-    customer_nb_tx_7d: int
-    customer_nb_tx_30d: int
-    customer_avg_amount_1d: float
-    customer_avg_amount_7d: float
-    customer_avg_amount_30d: float
-    terminal_nb_tx_1d: int
-    terminal_nb_tx_7d: int
-    terminal_nb_tx_30d: int
-    terminal_risk_1d: float
-    terminal_risk_7d: float
-    terminal_risk_30d: float
+from bench.transaction_body import Transaction
 
 
 # Access logs off, as deepserve runs in the benchmark (DEEPSERVE_LOG_LEVEL=warning).
@@ -48,7 +28,9 @@ class Peer:
 
     @bentoml.api(batchable=True, max_batch_size=256, max_latency_ms=1000)
     def score(self, transactions: list[Transaction]) -> list[dict]:
-        rows = np.stack([feature_row(t.model_dump(), self.fraud.card) for t in transactions])
+        rows = np.stack(
+            [feature_row(t.model_dump(mode="json"), self.fraud.card) for t in transactions]
+        )
         scores = self.fraud.run(rows)[:, 0]
         return [
             {
