@@ -94,6 +94,8 @@ class InferenceFastPath:
 def _query_options(request: Request, with_top_k: bool) -> dict[str, int | None]:
     """`version` (and `top_k`), checked as the FastAPI routes declare them."""
     names = ("version", "top_k") if with_top_k else ("version",)
+    if not request.scope["query_string"]:
+        return dict.fromkeys(names)  # the usual case: nothing to parse
     options: dict[str, int | None] = {}
     problems: list[dict[str, Any]] = []
     for name in names:
