@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -38,6 +39,7 @@ def main() -> None:
     requests.addHandler(handler)
     requests.propagate = False
     app = create_app(settings)
+    _tune_garbage_collector(settings.gc_gen0_threshold)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -47,6 +49,16 @@ def main() -> None:
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
     DrainingServer(config, app.state.drain, settings.shutdown_grace_s).run()
+
+
+def _tune_garbage_collector(gen0_threshold: int) -> None:
+    # What exists now (modules, schemas, the app) lives as long as the process: freezing it
+    # keeps full collections from walking it again and again.
+    gc.collect()
+    gc.freeze()
+    if gen0_threshold:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(gen0_threshold, gen1, gen2)
 
 
 class DrainingServer(uvicorn.Server):

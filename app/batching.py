@@ -8,6 +8,10 @@ its slice of the output. With a zero delay a batch goes as soon as the
 worker is free, so rows gather only while the previous batch runs: no wait at low load,
 full batches under load. A request with more rows than a batch is split across batches,
 and since the queue is FIFO, it delays only requests that arrived after it.
+
+Admission: a request is refused at once (503) when the queue is full, or when the rows
+queued ahead of it, at the rate the model has been running full batches, would keep it waiting
+past its deadline: better an immediate "retry later" than a 504 after the wait.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import numpy as np
 
@@ -29,6 +33,7 @@ from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDo
 logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+_RATE_SMOOTHING = 0.1  # weight of the newest full batch in the per-row time
 
 
 class BatchObserver(Protocol):
@@ -103,6 +108,8 @@ class DynamicBatcher:
         # running them; those run on the event loop (set from warm-up timings).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
         self.inline_rows = 0
+        # Seconds per row of a full batch: measured at warm-up, then a moving average.
+        self.row_seconds = 0.0
         self._worker: asyncio.Task[None] | None = None
 
     @property
@@ -120,12 +127,18 @@ class DynamicBatcher:
         if self._closing:
             raise ShuttingDown(f"model {self.name} is shutting down")
         if self._queued_rows + len(rows) > self.max_queue_items:
-            self.stats.rejected += 1
-            self.observer.rejected()
-            raise Overloaded(f"model {self.name} has {self._queued_rows} rows queued; retry later")
+            self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
         now = time.monotonic()
         if deadline <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
+        # Only queued rows count: like the 504 rule, the deadline bounds the wait, not the run.
+        expected_wait = self._queued_rows * self.row_seconds
+        if now + expected_wait > deadline:
+            self._reject(
+                f"model {self.name} has {self._queued_rows} rows queued, about "
+                f"{expected_wait:.1f} s of work: more than this request's deadline allows; "
+                "retry later"
+            )
         loop = asyncio.get_running_loop()
         request = _Request(rows, deadline, now, loop.create_future())
         # A waiter that gave up leaves nobody to read the outcome; mark it read.
@@ -144,6 +157,11 @@ class DynamicBatcher:
             raise
         finally:
             timer.cancel()
+
+    def _reject(self, message: str) -> NoReturn:
+        self.stats.rejected += 1
+        self.observer.rejected()
+        raise Overloaded(message)
 
     def _on_deadline(self, request: _Request) -> None:
         # Rows already in a batch are moments from their answer: only queued ones expire.
@@ -265,6 +283,9 @@ class DynamicBatcher:
                     self._withdraw(request)
             return
         self.observer.batch_ran(len(inputs), self.max_batch_size, seconds, waits)
+        if len(inputs) == self.max_batch_size:
+            per_row = seconds / len(inputs)
+            self.row_seconds += _RATE_SMOOTHING * (per_row - self.row_seconds)
         self.stats.sizes.append(len(inputs))
         offset = 0
         for request, start, stop in parts:

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
+from pydantic import TypeAdapter
 from starlette.responses import HTMLResponse
 
 from app.transactions import Transaction, TransactionBatch
@@ -37,7 +38,7 @@ def install_docs(app: FastAPI) -> None:
             # Bodies parsed by hand are documented by reference: add what they refer to.
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for model in (Transaction, TransactionBatch):
-                extra = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                extra = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
                 components.update(extra.pop("$defs", {}))
                 components[model.__name__] = extra
             app.openapi_schema = schema

@@ -54,25 +54,7 @@ class InferenceService:
                 f"top_k: at most {len(card.labels)} for model {card.name!r}",
                 [{"field": "query.top_k", "message": f"at most {len(card.labels)}"}],
             )
-        loop = asyncio.get_running_loop()
-        decoded = await asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    self._decoders,
-                    _decode_nth,
-                    i,
-                    data,
-                    card.image,
-                    self._settings.max_image_pixels,
-                    len(images),
-                )
-                for i, data in enumerate(images)
-            ),
-            return_exceptions=True,
-        )
-        for outcome in decoded:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        decoded = await self._decode(images, card)
         rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
         runtime, probabilities = await self._infer(runtime, rows, deadline, pinned)  # [n, labels]
         card = runtime.card
@@ -84,6 +66,29 @@ class InferenceService:
             for row, order in zip(probabilities, best, strict=True)
         ]
         return {"model": card.name, "version": card.version, "results": results}
+
+    async def _decode(self, images: list[bytes], card: ModelCard) -> list[np.ndarray]:
+        """Pixels of each image; small ones on the event loop, others in the decode threads."""
+        max_pixels = self._settings.max_image_pixels
+        if sum(map(len, images)) <= self._settings.inline_decode_bytes:
+            return [
+                _decode_nth(i, data, card.image, max_pixels, len(images))
+                for i, data in enumerate(images)
+            ]
+        loop = asyncio.get_running_loop()
+        decoded = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    self._decoders, _decode_nth, i, data, card.image, max_pixels, len(images)
+                )
+                for i, data in enumerate(images)
+            ),
+            return_exceptions=True,
+        )
+        for outcome in decoded:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return decoded  # type: ignore[return-value]
 
     async def score(
         self,
@@ -101,11 +106,12 @@ class InferenceService:
         probabilities = outputs.reshape(len(rows), -1)
         _check_finite(probabilities)
         fraud = probabilities[:, -1].tolist()  # the last column is the fraud class
+        thresholds = card.thresholds
         results = [
             {
-                "transaction_id": t.transaction_id,
+                "transaction_id": t["transaction_id"],
                 "fraud_probability": p,
-                "decision": decide(p, card.thresholds),
+                "decision": decide(p, thresholds),
             }
             for t, p in zip(transactions, fraud, strict=True)
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import orjson
 from pydantic import TypeAdapter, ValidationError
@@ -10,7 +11,13 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from app.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from app.errors import (
+    InvalidInput,
+    PayloadTooLarge,
+    ServingError,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.transactions import Transaction, TransactionBatch
 
 _one_transaction = TypeAdapter(Transaction)
@@ -85,26 +92,62 @@ def require_json(request: Request) -> None:
 
 
 def parse_transactions(body: bytes, max_transactions: int) -> list[Transaction]:
-    """One transaction object, or `{"transactions": [...]}`."""
+    """One transaction object, or `{"transactions": [...]}`, validated straight from the
+    bytes by pydantic-core (no intermediate Python objects)."""
     if not body:
         raise InvalidInput("the body is empty; send a transaction as JSON")
     try:
-        document = orjson.loads(body)  # rejects NaN, Infinity and absurd nesting
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValidationFailed('body: expected a transaction object or {"transactions": [...]}')
-    if "transactions" in document:
-        batch = document["transactions"]
-        if isinstance(batch, list) and len(batch) > max_transactions:
-            raise PayloadTooLarge(
-                f"{len(batch)} transactions; at most {max_transactions} per request"
-            )
-        try:
-            return list(_many_transactions.validate_python(document).transactions)
-        except ValidationError as exc:
-            raise ValidationFailed.from_pydantic(exc.errors()) from None
-    try:
-        return [_one_transaction.validate_python(document)]
+        transactions = _validate(body)
     except ValidationError as exc:
-        raise ValidationFailed.from_pydantic(exc.errors()) from None
+        raise _body_error(exc.errors(include_url=False), body) from None
+    if len(transactions) > max_transactions:
+        raise PayloadTooLarge(
+            f"{len(transactions)} transactions; at most {max_transactions} per request"
+        )
+    return transactions
+
+
+def _validate(body: bytes) -> list[Transaction]:
+    if b'"transactions"' in body:  # a batch, or a lone transaction with that word in a value
+        try:
+            return _many_transactions.validate_json(body)["transactions"]
+        except ValidationError as exc:
+            if not any(
+                p["type"] == "missing" and p["loc"] == ("transactions",) for p in exc.errors()
+            ):
+                raise
+    return [_one_transaction.validate_json(body)]
+
+
+def _body_error(problems: list[Any], body: bytes) -> ServingError:
+    """The HTTP-facing error for a body pydantic refused: 400 for what is not JSON (NaN and
+    Infinity included), 422 for fields."""
+    types = {p["type"] for p in problems}
+    if "json_invalid" in types:
+        return InvalidInput(f"the body is not valid JSON: {problems[0]['msg']}")
+    if "finite_number" in types and _has_non_json_numbers(body):
+        return InvalidInput("the body is not valid JSON: NaN and Infinity are not JSON numbers")
+    return ValidationFailed.from_pydantic(_merge_union_branches(problems))
+
+
+def _has_non_json_numbers(body: bytes) -> bool:
+    try:
+        orjson.loads(body)  # strict JSON: refuses NaN and Infinity
+    except orjson.JSONDecodeError:
+        return True
+    return False
+
+
+def _merge_union_branches(problems: list[Any]) -> list[Any]:
+    """An identifier is a string or an integer: pydantic reports one error per branch, at
+    `field.str` and `field.int`; say it once, at the field."""
+    merged: list[Any] = []
+    for problem in problems:
+        loc = tuple(problem["loc"])
+        if loc and loc[-1] in ("str", "int"):
+            loc = loc[:-1]
+            if merged and tuple(merged[-1]["loc"]) == loc:
+                continue
+            problem = {**problem, "loc": loc, "msg": "must be a string or an integer"}
+        merged.append(problem)
+    return merged

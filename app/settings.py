@@ -84,7 +84,10 @@ class Settings(BaseSettings):
         description='Per-model overrides, JSON: {"fraud": {"max_batch_size": 1}}.',
     )
     max_queue_items: int = Field(
-        default=4096, ge=1, description="Items a model may hold queued before answering 503."
+        default=65_536,
+        ge=1,
+        description="Items a model may hold queued before answering 503 (a memory bound; "
+        "requests that would wait past their deadline are refused before that).",
     )
     inline_budget_ms: float = Field(
         default=1.0,
@@ -114,6 +117,19 @@ class Settings(BaseSettings):
         default_factory=lambda: min(4, os.cpu_count() or 1),
         ge=1,
         description="Threads that decode images off the event loop.",
+    )
+    inline_decode_bytes: int = Field(
+        default=8 * 1024,
+        ge=0,
+        description="Requests whose images total at most this many bytes decode on the event "
+        "loop: a thumbnail decodes faster than the hop to a decode thread. 0: never.",
+    )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between young-generation garbage collections (Python's "
+        "default is 700): requests allocate many short-lived objects and few cycles, so "
+        "collecting less often saves CPU. 0: Python's default.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
     shutdown_grace_s: float = Field(

@@ -32,6 +32,8 @@ from bench.wrk import run_window
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE_WITHIN = 0.10
+LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
+MAX_WINDOW_S = 30.0  # ...up to this
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -157,6 +159,8 @@ def main(argv: list[str] | None = None) -> Path:
         "machine": _machine(),
         "settings": {
             "window_s": args.window_s,
+            "latencies_per_window": LATENCIES_PER_WINDOW,
+            "max_window_s": MAX_WINDOW_S,
             "max_windows": args.max_windows,
             "stable_within": STABLE_WITHIN,
             "levels": args.levels,
@@ -204,6 +208,7 @@ def _measure_level(
     windows = []
     stable = False
     empty = 0
+    seconds = window_s
     while len(windows) < max_windows:
         cpu_before = cpu_seconds(pid)
         started = time.monotonic()
@@ -212,14 +217,18 @@ def _measure_level(
             requests.content_type,
             requests.bodies,
             concurrency,
-            window_s,
+            seconds,
         )
         server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
         if window.requests == 0 and empty < 5:
-            # Nothing finished within the window (slow requests, a busy machine): the
-            # window says nothing, so it does not count; try again, a few times at most.
+            # Nothing finished within the window (slow requests): it says nothing, so it
+            # does not count; try again with a longer one, a few times at most.
             empty += 1
+            seconds = min(MAX_WINDOW_S, seconds * 2)
             continue
+        # A window must see each connection complete many requests, or its count is mostly
+        # the luck of which requests straddle its edges: grow it with the latency.
+        seconds = min(MAX_WINDOW_S, max(seconds, LATENCIES_PER_WINDOW * window.p50_ms / 1000))
         windows.append((window, server_cpu, rss_mb(pid)))
         if len(windows) >= 3:
             recent = [w.rps for w, _, _ in windows[-3:]]

@@ -6,10 +6,12 @@ real inputs prepared as the service prepares them, and finds the best batch size
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import TypeAdapter
 
 from app.images import decode_image, to_input_rows
 from app.model_card import ModelCard
@@ -18,6 +20,8 @@ from app.repository import discover, read_card
 from app.runtime import ModelRuntime
 from app.settings import Settings
 from app.transactions import Transaction, feature_rows
+
+_transaction = TypeAdapter(Transaction)
 
 
 @dataclass(frozen=True)
@@ -74,5 +78,8 @@ def _inputs(
             [decode_image(images[i % len(images)], card.image, 10**8) for i in range(count)]
         )
         return to_input_rows(pixels, card.image, card.input)
-    parsed = [Transaction.model_validate(transactions[i % len(transactions)]) for i in range(count)]
+    parsed = [
+        _transaction.validate_json(json.dumps(transactions[i % len(transactions)]))
+        for i in range(count)
+    ]
     return feature_rows(parsed, card)

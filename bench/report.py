@@ -103,16 +103,17 @@ def targets(results: dict) -> list[dict]:
 
 
 def markdown(results: dict) -> str:
-    machine = results["machine"]
+    machine, settings = results["machine"], results["settings"]
     lines = [
         f"# Benchmark {results['date']}"
         + (" (quick mode: not a measurement)" if results["quick"] else ""),
         "",
         f"{machine['cpus']} x {machine['cpu']}; Python {machine['python']}, "
         f"ONNX Runtime {machine['onnxruntime']}, {machine['wrk']}. "
-        f"Windows of {results['settings']['window_s']} s until three agree within "
-        f"{results['settings']['stable_within']:.0%} "
-        f"(at most {results['settings']['max_windows']}). "
+        f"Windows of {settings['window_s']} s (longer when "
+        f"{settings.get('latencies_per_window', '-')} median latencies do not fit, up to "
+        f"{settings.get('max_window_s', '-')} s) until three agree within "
+        f"{settings['stable_within']:.0%} (at most {settings['max_windows']}). "
         f"Images: {results['data']['images']}; transactions: {results['data']['transactions']}.",
         "",
         "In-process ONNX Runtime (no HTTP):",

@@ -148,3 +148,17 @@ def test_too_many_transactions_is_413(make_client) -> None:
 def test_a_transaction_to_an_image_model_is_400(client) -> None:
     response = client.post("/v1/models/tiny-image/score", json=transaction())
     assert response.status_code == 400
+
+
+def test_a_lone_transaction_may_carry_the_word_transactions(client) -> None:
+    # Batches are recognised by their "transactions" key; a value spelled so is no batch.
+    response = client.post("/v1/fraud/score", json=transaction(customer_id="transactions"))
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["transaction_id"] == "tx-1"
+
+
+def test_an_identifier_error_is_reported_once_at_the_field(client) -> None:
+    response = client.post("/v1/fraud/score", json=transaction(terminal_id=1.5))
+    assert response.status_code == 422
+    details = response.json()["error"]["details"]
+    assert details == [{"field": "terminal_id", "message": "must be a string or an integer"}]

@@ -171,6 +171,39 @@ async def test_a_full_queue_rejects_at_once(run_model) -> None:
     await batcher.close()
 
 
+async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(run_model) -> None:
+    gate = threading.Event()
+
+    def blocked(batch: np.ndarray) -> np.ndarray:
+        gate.wait(5)
+        return run_model(batch)
+
+    batcher = make(blocked, max_batch_size=2)
+    batcher.row_seconds = 0.2  # as if warm-up had timed 0.4 s per full batch
+    running = asyncio.ensure_future(batcher.infer(rows(2), far()))  # taken by the worker
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.infer(rows(2, 1), far()))
+    await asyncio.sleep(0.01)
+    started = time.monotonic()
+    with pytest.raises(Overloaded, match="deadline"):  # 2 rows queued ahead: 0.4 s
+        await batcher.infer(rows(2), time.monotonic() + 0.3)
+    assert time.monotonic() - started < 0.1
+    assert batcher.stats.rejected == 1
+    patient = asyncio.ensure_future(batcher.infer(rows(2, 2), time.monotonic() + 5))
+    gate.set()
+    assert [len(r) for r in await asyncio.gather(running, queued, patient)] == [2, 2, 2]
+    await batcher.close()
+
+
+async def test_full_batches_keep_the_per_row_time_current(run_model) -> None:
+    batcher = make(run_model, max_batch_size=4)
+    batcher.row_seconds = 10.0  # far too slow: full batches pull it towards the truth
+    for i in range(30):
+        await batcher.infer(rows(4, i), far())
+    assert batcher.row_seconds < 10.0 * 0.9**30 + 0.01
+    await batcher.close()
+
+
 async def test_close_answers_what_is_queued_then_refuses(run_model) -> None:
     batcher = make(run_model, max_batch_size=64, max_queue_delay_ms=200)
     pending = asyncio.ensure_future(batcher.infer(rows(3), far()))
@@ -240,7 +273,7 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
     model_factory.fraud_model(tmp_path, max_batch_size=64)
     model_factory.slow_fraud_model(tmp_path, max_batch_size=8)  # about 15 ms per batch
     settings = Settings(_env_file=None, intra_op_threads=1)
-    inline = {}
+    inline, row_seconds = {}, {}
     for name, versions in discover(tmp_path).items():
         card = read_card(versions[-1])
         runtime = ModelRuntime.load(
@@ -248,5 +281,7 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
         )
         runtime.warm_up()
         inline[name] = runtime.batcher.inline_rows
+        row_seconds[name] = runtime.batcher.row_seconds
     assert inline["tiny-fraud"] >= 1  # a 15-feature logistic model takes microseconds
     assert inline["slow-fraud"] == 0
+    assert 0 < row_seconds["tiny-fraud"] < row_seconds["slow-fraud"]
