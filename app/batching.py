@@ -10,8 +10,9 @@ full batches under load. A request with more rows than a batch is split across b
 and since the queue is FIFO, it delays only requests that arrived after it.
 
 Admission: a request is refused at once (503) when the queue is full, or when the rows
-queued ahead of it, at the rate the model has been running full batches, would keep it waiting
-past its deadline: better an immediate "retry later" than a 504 after the wait.
+queued ahead of it, at the rate the model has been running full batches, would take more
+than half of the time left before its deadline: better an immediate "retry later" than a
+504 after the wait.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
 _RATE_SMOOTHING = 0.1  # weight of the newest full batch in the per-row time
+ADMISSION_SHARE = 0.5  # of a request's time left, the most it may expect to wait queued
 
 
 class BatchObserver(Protocol):
@@ -126,21 +128,9 @@ class DynamicBatcher:
         """Run `rows` (`[n, ...]`) through the model, batched with others; outputs `[n, ...]`."""
         if self._closing:
             raise ShuttingDown(f"model {self.name} is shutting down")
-        if self._queued_rows + len(rows) > self.max_queue_items:
-            self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
-        now = time.monotonic()
-        if deadline <= now:
-            raise DeadlineExceeded("the request's deadline passed before it was queued")
-        # Only queued rows count: like the 504 rule, the deadline bounds the wait, not the run.
-        expected_wait = self._queued_rows * self.row_seconds
-        if now + expected_wait > deadline:
-            self._reject(
-                f"model {self.name} has {self._queued_rows} rows queued, about "
-                f"{expected_wait:.1f} s of work: more than this request's deadline allows; "
-                "retry later"
-            )
+        self.admit(len(rows), deadline)
         loop = asyncio.get_running_loop()
-        request = _Request(rows, deadline, now, loop.create_future())
+        request = _Request(rows, deadline, time.monotonic(), loop.create_future())
         # A waiter that gave up leaves nobody to read the outcome; mark it read.
         request.future.add_done_callback(_consume_outcome)
         self._queue.append(request)
@@ -157,6 +147,25 @@ class DynamicBatcher:
             raise
         finally:
             timer.cancel()
+
+    def admit(self, rows: int, deadline: float) -> None:
+        """Raise what `infer` would refuse `rows` rows with now: callers with costly
+        preparation (decoding images) ask first, and spare that work on a refusal."""
+        if self._queued_rows + rows > self.max_queue_items:
+            self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
+        now = time.monotonic()
+        if deadline <= now:
+            raise DeadlineExceeded("the request's deadline passed before it was queued")
+        # Only queued rows count: like the 504 rule, the deadline bounds the wait, not the run.
+        # Admitting up to the deadline itself would fill the queue with requests that expire
+        # on any misestimate; half of the time left keeps the admitted ones served.
+        expected_wait = self._queued_rows * self.row_seconds
+        if expected_wait > ADMISSION_SHARE * (deadline - now):
+            self._reject(
+                f"model {self.name} has {self._queued_rows} rows queued, about "
+                f"{expected_wait:.1f} s of work: more than this request's deadline allows; "
+                "retry later"
+            )
 
     def _reject(self, message: str) -> NoReturn:
         self.stats.rejected += 1

@@ -54,6 +54,7 @@ class InferenceService:
                 f"top_k: at most {len(card.labels)} for model {card.name!r}",
                 [{"field": "query.top_k", "message": f"at most {len(card.labels)}"}],
             )
+        runtime.batcher.admit(len(images), deadline)  # before the decoding it would waste
         decoded = await self._decode(images, card)
         rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
         runtime, probabilities = await self._infer(runtime, rows, deadline, pinned)  # [n, labels]
