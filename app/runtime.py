@@ -122,13 +122,20 @@ class ModelRuntime:
             shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked
             rows = np.zeros(shape, dtype=spec.dtype)
             self.run_batch(rows)
-            if size == self.max_batch_size:
-                self.batcher.row_seconds = self._fastest_of_three(rows) / size
-            if not within_budget:
-                continue  # sizes in between are bounded by their neighbours: no more timing
-            within_budget = self._fastest_of_three(rows) <= self._inline_budget_s
+            full = size == self.max_batch_size
             if within_budget:
-                inline_rows = size
+                seconds = self._fastest_of_three(rows)
+                within_budget = seconds <= self._inline_budget_s
+                if within_budget:
+                    inline_rows = size
+            elif full:
+                # One timing is enough here: full batches keep the batcher's figure current.
+                started_batch = time.perf_counter()
+                self.run_batch(rows)
+                seconds = time.perf_counter() - started_batch
+            # Sizes in between are bounded by their neighbours: no more timing of those.
+            if full:
+                self.batcher.row_seconds = seconds / size
         self.batcher.inline_rows = inline_rows
         return time.perf_counter() - started
 
