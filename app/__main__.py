@@ -14,6 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from app.draining import Drain
+from app.http_protocol import CoalescingHttpProtocol
 from app.main import create_app
 from app.settings import Settings
 
@@ -44,6 +45,7 @@ def main() -> None:
         app,
         host=settings.host,
         port=settings.port,
+        http=CoalescingHttpProtocol,
         log_level=settings.log_level,
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),

@@ -185,6 +185,18 @@ def test_a_runtime_failure_fails_only_its_batch(model_repo: Path, make_client, c
     assert client.post("/v1/models/fragile/score", json=transaction()).status_code == 200
 
 
+def test_non_finite_scores_are_an_error_not_an_answer(model_repo: Path, make_client) -> None:
+    model_factory.fraud_model(model_repo, name="broken", amount_weight=float("nan"))
+    client = make_client()
+    for body in (transaction(), {"transactions": [transaction()] * 3}):
+        response = client.post("/v1/models/broken/score", json=body)
+        assert response.status_code == 500
+        assert response.json()["error"] == {
+            "code": "inference_failed",
+            "message": "the model produced non-finite probabilities",
+        }
+
+
 def test_the_newest_version_of_every_model_loads_first(
     model_repo: Path, make_client, caplog
 ) -> None:
