@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         "collecting less often saves CPU. 0: Python's default.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry instrumentation, through the providers "
+        "configured globally (traces, metrics, logs). Off: deepserve exports Prometheus metrics "
+        "and JSON request logs, and the instrumentation's check costs every request.",
+    )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
     )

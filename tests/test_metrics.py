@@ -42,3 +42,29 @@ def test_requests_batches_and_states_are_counted(client) -> None:
     assert values[("process_resident_memory_bytes", ())] > 10_000_000
     image = (("model", "tiny-image"), ("version", "1"))
     assert values[("deepserve_batch_fill_ratio_count", image)] == 1
+
+
+def test_opentelemetry_spans_only_when_switched_on(make_client) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)  # global, as an OpenTelemetry SDK set-up would make it
+
+    off = make_client()
+    assert off.post("/v1/fraud/score", json=transaction()).status_code == 200
+    assert exporter.get_finished_spans() == ()
+
+    on = make_client(opentelemetry=True)
+    assert on.post("/v1/fraud/score", json=transaction()).status_code == 200
+    spans = [
+        span
+        for span in exporter.get_finished_spans()
+        if (span.attributes or {}).get("url.path") == "/v1/fraud/score"
+    ]
+    assert len(spans) == 1
+    assert spans[0].attributes["http.response.status_code"] == 200
