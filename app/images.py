@@ -10,6 +10,7 @@ import io
 import warnings
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageTooLarge, InvalidInput, UnsupportedMediaType
@@ -25,6 +26,9 @@ def decode_image(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.n
     """Decode an encoded image and fit it to the model: uint8, `[height, width, 3]`, RGB."""
     if not data:
         raise InvalidInput("the image is empty")
+    pixels = _decode_plain_jpeg(data, prep, max_pixels)
+    if pixels is not None:
+        return pixels if _fits(pixels, prep) else fit_to_model(Image.fromarray(pixels), prep)
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
@@ -56,6 +60,38 @@ def decode_image(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.n
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise InvalidInput(f"the image could not be decoded: {exc}") from None
     return fit_to_model(rgb, prep)
+
+
+def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.ndarray | None:
+    """RGB pixels of a JPEG that Pillow would decode at full scale with no EXIF rotation,
+    through libjpeg-turbo in one call: the same pixels as Pillow's path (both use
+    libjpeg-turbo's exact DCT and upsampling), a tenth of the time for a thumbnail, where
+    Pillow's header parsing in Python dominates. None: take Pillow's path (other formats,
+    EXIF, draft scaling, CMYK, anything odd, and every error with its message)."""
+    if not data.startswith(b"\xff\xd8") or b"Exif" in data[:_EXIF_SEARCH_BYTES]:
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "Gray") or not 0 < width * height <= max_pixels:
+        return None
+    draft_width, draft_height = _draft_size((width, height), prep)
+    if min(width // draft_width, height // draft_height) >= 2:
+        return None  # Pillow would decode at a reduced scale: keep its choice of scale
+    try:
+        return simplejpeg.decode_jpeg(data, colorspace="RGB")  # type: ignore[no-any-return]
+    except ValueError:
+        return None
+
+
+# EXIF (APP1) sits among the first segments; where it appears, Pillow applies its rotation.
+_EXIF_SEARCH_BYTES = 64 * 1024
+
+
+def _fits(pixels: np.ndarray, prep: ImagePreprocessing) -> bool:
+    """Whether pixels are already what `fit_to_model` would make of them."""
+    return prep.resize == "stretch" and pixels.shape[:2] == (prep.height, prep.width)
 
 
 def fit_to_model(image: Image.Image, prep: ImagePreprocessing) -> np.ndarray:
