@@ -7,6 +7,7 @@ Each app owns its registry (tests build many apps in one process). Batchers repo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -22,6 +23,7 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
         r = self.registry
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "deepserve_requests",
             "HTTP requests answered.",
@@ -80,8 +82,16 @@ class ServingMetrics:
         return ModelMetrics(self, name, str(version))
 
     def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, model, str(status)).inc()
-        self.request_seconds.labels(route, model).observe(seconds)
+        key = (route, model, status)
+        children = self._request_children.get(key)
+        if children is None:  # first time for these labels: `labels()` is slow per request
+            children = (
+                self.requests.labels(route, model, str(status)),
+                self.request_seconds.labels(route, model),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def watch(self, read_models: Callable[[], Iterable[tuple[str, int, str, int]]]) -> None:
         """Report model states and queue depths, read at scrape time from
