@@ -138,16 +138,19 @@ def _has_non_json_numbers(body: bytes) -> bool:
     return False
 
 
+IDENTIFIER_RULE = "must be a string, or an integer within 64 bits"
+
+
 def _merge_union_branches(problems: list[Any]) -> list[Any]:
-    """An identifier is a string or an integer: pydantic reports one error per branch, at
-    `field.str` and `field.int`; say it once, at the field."""
+    """An identifier is a string or a 64-bit integer: pydantic reports one error per branch,
+    at `field.str` and `field.constrained-int`; say it once, at the field."""
     merged: list[Any] = []
     for problem in problems:
         loc = tuple(problem["loc"])
-        if loc and loc[-1] in ("str", "int"):
+        if loc and loc[-1] in ("str", "constrained-int"):
             loc = loc[:-1]
             if merged and tuple(merged[-1]["loc"]) == loc:
                 continue
-            problem = {**problem, "loc": loc, "msg": "must be a string or an integer"}
+            problem = {**problem, "loc": loc, "msg": IDENTIFIER_RULE}
         merged.append(problem)
     return merged

@@ -19,7 +19,8 @@ Decision = Literal["approve", "review", "decline"]
 # Every constraint below is checked by pydantic-core without calling back into Python:
 # transactions arrive by the hundred per request, and validation is most of their cost.
 # Bodies are validated as JSON (`validate_json`), where strict means what JSON can say.
-Identifier = StrictStr | StrictInt  # not a float, not a bool
+# Not a float, not a bool; an integer within 64 bits, which JSON encoders can write back.
+Identifier = StrictStr | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 # Finite by construction: JSON has no NaN or Infinity, and the bound excludes overflow.
 Amount = Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=10_000_000)]

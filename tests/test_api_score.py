@@ -157,8 +157,18 @@ def test_a_lone_transaction_may_carry_the_word_transactions(client) -> None:
     assert response.json()["results"][0]["transaction_id"] == "tx-1"
 
 
-def test_an_identifier_error_is_reported_once_at_the_field(client) -> None:
-    response = client.post("/v1/fraud/score", json=transaction(terminal_id=1.5))
+@pytest.mark.parametrize("bad", [1.5, 2**63, -(2**63) - 1])
+def test_an_identifier_error_is_reported_once_at_the_field(client, bad: float) -> None:
+    response = client.post("/v1/fraud/score", json=transaction(terminal_id=bad))
     assert response.status_code == 422
     details = response.json()["error"]["details"]
-    assert details == [{"field": "terminal_id", "message": "must be a string or an integer"}]
+    assert details == [
+        {"field": "terminal_id", "message": "must be a string, or an integer within 64 bits"}
+    ]
+
+
+@pytest.mark.parametrize("largest", [2**63 - 1, -(2**63)])
+def test_64_bit_identifiers_come_back_exactly(client, largest: int) -> None:
+    response = client.post("/v1/fraud/score", json=transaction(transaction_id=largest))
+    assert response.status_code == 200, response.text
+    assert response.json()["results"][0]["transaction_id"] == largest
