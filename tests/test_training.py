@@ -16,7 +16,12 @@ from app.fraud_features import FEATURES
 from app.model_card import ModelCard
 from training.cnn import ResNetSmall, ServingImageModel, WhitenedConvNet, build_classifier
 from training.export import ParityError, check_parity, export_onnx
-from training.fraud import FraudConfig, choose_thresholds, train_fraud
+from training.fraud import (
+    FraudConfig,
+    PiecewiseLinearEncoding,
+    choose_thresholds,
+    train_fraud,
+)
 from training.fraud_data import add_features, feature_matrix, split_window
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
@@ -176,6 +181,16 @@ def test_the_test_window_leaves_out_known_compromised_cards() -> None:
     assert not known & set(window.test.CUSTOMER_ID)
     assert window.test.TX_DATETIME.min() >= pd.Timestamp("2018-05-04")
     assert window.test.TX_DATETIME.max() < pd.Timestamp("2018-05-11")
+
+
+def test_piecewise_linear_encoding_by_hand() -> None:
+    x = np.array([[0.0, 7.0], [1.0, 7.0], [2.0, 7.0], [3.0, 7.0], [4.0, 7.0]], dtype=np.float32)
+    encoding = PiecewiseLinearEncoding.fit(x, bins=2)
+    # Column 0: quantile edges 0, 2, 4, so two bins; column 1 is constant: no bins.
+    assert encoding.width_out == 2
+    encoded = encoding(torch.tensor([[1.0, 7.0], [3.0, 7.0], [9.0, 7.0], [-1.0, 7.0]]))
+    expected = [[0.5, 0.0], [1.0, 0.5], [1.0, 1.0], [0.0, 0.0]]
+    np.testing.assert_allclose(encoded.numpy(), expected)
 
 
 def test_card_precision_counts_fraudulent_cards_among_the_top_k() -> None:

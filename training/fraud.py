@@ -9,11 +9,12 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
@@ -48,7 +49,11 @@ class FraudConfig:
     pos_weight: float = 1.0  # >1 weighs the rare fraud class up in the loss
     derived_features: bool = True  # log1p of heavy tails and amount/average ratios, in-graph
     ensemble: int = 5  # MLPs trained from different seeds, averaged in the graph
-    val_fraction: float = 0.2  # stratified hold-out of the training window
+    bins: int = 16  # piecewise-linear encoding of each input over quantile bins; 0: none
+    val_fraction: float = 0.2  # each member holds out its own stratified share of the window
+    # AP rewards the top of the ranking, where a fraud team looks; the benchmark's AP and
+    # CP@100 rose with it (AUC ROC fell a little).
+    early_stopping_metric: Literal["average_precision", "auc_roc"] = "average_precision"
     early_stopping_patience: int = 5
     review_alert_rate: float = 0.01  # share of validation transactions sent to review
     decline_precision: float = 0.9
@@ -104,22 +109,65 @@ class DerivedFeatures(nn.Module):
         return torch.cat([logged, torch.log1p(ratios)], dim=1)
 
 
+class PiecewiseLinearEncoding(nn.Module):
+    """Each input -> one value in [0, 1] per quantile bin: how far it has come through that bin
+    (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep Learning").
+    It lets an MLP place sharp steps where a tree would split; edges come from training data."""
+
+    def __init__(self, columns: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("columns", torch.from_numpy(columns.astype(np.int64)))
+        self.register_buffer("lower", torch.from_numpy(lower.astype(np.float32)))
+        self.register_buffer("width", torch.from_numpy((upper - lower).astype(np.float32)))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, bins: int) -> PiecewiseLinearEncoding:
+        columns, lower, upper = [], [], []
+        for column in range(x.shape[1]):
+            edges = np.unique(np.quantile(x[:, column], np.linspace(0, 1, bins + 1)))
+            columns += [column] * (len(edges) - 1)
+            lower += list(edges[:-1])
+            upper += list(edges[1:])
+        return cls(np.array(columns), np.array(lower), np.array(upper))
+
+    @property
+    def width_out(self) -> int:
+        return len(self.columns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x[:, self.columns] - self.lower) / self.width).clamp(0.0, 1.0)
+
+
 class ServingFraudModel(nn.Module):
     """Raw float32 `[n, 15]` features -> fraud probability `[n, 1]`: derived features,
     scaling, and the mean of an ensemble of MLPs, all in the graph."""
 
     def __init__(
-        self, members: list[FraudMLP], derive: DerivedFeatures, mean: np.ndarray, std: np.ndarray
+        self,
+        members: list[FraudMLP],
+        derive: DerivedFeatures,
+        mean: np.ndarray,
+        std: np.ndarray,
+        encoding: PiecewiseLinearEncoding | None = None,
     ) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
         self.derive = derive
+        self.encoding = encoding
         self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
         self.register_buffer("std", torch.from_numpy(std.astype(np.float32)))
 
+    @property
+    def width(self) -> int:
+        return self.derive.width + (self.encoding.width_out if self.encoding else 0)
+
     def inputs(self, features: torch.Tensor) -> torch.Tensor:
-        """What the MLPs see: derived, then standardized, features."""
-        return (self.derive(features) - self.mean) / self.std
+        """What the MLPs see: derived, then standardized, features (and their encoding)."""
+        derived = self.derive(features)
+        scaled = (derived - self.mean) / self.std
+        if self.encoding is None:
+            return scaled
+        return torch.cat([scaled, self.encoding(derived)], dim=1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = self.inputs(features)
@@ -144,15 +192,14 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
 
     # Model and loop
     fitted = fit(cfg, feature_matrix(window.train), window.train["TX_FRAUD"].to_numpy(np.float32))
-    model, history, best_auc = fitted.model, fitted.history, fitted.best_val_auc
-    x_val, y_val = fitted.x_val, fitted.y_val
+    model, history = fitted.model, fitted.history
 
     # Evaluate
     test_scores = predict_scores(model, feature_matrix(window.test))
     metrics: dict[str, float | str] = {
         f"test_{k}": v for k, v in fraud_metrics(window.test, test_scores).items()
     }
-    metrics["validation_auc_roc"] = best_auc
+    metrics["validation_auc_roc"] = fitted.val_auc  # out-of-bag
     metrics["window"] = (
         f"train {cfg.train_start} +{cfg.train_days}d, delay {cfg.delay_days}d, "
         f"test {cfg.test_days}d"
@@ -160,9 +207,8 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     print(json.dumps(metrics))
 
     # Thresholds
-    val_scores = predict_scores(model, x_val)
     review, decline = choose_thresholds(
-        val_scores, y_val, cfg.review_alert_rate, cfg.decline_precision
+        fitted.val_scores, fitted.y_val, cfg.review_alert_rate, cfg.decline_precision
     )
     rule = (
         f"review: the top {cfg.review_alert_rate:.1%} of validation transactions by score; "
@@ -202,39 +248,44 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
 class Fitted:
     model: ServingFraudModel
     history: list[dict]
-    best_val_auc: float
-    x_val: np.ndarray
+    val_scores: np.ndarray  # out-of-bag: each row scored by the members that held it out
     y_val: np.ndarray
+    val_auc: float
 
 
 def fit(cfg: FraudConfig, x_all: np.ndarray, y_all: np.ndarray) -> Fitted:
-    """Train `cfg.ensemble` MLPs on a stratified split of one window's rows, each stopped at
-    its best epoch on validation."""
+    """Train `cfg.ensemble` MLPs on one window's rows. Each member holds out its own
+    stratified validation rows and stops at its best epoch on them, so the ensemble as a
+    whole learns from every row; thresholds come from the out-of-bag scores."""
     torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    train_idx, val_idx = _stratified_split(y_all, cfg.val_fraction, rng)
-    x_train, y_train = x_all[train_idx], y_all[train_idx]
-    x_val, y_val = x_all[val_idx], y_all[val_idx]
     derive = DerivedFeatures(cfg.derived_features)
     with torch.no_grad():
-        derived = derive(torch.from_numpy(x_train)).numpy()
-    mean, std = derived.mean(0), derived.std(0) + 1e-6  # scaling fitted on training data only
+        derived = derive(torch.from_numpy(x_all)).numpy()
+    mean, std = derived.mean(0), derived.std(0) + 1e-6  # fitted on the training window only
+    encoding = PiecewiseLinearEncoding.fit(derived, cfg.bins) if cfg.bins else None
     device = pick_device(cfg.device)
-    model = ServingFraudModel([], derive, mean, std).to(device)
+    model = ServingFraudModel([], derive, mean, std, encoding).to(device)
     with torch.no_grad():
-        xt = model.inputs(torch.from_numpy(x_train).to(device))
-        xv = model.inputs(torch.from_numpy(x_val).to(device))
+        inputs = model.inputs(torch.from_numpy(x_all).to(device))
 
     history: list[dict] = []
+    score_sums, held_out = np.zeros(len(y_all)), np.zeros(len(y_all))
     for member in range(cfg.ensemble):
         torch.manual_seed(cfg.seed + member)
-        mlp = FraudMLP(derive.width, cfg.hidden, cfg.dropout).to(device)
-        history += [
-            {**r, "member": member} for r in _train_member(mlp, xt, y_train, xv, y_val, cfg)
-        ]
+        rng = np.random.default_rng(cfg.seed + member)
+        train_idx, val_idx = _stratified_split(y_all, cfg.val_fraction, rng)
+        mlp = FraudMLP(model.width, cfg.hidden, cfg.dropout).to(device)
+        records = _train_member(
+            mlp, inputs[train_idx], y_all[train_idx], inputs[val_idx], y_all[val_idx], cfg
+        )
+        history += [{**r, "member": member} for r in records]
         model.members.append(mlp)
-    val_auc = float(roc_auc_score(y_val, predict_scores(model, x_val)))
-    return Fitted(model, history, val_auc, x_val, y_val)
+        with torch.no_grad():
+            score_sums[val_idx] += torch.sigmoid(mlp(inputs[val_idx])).cpu().numpy()
+        held_out[val_idx] += 1
+    seen = held_out > 0
+    val_scores, y_val = score_sums[seen] / held_out[seen], y_all[seen]
+    return Fitted(model, history, val_scores, y_val, float(roc_auc_score(y_val, val_scores)))
 
 
 def _train_member(
@@ -252,7 +303,7 @@ def _train_member(
     total_steps = cfg.epochs * steps_per_epoch
     pos_weight = torch.tensor(cfg.pos_weight, device=xt.device)
     history: list[dict] = []
-    best_auc, best_state, stale = -1.0, None, 0
+    best_score, best_state, stale = -1.0, None, 0
     for epoch in range(cfg.epochs):
         mlp.train()
         order = torch.randperm(len(xt), device=xt.device)
@@ -276,6 +327,7 @@ def _train_member(
         with torch.no_grad():
             val_scores = torch.sigmoid(mlp(xv)).cpu()
         val_auc = float(roc_auc_score(y_val, val_scores.numpy()))
+        val_ap = float(average_precision_score(y_val, val_scores.numpy()))
         val_loss = F.binary_cross_entropy(val_scores.clamp(1e-7, 1 - 1e-7), torch.from_numpy(y_val))
         history.append(
             {
@@ -283,11 +335,13 @@ def _train_member(
                 "train_loss": loss_sum / len(xt),
                 "val_loss": float(val_loss),
                 "val_auc": val_auc,
+                "val_ap": val_ap,
                 "lr": lr,
             }
         )
-        if val_auc > best_auc:
-            best_auc, stale = val_auc, 0
+        score = val_ap if cfg.early_stopping_metric == "average_precision" else val_auc
+        if score > best_score:
+            best_score, stale = score, 0
             best_state = {k: v.clone() for k, v in mlp.state_dict().items()}
         else:
             stale += 1

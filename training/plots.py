@@ -20,10 +20,10 @@ def training_curves(history: list[dict], path: Path) -> None:
         if key in history[0]:
             axes[0].plot(epochs, [h[key] for h in history], marker="o", label=key)
     axes[0].set(title="loss", xlabel="epoch")
-    for key in ("train_accuracy", "val_accuracy", "val_auc"):
+    for key in ("train_accuracy", "val_accuracy", "val_auc", "val_ap"):
         if key in history[0]:
             axes[1].plot(epochs, [h[key] for h in history], marker="o", label=key)
-    axes[1].set(title="accuracy / AUC", xlabel="epoch")
+    axes[1].set(title="accuracy / AUC / AP", xlabel="epoch")
     axes[2].plot(epochs, [h["lr"] for h in history], marker="o")
     axes[2].set(title="learning rate (end of epoch)", xlabel="epoch")
     for ax in axes[:2]:
