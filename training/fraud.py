@@ -226,8 +226,10 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     # Save
     card = {
         "kind": "tabular_classifier",
-        "description": f"Fraud-scoring MLP {[len(FEATURES), *cfg.hidden, 1]} over the "
-        "benchmark's 15 transaction features",
+        "description": f"Mean of {cfg.ensemble} fraud-scoring MLPs "
+        f"{[model.width, *cfg.hidden, 1]} over the benchmark's 15 transaction features "
+        f"(derived ratios{f' and a {cfg.bins}-bin piecewise-linear encoding' if cfg.bins else ''}"
+        " in the graph)",
         "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(FEATURES)]}],
         "outputs": [{"name": "fraud_probability", "dtype": "float32", "shape": [None, 1]}],
         "output_transform": "none",
