@@ -67,8 +67,8 @@ def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -
     through libjpeg-turbo in one call: the same pixels as Pillow's path (both use
     libjpeg-turbo's exact DCT and upsampling), a tenth of the time for a thumbnail, where
     Pillow's header parsing in Python dominates. None: take Pillow's path (other formats,
-    EXIF, draft scaling, CMYK, anything odd, and every error with its message)."""
-    if not data.startswith(b"\xff\xd8") or b"Exif" in data[:_EXIF_SEARCH_BYTES]:
+    EXIF or XMP, draft scaling, CMYK, anything odd, and every error with its message)."""
+    if not data.startswith(b"\xff\xd8") or _APP1 in data[:_APP1_SEARCH_BYTES]:
         return None
     try:
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
@@ -85,8 +85,10 @@ def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -
         return None
 
 
-# EXIF (APP1) sits among the first segments; where it appears, Pillow applies its rotation.
-_EXIF_SEARCH_BYTES = 64 * 1024
+# APP1 segments carry EXIF and XMP, where Pillow finds an orientation to apply. They sit
+# among the first segments; the marker cannot occur in entropy-coded data.
+_APP1 = b"\xff\xe1"
+_APP1_SEARCH_BYTES = 64 * 1024
 
 
 def _fits(pixels: np.ndarray, prep: ImagePreprocessing) -> bool:

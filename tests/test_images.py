@@ -98,6 +98,23 @@ def test_exif_orientation_is_applied(monkeypatch: pytest.MonkeyPatch) -> None:
     assert upright[:10].mean() > 200 and upright[-10:].mean() < 50
 
 
+def test_xmp_orientation_is_applied() -> None:
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = 255
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        b'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+    )
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", xmp=xmp, quality=95)
+    data = buffer.getvalue()
+    prep = _prep(40, "shorter_side_then_center_crop")
+    assert images._decode_plain_jpeg(data, prep, MAX_PIXELS) is None
+    upright = decode_image(data, prep, MAX_PIXELS)
+    assert upright[:10].mean() > 200 and upright[-10:].mean() < 50
+
+
 @pytest.mark.skipif(not CIFAR.exists(), reason=f"{CIFAR} is absent")
 def test_real_cifar_jpegs_match_pillows(monkeypatch: pytest.MonkeyPatch) -> None:
     prep = _prep()
