@@ -282,6 +282,7 @@ def fit(cfg: FraudConfig, x_all: np.ndarray, y_all: np.ndarray) -> Fitted:
         )
         history += [{**r, "member": member} for r in records]
         model.members.append(mlp)
+        mlp.eval()
         with torch.no_grad():
             score_sums[val_idx] += torch.sigmoid(mlp(inputs[val_idx])).cpu().numpy()
         held_out[val_idx] += 1
