@@ -42,6 +42,32 @@ async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_p
             assert len(response.json()["results"]) == 1
 
 
+async def test_a_request_the_queue_cannot_take_is_refused_before_its_body_is_read(
+    tmp_path: Path,
+) -> None:
+    # Four rows wait a second for company and fill the queue; the fifth request's body is
+    # not even JSON, and it gets 503, not 400: it was refused before its body was parsed.
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=1000)
+    with running_server(
+        model_repository=str(tmp_path), max_queue_items="4", default_fraud_model="tiny-fraud"
+    ) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            queued = [
+                asyncio.create_task(client.post("/v1/fraud/score", json=transaction()))
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.3)
+            refused = await client.post(
+                "/v1/fraud/score",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            )
+            answered = await asyncio.gather(*queued)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "overloaded"
+    assert [r.status_code for r in answered] == [200] * 4
+
+
 async def test_a_request_queued_past_its_deadline_gets_504(tmp_path: Path) -> None:
     model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=2000)
     with running_server(model_repository=str(tmp_path)) as base:

@@ -101,6 +101,13 @@ def _describe(request: Request, runtime: ModelRuntime) -> dict[str, object]:
     return details
 
 
+def _admit_before_reading(runtime: ModelRuntime, deadline: float) -> None:
+    """Refuse a request the queue could not take even one row of, before its body is read
+    and parsed: under overload, clients retry at once, and parsing the bodies of requests
+    that are refused anyway took the CPU the model needed (everything then expired)."""
+    runtime.batcher.admit(1, deadline)
+
+
 async def classify_images(
     request: Request, model: str, options: dict[str, int | None], deadline: float
 ) -> Response:
@@ -110,6 +117,7 @@ async def classify_images(
     version = options.get("version")
     runtime = inference.image_model(model, version)
     details = _describe(request, runtime)
+    _admit_before_reading(runtime, deadline)
     images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
     details["items"] = len(images)
     answer = await inference.classify(
@@ -127,6 +135,7 @@ async def score_transactions(
     version = options.get("version")
     runtime = inference.fraud_model(model, version)
     details = _describe(request, runtime)
+    _admit_before_reading(runtime, deadline)
     require_json(request)
     body = await read_body(request, settings.max_body_bytes)
     transactions = parse_transactions(body, settings.max_transactions_per_request)
