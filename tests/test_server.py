@@ -17,8 +17,8 @@ pytestmark = pytest.mark.anyio
 
 
 async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_path: Path) -> None:
-    # Rows wait 300 ms for company, and only 4 may wait: the rest must be refused at once.
-    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=300)
+    # Rows wait 1 s for company, and only 4 may wait: the rest must be refused at once.
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=1000)
     with running_server(
         model_repository=str(tmp_path), max_queue_items="4", default_fraud_model="tiny-fraud"
     ) as base:
@@ -37,7 +37,7 @@ async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_p
         if response.status_code == 503:
             assert response.headers["retry-after"] == "1"
             assert response.json()["error"]["code"] == "overloaded"
-            assert elapsed < 0.25  # refused without waiting for the batch
+            assert elapsed < 0.6  # refused without waiting for the batch (1 s)
         else:
             assert len(response.json()["results"]) == 1
 
