@@ -102,9 +102,8 @@ def _describe(request: Request, runtime: ModelRuntime) -> dict[str, object]:
 
 
 def _admit_before_reading(runtime: ModelRuntime, deadline: float) -> None:
-    """Refuse a request the queue could not take even one row of, before its body is read
-    and parsed: under overload, clients retry at once, and parsing the bodies of requests
-    that are refused anyway took the CPU the model needed (everything then expired)."""
+    """Refuse a request the queue could not take even one row of before its body is read
+    and parsed: a refusal then costs little besides HTTP, and leaves the CPU to the model."""
     runtime.batcher.admit(1, deadline)
 
 
