@@ -10,9 +10,11 @@ full batches under load. A request with more rows than a batch is split across b
 and since the queue is FIFO, it delays only requests that arrived after it.
 
 Admission: a request is refused at once (503) when the queue is full, or when the rows
-queued ahead of it, at the rate the model has been running full batches, would take more
-than half of the time left before its deadline: better an immediate "retry later" than a
-504 after the wait.
+ahead of it, at the rate the model has been running full batches, would take more than
+half of the time left before its deadline: better an immediate "retry later" than a 504
+after the wait. Rows ahead are those queued and those of requests admitted but still on
+their way (reading, parsing, decoding): otherwise a burst of requests would all see the
+same short queue, all be admitted, and overshoot it together.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
 _RATE_SMOOTHING = 0.1  # weight of the newest full batch in the per-row time
+_SIZE_SMOOTHING = 0.05  # weight of the newest request in the rows-per-request average
 ADMISSION_SHARE = 0.5  # of a request's time left, the most it may expect to wait queued
 
 
@@ -72,6 +75,32 @@ class _Request:
         return len(self.rows)
 
 
+class Admission:
+    """A request admitted to a batcher and on its way to the queue. Until it is queued (or
+    released, when it fails on the way), its rows count in the wait of requests after it."""
+
+    __slots__ = ("_batcher", "rows")
+
+    def __init__(self, batcher: DynamicBatcher, rows: float) -> None:
+        self._batcher: DynamicBatcher | None = batcher
+        self.rows = rows
+
+    def count(self, rows: int) -> None:
+        """The request's real size, once parsed (admission before the body guesses it)."""
+        if self._batcher is not None:
+            self._batcher._arriving_rows += rows - self.rows
+        self.rows = rows
+
+    def release(self) -> None:
+        """Stop counting the request as arriving; safe to call more than once."""
+        if self._batcher is not None:
+            self._batcher._arriving_rows -= self.rows
+            self._batcher = None
+
+    def is_for(self, batcher: DynamicBatcher) -> bool:
+        return self._batcher is batcher
+
+
 @dataclass
 class BatchStats:
     """Counters for tests; metrics go through the `BatchObserver`."""
@@ -101,6 +130,8 @@ class DynamicBatcher:
         self._run = run
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
+        self._arriving_rows = 0.0  # of admitted requests not yet queued (`Admission`)
+        self._rows_per_request = 1.0  # moving average: the guess for a body not yet read
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -124,17 +155,28 @@ class DynamicBatcher:
                 self._work(), name=f"batcher-{self.name}"
             )
 
-    async def infer(self, rows: np.ndarray, deadline: float) -> np.ndarray:
-        """Run `rows` (`[n, ...]`) through the model, batched with others; outputs `[n, ...]`."""
+    async def infer(
+        self, rows: np.ndarray, deadline: float, admission: Admission | None = None
+    ) -> np.ndarray:
+        """Run `rows` (`[n, ...]`) through the model, batched with others; outputs `[n, ...]`.
+
+        With an `admission` from this batcher the request was admitted already, and only the
+        memory bound is checked again; without one it is admitted here.
+        """
         if self._closing:
             raise ShuttingDown(f"model {self.name} is shutting down")
-        self.admit(len(rows), deadline)
+        if admission is not None and admission.is_for(self):
+            self._check_room(len(rows))
+        else:
+            admission = self.admit(len(rows), deadline)
+        admission.release()  # its rows are counted as queued from here
         loop = asyncio.get_running_loop()
         request = _Request(rows, deadline, time.monotonic(), loop.create_future())
         # A waiter that gave up leaves nobody to read the outcome; mark it read.
         request.future.add_done_callback(_consume_outcome)
         self._queue.append(request)
         self._queued_rows += request.size
+        self._rows_per_request += _SIZE_SMOOTHING * (request.size - self._rows_per_request)
         self._idle.clear()
         self._wakeup.set()
         # The event loop's clock is time.monotonic(), so the deadline needs no conversion.
@@ -148,24 +190,38 @@ class DynamicBatcher:
         finally:
             timer.cancel()
 
-    def admit(self, rows: int, deadline: float) -> None:
-        """Raise what `infer` would refuse `rows` rows with now: callers with costly
-        preparation (decoding images) ask first, and spare that work on a refusal."""
-        if self._queued_rows + rows > self.max_queue_items:
-            self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
+    def admit(self, rows: int | None, deadline: float) -> Admission:
+        """Admit a request of `rows` rows (None: not known yet, its body is unread), or
+        raise what `infer` would refuse it with now. Callers with costly preparation
+        (reading and decoding images) are admitted first and spare that work on a refusal;
+        they pass the `Admission` to `infer`, and release it if they fail on the way."""
+        self._check_room(rows or 1)
         now = time.monotonic()
         if deadline <= now:
             raise DeadlineExceeded("the request's deadline passed before it was queued")
-        # Only queued rows count: like the 504 rule, the deadline bounds the wait, not the run.
-        # Admitting up to the deadline itself would fill the queue with requests that expire
-        # on any misestimate; half of the time left keeps the admitted ones served.
-        expected_wait = self._queued_rows * self.row_seconds
+        # Only the rows ahead count: like the 504 rule, the deadline bounds the wait, not the
+        # run. Admitting up to the deadline itself would fill the queue with requests that
+        # expire on any misestimate; half of the time left keeps the admitted ones served.
+        expected_wait = self.expected_wait()
         if expected_wait > ADMISSION_SHARE * (deadline - now):
             self._reject(
-                f"model {self.name} has {self._queued_rows} rows queued, about "
+                f"model {self.name} has {self._queued_rows + self._arriving_rows:.0f} rows "
+                "queued or arriving, about "
                 f"{expected_wait:.1f} s of work: more than this request's deadline allows; "
                 "retry later"
             )
+        guess = self._rows_per_request if rows is None else rows
+        self._arriving_rows += guess
+        return Admission(self, guess)
+
+    def _check_room(self, rows: int) -> None:
+        if self._queued_rows + rows > self.max_queue_items:
+            self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
+
+    def expected_wait(self, rows: int = 0) -> float:
+        """Seconds until the rows ahead (queued and arriving), and `rows` more, would be
+        through the model."""
+        return (self._queued_rows + self._arriving_rows + rows) * self.row_seconds
 
     def _reject(self, message: str) -> NoReturn:
         self.stats.rejected += 1

@@ -99,5 +99,11 @@ class InferenceFailed(ServingError):
     code = "inference_failed"
 
 
+class ClientGone(ServingError):
+    """The client closed the connection before its answer was ready."""
+
+    code = "client_closed_request"
+
+
 class ShuttingDown(ServingError):
     code = "shutting_down"

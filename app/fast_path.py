@@ -70,6 +70,8 @@ class InferenceFastPath:
             deadline = request_deadline(request.headers.get("x-request-timeout-ms"), state.settings)
             response = await handler(request, model, options, deadline)
         except errors.ServingError as exc:
+            if isinstance(exc, errors.Overloaded):
+                await self.fastapi_app.state.refusals.pace()
             response = serving_error_response(exc)
         except Exception:
             logger.exception("unhandled error on POST %s", scope["path"])

@@ -33,6 +33,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.Overloaded: 503,
     errors.ShuttingDown: 503,
     errors.DeadlineExceeded: 504,
+    errors.ClientGone: 499,  # nginx's status for it: nobody reads it, logs and metrics do
 }
 
 _CODE_BY_STATUS = {
@@ -67,8 +68,10 @@ def status_for(exc: errors.ServingError) -> int:
     return 500
 
 
-async def _serving_error(_: Request, exc: Exception) -> Response:
+async def _serving_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ServingError)
+    if isinstance(exc, errors.Overloaded):
+        await request.app.state.refusals.pace()
     return serving_error_response(exc)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from app.batching import Admission
 from app.errors import InferenceFailed, ServingError, ShuttingDown, ValidationFailed
 from app.images import decode_image, to_input_rows
 from app.model_card import ModelCard
@@ -45,6 +46,7 @@ class InferenceService:
         top_k: int | None,
         deadline: float,
         pinned: bool = False,
+        admission: Admission | None = None,
     ) -> dict[str, Any]:
         card = runtime.card
         assert card.image is not None
@@ -55,10 +57,14 @@ class InferenceService:
                 f"top_k: at most {len(card.labels)} for model {card.name!r}",
                 [{"field": "query.top_k", "message": f"at most {len(card.labels)}"}],
             )
-        runtime.batcher.admit(len(images), deadline)  # before the decoding it would waste
-        decoded = await self._decode(images, card)
-        rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
-        runtime, probabilities = await self._infer(runtime, rows, deadline, pinned)  # [n, labels]
+        # Admitted before the decoding that a refusal would waste (routes admit earlier still).
+        admission = admission or runtime.batcher.admit(len(images), deadline)
+        try:
+            decoded = await self._decode(images, card)
+            rows = to_input_rows(np.stack(decoded), card.image, card.input)  # type: ignore[arg-type]
+            runtime, probabilities = await self._infer(runtime, rows, deadline, pinned, admission)
+        finally:
+            admission.release()
         card = runtime.card
         _check_finite(probabilities)
         best = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]
@@ -98,11 +104,12 @@ class InferenceService:
         transactions: list[Transaction],
         deadline: float,
         pinned: bool = False,
+        admission: Admission | None = None,
     ) -> dict[str, Any]:
         card = runtime.card
         assert card.thresholds is not None
         rows = feature_rows(transactions, card)
-        runtime, outputs = await self._infer(runtime, rows, deadline, pinned)
+        runtime, outputs = await self._infer(runtime, rows, deadline, pinned, admission)
         card = runtime.card
         assert card.thresholds is not None
         fraud = outputs.reshape(len(rows), -1)[:, -1].tolist()  # the last column: fraud
@@ -119,13 +126,18 @@ class InferenceService:
         return {"model": card.name, "version": card.version, "results": results}
 
     async def _infer(
-        self, runtime: ModelRuntime, rows: np.ndarray, deadline: float, pinned: bool
+        self,
+        runtime: ModelRuntime,
+        rows: np.ndarray,
+        deadline: float,
+        pinned: bool,
+        admission: Admission | None,
     ) -> tuple[ModelRuntime, np.ndarray]:
         """Run rows through the runtime's batcher. If that version was unloaded after the
         request found it (a hot swap), and the request did not name a version, the version
         now served answers instead, provided it takes and means the same rows."""
         try:
-            return runtime, await runtime.batcher.infer(rows, deadline)
+            return runtime, await runtime.batcher.infer(rows, deadline, admission)
         except ShuttingDown:
             if pinned:
                 raise

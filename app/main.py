@@ -17,6 +17,7 @@ from app.fast_path import InferenceFastPath
 from app.http_errors import install_error_handlers
 from app.inference import InferenceService
 from app.metrics import ServingMetrics
+from app.refusals import RefusalPacer
 from app.registry import ModelRegistry
 from app.request_log import RequestLogMiddleware
 from app.routes import admin, health, inference, metrics_route, models
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ServingMetrics()
     app.state.metrics = metrics
     app.state.drain = Drain()
+    app.state.refusals = RefusalPacer(
+        settings.prompt_refusals_per_s, settings.refusal_pause_ms / 1000
+    )
     # Innermost first: the fast path sits inside the drain, log and CORS middlewares.
     app.add_middleware(InferenceFastPath, fastapi_app=app)
     app.add_middleware(DrainMiddleware, drain=app.state.drain)

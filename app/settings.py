@@ -89,6 +89,16 @@ class Settings(BaseSettings):
         description="Items a model may hold queued before answering 503 (a memory bound; "
         "requests that would wait past their deadline are refused before that).",
     )
+    prompt_refusals_per_s: float = Field(
+        default=100.0,
+        ge=0.0,
+        description="Overload refusals (503) answered at once per second; beyond that, each "
+        "is held `REFUSAL_PAUSE_MS` first, so clients that retry at once cannot starve the "
+        "model.",
+    )
+    refusal_pause_ms: float = Field(
+        default=100.0, ge=0.0, le=1000.0, description="How long a paced 503 is held."
+    )
     inline_budget_ms: float = Field(
         default=1.0,
         ge=0.0,

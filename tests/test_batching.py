@@ -196,6 +196,33 @@ async def test_a_request_that_would_miss_its_deadline_is_refused_at_once(run_mod
     await batcher.close()
 
 
+async def test_admitted_requests_on_their_way_count_in_the_wait_of_later_ones(
+    run_model,
+) -> None:
+    batcher = make(run_model, max_batch_size=8)
+    batcher.row_seconds = 0.1
+    deadline = time.monotonic() + 10  # room for about 5 s of rows ahead
+    # A burst admitted before any of its bodies is read: each guesses one row, and counts.
+    burst = [batcher.admit(None, deadline) for _ in range(50)]
+    with pytest.raises(Overloaded, match="queued or arriving"):
+        batcher.admit(None, deadline)
+    # One turns out to hold 3 rows, one fails on its way (a bad body) and leaves room again.
+    burst[0].count(3)
+    for admission in (burst[1], burst[1], burst[2], burst[3]):  # twice is harmless
+        admission.release()
+    assert batcher.expected_wait() == pytest.approx((50 + 2 - 3) * 0.1)
+    late = batcher.admit(None, deadline)
+    # Queued with its admission, a request is not refused again, and stops counting as
+    # arriving: its rows are now queued ones.
+    outputs = await batcher.infer(rows(3), deadline, burst[0])
+    assert len(outputs) == 3
+    assert batcher.expected_wait() == pytest.approx((49 + 1 - 3) * 0.1)  # with `late`
+    for admission in [*burst, late]:
+        admission.release()
+    assert batcher.expected_wait() == 0
+    await batcher.close()
+
+
 async def test_full_batches_keep_the_per_row_time_current(run_model) -> None:
     batcher = make(run_model, max_batch_size=4)
     batcher.row_seconds = 10.0  # far too slow: full batches pull it towards the truth

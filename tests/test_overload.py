@@ -53,8 +53,9 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
         capacity = warm.rate(200)
         rss_before = rss_mb(pid)
 
+        # Enough clients to offer 10x although most refusals are held (paced) for 0.1 s.
         overload = await run_load(
-            host, port, request, concurrency=64, duration_s=OVERLOAD_S, rate=11 * capacity
+            host, port, request, concurrency=256, duration_s=OVERLOAD_S, rate=11 * capacity
         )
         rss_after = rss_mb(pid)
         statuses = overload.statuses()
@@ -65,17 +66,23 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
     offered = overload.rate()
     report = (
         f"capacity {capacity:.0f}/s, offered {offered:.0f}/s, statuses {dict(statuses)}, "
-        f"served {overload.rate(200):.0f}/s, 503 p99 {overload.latency_quantile(0.99, 503):.3f}s, "
+        f"served {overload.rate(200):.0f}/s, 503 p99 {overload.latency_quantile(0.99, 503):.3f}s "
+        f"(under 50 ms: {sum(o.latency_s < 0.05 for o in overload.outcomes if o.status == 503)}), "
         f"RSS {rss_before:.0f}->{rss_after:.0f} MB, recovered {recovery.rate(200):.0f}/s"
     )
     print(report)
     assert offered >= 8 * capacity, f"the generator could not offer 10x: {report}"
-    # Every request got an answer: served, or refused at once with a hint when to retry.
+    # Every request got an answer: served, or refused without queueing, with a hint when to
+    # retry. Refusals beyond the prompt budget (100 a second) were held 0.1 s, no longer.
     assert set(statuses) <= {200, 503}, report
     assert None not in statuses, report
     refused = [o for o in overload.outcomes if o.status == 503]
     assert all(o.retry_after for o in refused), report
-    assert overload.latency_quantile(0.99, 503) < 0.1, report
+    assert overload.latency_quantile(0.99, 503) < 0.1 + 0.15, report
+    # The budget allows a second's worth at once, then 100 a second; answers of the last
+    # requests may come a little after the load ends.
+    prompt = sum(o.latency_s < 0.05 for o in refused)
+    assert prompt <= 100 * (1 + OVERLOAD_S + 2), report
     # The service kept serving while refusing the excess (the generator shares the cores, so
     # not at full speed), with bounded memory, and is back to full throughput within 2 s of the
     # load dropping.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -68,6 +69,37 @@ async def test_a_request_the_queue_cannot_take_is_refused_before_its_body_is_rea
     assert [r.status_code for r in answered] == [200] * 4
 
 
+async def test_refusals_beyond_the_prompt_budget_are_held_for_the_pause(tmp_path: Path) -> None:
+    # The queue is full (4 rows wait a second for company), and only 2 refusals a second
+    # are prompt: of 10 more requests at once, 2 are refused at once and 8 after 0.4 s.
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=1000)
+    with running_server(
+        model_repository=str(tmp_path),
+        max_queue_items="4",
+        prompt_refusals_per_s="2",
+        refusal_pause_ms="400",
+    ) as base:
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            queued = [
+                asyncio.create_task(client.post("/v1/models/tiny-fraud/score", json=transaction()))
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.3)
+
+            async def refused() -> float:
+                started = time.monotonic()
+                response = await client.post("/v1/models/tiny-fraud/score", json=transaction())
+                assert response.status_code == 503
+                assert response.headers["retry-after"] == "1"
+                return time.monotonic() - started
+
+            latencies = sorted(await asyncio.gather(*(refused() for _ in range(10))))
+            answered = await asyncio.gather(*queued)
+    assert [r.status_code for r in answered] == [200] * 4
+    assert latencies[1] < 0.3, latencies
+    assert all(0.4 <= latency < 0.9 for latency in latencies[2:]), latencies
+
+
 async def test_a_request_queued_past_its_deadline_gets_504(tmp_path: Path) -> None:
     model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=2000)
     with running_server(model_repository=str(tmp_path)) as base:
@@ -89,6 +121,63 @@ async def test_a_request_queued_past_its_deadline_gets_504(tmp_path: Path) -> No
             )
             assert bad.status_code == 422
             assert "x-request-timeout-ms" in bad.json()["error"]["message"]
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample; 0 when it is absent."""
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.split("{")[0] == name and all(f'{k}="{v}"' in sample for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) -> None:
+    # One row per batch at some 25 ms each: 30 requests queue for most of a second.
+    model_factory.slow_fraud_model(tmp_path, iterations=3000, max_batch_size=1)
+    with running_server(model_repository=str(tmp_path), intra_op_threads="1") as base:
+        port = int(base.rsplit(":", 1)[1])
+        body = json.dumps(transaction()).encode()
+        head = (
+            "POST /v1/models/slow-fraud/score HTTP/1.1\r\nHost: test\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            metrics = (await client.get("/metrics")).text
+        batches_before = _metric(metrics, "deepserve_inference_seconds_count", model="slow-fraud")
+        sent = 30
+        writers = []
+        for _ in range(sent):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head + body)
+            writers.append(writer)
+        await asyncio.sleep(0.2)
+        for writer in writers:  # every client gives up before most answers are ready
+            writer.close()
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            route = "/v1/models/{model}/score"
+            for _ in range(100):  # until every request has an outcome
+                metrics = (await client.get("/metrics")).text
+                counted = sum(
+                    _metric(metrics, "deepserve_requests_total", route=route, status=status)
+                    for status in ("200", "499")
+                )
+                if counted == sent:
+                    break
+                await asyncio.sleep(0.1)
+            abandoned = _metric(metrics, "deepserve_requests_total", route=route, status="499")
+            batches = (
+                _metric(metrics, "deepserve_inference_seconds_count", model="slow-fraud")
+                - batches_before
+            )
+            after = await client.post("/v1/models/slow-fraud/score", json=transaction())
+    assert counted == sent, metrics
+    # Without the watch every request would have run, one per batch. The early ones
+    # (answers due within 0.1 s) are not watched, some ran before the hang-up, and one may
+    # have been running at it: answered 499 all the same.
+    assert abandoned >= 10, (abandoned, batches)
+    assert batches <= sent - 10, (abandoned, batches)
+    assert after.status_code == 200
 
 
 async def test_concurrent_clients_each_get_their_own_answer(tmp_path: Path) -> None:

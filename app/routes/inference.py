@@ -7,13 +7,17 @@ Bodies are parsed here rather than by FastAPI, which keeps the hot path short; t
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import asyncio
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from app.batching import Admission
 from app.deps import Deadline, SettingsDep
+from app.errors import ClientGone
 from app.inference import InferenceService
 from app.request_bodies import parse_transactions, read_body, read_images, require_json
 from app.request_log import request_details
@@ -23,6 +27,11 @@ from app.settings import Settings
 from app.transactions import ScoreResponse
 
 router = APIRouter(prefix="/v1", tags=["inference"])
+
+T = TypeVar("T")
+# Watching for a hang-up costs a task per request: worth it only where the answer is
+# further away than this.
+WATCH_CLIENT_AFTER_S = 0.1
 
 Version = Annotated[int | None, Query(ge=1, description="Model version; default: the highest.")]
 TopK = Annotated[
@@ -101,10 +110,34 @@ def _describe(request: Request, runtime: ModelRuntime) -> dict[str, object]:
     return details
 
 
-def _admit_before_reading(runtime: ModelRuntime, deadline: float) -> None:
-    """Refuse a request the queue could not take even one row of before its body is read
-    and parsed: a refusal then costs little besides HTTP, and leaves the CPU to the model."""
-    runtime.batcher.admit(1, deadline)
+def _admit_before_reading(runtime: ModelRuntime, deadline: float) -> Admission:
+    """Admit the request, or refuse it, before its body is read and parsed: a refusal then
+    costs little besides HTTP and leaves the CPU to the model, and an admitted request counts
+    in the wait of those after it while it is read."""
+    return runtime.batcher.admit(None, deadline)
+
+
+async def _unless_client_leaves(
+    request: Request, runtime: ModelRuntime, work: Coroutine[Any, Any, T]
+) -> T:
+    """Await `work`; if the client hangs up first, cancel it and raise `ClientGone`.
+
+    Cancelled, a request's rows that are still queued leave the queue, and the model's time
+    goes to clients that still wait (a client that timed out and retried would otherwise be
+    served twice). The body is read by now, so the next ASGI message is the hang-up.
+    """
+    if runtime.batcher.expected_wait() < WATCH_CLIENT_AFTER_S:  # its own rows included
+        return await work
+    answer = asyncio.ensure_future(work)
+    hangup = asyncio.ensure_future(request.receive())
+    try:
+        await asyncio.wait((answer, hangup), return_when=asyncio.FIRST_COMPLETED)
+        if not answer.done() and hangup.result()["type"] == "http.disconnect":
+            raise ClientGone("the client closed the connection before its answer was ready")
+        return await answer
+    finally:
+        hangup.cancel()
+        answer.cancel()
 
 
 async def classify_images(
@@ -116,12 +149,19 @@ async def classify_images(
     version = options.get("version")
     runtime = inference.image_model(model, version)
     details = _describe(request, runtime)
-    _admit_before_reading(runtime, deadline)
-    images = await read_images(request, settings.max_body_bytes, settings.max_images_per_request)
-    details["items"] = len(images)
-    answer = await inference.classify(
-        runtime, images, options.get("top_k"), deadline, version is not None
-    )
+    admission = _admit_before_reading(runtime, deadline)
+    try:
+        images = await read_images(
+            request, settings.max_body_bytes, settings.max_images_per_request
+        )
+        details["items"] = len(images)
+        admission.count(len(images))
+        work = inference.classify(
+            runtime, images, options.get("top_k"), deadline, version is not None, admission
+        )
+        answer = await _unless_client_leaves(request, runtime, work)
+    finally:
+        admission.release()
     return json_response(answer)
 
 
@@ -134,12 +174,17 @@ async def score_transactions(
     version = options.get("version")
     runtime = inference.fraud_model(model, version)
     details = _describe(request, runtime)
-    _admit_before_reading(runtime, deadline)
-    require_json(request)
-    body = await read_body(request, settings.max_body_bytes)
-    transactions = parse_transactions(body, settings.max_transactions_per_request)
-    details["items"] = len(transactions)
-    answer = await inference.score(runtime, transactions, deadline, version is not None)
+    admission = _admit_before_reading(runtime, deadline)
+    try:
+        require_json(request)
+        body = await read_body(request, settings.max_body_bytes)
+        transactions = parse_transactions(body, settings.max_transactions_per_request)
+        details["items"] = len(transactions)
+        admission.count(len(transactions))
+        work = inference.score(runtime, transactions, deadline, version is not None, admission)
+        answer = await _unless_client_leaves(request, runtime, work)
+    finally:
+        admission.release()
     return json_response(answer)
 
 
