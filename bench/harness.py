@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -28,11 +29,12 @@ from bench.loadgen import free_port
 from bench.procs import cpu_seconds, rss_mb
 from bench.systems import SYSTEMS, Running, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
-from bench.wrk import run_window
+from bench.wrk import Window, run_window
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
+SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
 
 
@@ -228,24 +230,35 @@ def _measure_level(
             continue
         # A window must see each connection complete many requests, or its count is mostly
         # the luck of which requests straddle its edges: grow it with the latency.
-        seconds = min(MAX_WINDOW_S, max(seconds, LATENCIES_PER_WINDOW * window.p50_ms / 1000))
+        seconds = min(
+            MAX_WINDOW_S,
+            max(
+                seconds,
+                LATENCIES_PER_WINDOW * window.p50_ms / 1000,
+                SLOWEST_PER_WINDOW * window.p99_ms / 1000,
+            ),
+        )
         windows.append((window, server_cpu, rss_mb(pid)))
         if len(windows) >= 3:
-            recent = [w.rps for w, _, _ in windows[-3:]]
+            recent = [_served_rps(w) for w, _, _ in windows[-3:]]
             mean = sum(recent) / 3
             if mean > 0 and all(abs(r - mean) <= STABLE_WITHIN * mean for r in recent):
                 stable = True
                 break
+    # wrk drops its connections at the end of a window, leaving their requests in the server:
+    # give them the time the slowest took before the next level starts.
+    if math.isfinite(windows[-1][0].p99_ms):
+        time.sleep(min(MAX_WINDOW_S, windows[-1][0].p99_ms / 1000))
     counted = windows[-3:]
-    window, server_cpu, _ = sorted(counted, key=lambda x: x[0].rps)[len(counted) // 2]
+    window, server_cpu, _ = sorted(counted, key=lambda x: _served_rps(x[0]))[len(counted) // 2]
     items = WORKLOADS[workload].items
     return {
         "system": running.system.name,
         "workload": workload,
         "concurrency": concurrency,
         # Answers other than 2xx (503s when the queue is full) are not throughput.
-        "rps": round(window.rps * (1 - window.errors / max(window.requests, 1)), 1),
-        "items_per_s": round(window.rps * (1 - window.errors / max(window.requests, 1)) * items, 1),
+        "rps": round(_served_rps(window), 1),
+        "items_per_s": round(_served_rps(window) * items, 1),
         "offered_rps": round(window.rps, 1),
         "p50_ms": round(window.p50_ms, 2),
         "p90_ms": round(window.p90_ms, 2),
@@ -257,6 +270,11 @@ def _measure_level(
         "windows": len(windows),
         "stable": stable,
     }
+
+
+def _served_rps(window: Window) -> float:
+    """Requests per second answered with success (wrk's rate counts every answer)."""
+    return window.rps * (1 - window.errors / max(window.requests, 1))
 
 
 def _machine() -> dict:
