@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> Path:
         "settings": {
             "window_s": args.window_s,
             "latencies_per_window": LATENCIES_PER_WINDOW,
+            "slowest_per_window": SLOWEST_PER_WINDOW,
             "max_window_s": MAX_WINDOW_S,
             "max_windows": args.max_windows,
             "stable_within": STABLE_WITHIN,

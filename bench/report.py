@@ -111,12 +111,18 @@ def markdown(results: dict) -> str:
         f"{machine['cpus']} x {machine['cpu']}; Python {machine['python']}, "
         f"ONNX Runtime {machine['onnxruntime']}, {machine['wrk']}. "
         f"Windows of {settings['window_s']} s (longer when "
-        f"{settings.get('latencies_per_window', '-')} median latencies do not fit, up to "
-        f"{settings.get('max_window_s', '-')} s) until three agree within "
-        f"{settings['stable_within']:.0%} (at most {settings['max_windows']}). "
+        f"{settings.get('latencies_per_window', '-')} median latencies"
+        + (
+            f" or {settings['slowest_per_window']} p99 latencies"
+            if "slowest_per_window" in settings
+            else ""
+        )
+        + f" do not fit, up to {settings.get('max_window_s', '-')} s) until three agree on "
+        f"successful req/s within {settings['stable_within']:.0%} "
+        f"(at most {settings['max_windows']}). "
         f"Images: {results['data']['images']}; transactions: {results['data']['transactions']}.",
         "",
-        "In-process ONNX Runtime (no HTTP):",
+        "In-process ONNX Runtime (no HTTP; per batch size, the median of its rounds):",
         "",
         "| model | best items/s | at batch | one item p50 ms |",
         "| --- | --- | --- | --- |",
