@@ -218,10 +218,9 @@ class DynamicBatcher:
         if self._queued_rows + rows > self.max_queue_items:
             self._reject(f"model {self.name} has {self._queued_rows} rows queued; retry later")
 
-    def expected_wait(self, rows: int = 0) -> float:
-        """Seconds until the rows ahead (queued and arriving), and `rows` more, would be
-        through the model."""
-        return (self._queued_rows + self._arriving_rows + rows) * self.row_seconds
+    def expected_wait(self) -> float:
+        """Seconds until the rows queued and arriving would be through the model."""
+        return (self._queued_rows + self._arriving_rows) * self.row_seconds
 
     def _reject(self, message: str) -> NoReturn:
         self.stats.rejected += 1
