@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -203,12 +204,16 @@ class DynamicBatcher:
         # run. Admitting up to the deadline itself would fill the queue with requests that
         # expire on any misestimate; half of the time left keeps the admitted ones served.
         expected_wait = self.expected_wait()
-        if expected_wait > ADMISSION_SHARE * (deadline - now):
+        allowed = ADMISSION_SHARE * (deadline - now)
+        if expected_wait > allowed:
+            # By then the queue has drained enough for a request like this one.
+            retry_after_s = max(1, math.ceil(expected_wait - allowed))
             self._reject(
                 f"model {self.name} has {self._queued_rows + self._arriving_rows:.0f} rows "
                 "queued or arriving, about "
                 f"{expected_wait:.1f} s of work: more than this request's deadline allows; "
-                "retry later"
+                f"retry in {retry_after_s} s",
+                retry_after_s,
             )
         guess = self._rows_per_request if rows is None else rows
         self._arriving_rows += guess
@@ -222,10 +227,10 @@ class DynamicBatcher:
         """Seconds until the rows queued and arriving would be through the model."""
         return (self._queued_rows + self._arriving_rows) * self.row_seconds
 
-    def _reject(self, message: str) -> NoReturn:
+    def _reject(self, message: str, retry_after_s: int = 1) -> NoReturn:
         self.stats.rejected += 1
         self.observer.rejected()
-        raise Overloaded(message)
+        raise Overloaded(message, retry_after_s)
 
     def _on_deadline(self, request: _Request) -> None:
         # Rows already in a batch are moments from their answer: only queued ones expire.

@@ -204,8 +204,13 @@ async def test_admitted_requests_on_their_way_count_in_the_wait_of_later_ones(
     deadline = time.monotonic() + 10  # room for about 5 s of rows ahead
     # A burst admitted before any of its bodies is read: each guesses one row, and counts.
     burst = [batcher.admit(None, deadline) for _ in range(50)]
-    with pytest.raises(Overloaded, match="queued or arriving"):
+    with pytest.raises(Overloaded, match="queued or arriving") as refused:
         batcher.admit(None, deadline)
+    assert refused.value.retry_after_s == 1
+    # One with 3 s to go may wait 1.5 s: the 5 s of rows ahead are 3.5 s too many.
+    with pytest.raises(Overloaded, match="retry in 4 s") as refused:
+        batcher.admit(None, time.monotonic() + 3)
+    assert refused.value.retry_after_s == 4
     # One turns out to hold 3 rows, one fails on its way (a bad body) and leaves room again.
     burst[0].count(3)
     for admission in (burst[1], burst[1], burst[2], burst[3]):  # twice is harmless
