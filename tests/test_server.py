@@ -43,6 +43,15 @@ async def test_a_full_queue_answers_503_with_retry_after_and_loses_nothing(tmp_p
             assert len(response.json()["results"]) == 1
 
 
+async def _fill_queue(
+    client: httpx.AsyncClient, path: str, count: int
+) -> list[asyncio.Task[httpx.Response]]:
+    """Send `count` transactions that will wait in the queue; their answers, to await later."""
+    queued = [asyncio.create_task(client.post(path, json=transaction())) for _ in range(count)]
+    await asyncio.sleep(0.3)  # long enough for all of them to be queued
+    return queued
+
+
 async def test_a_request_the_queue_cannot_take_is_refused_before_its_body_is_read(
     tmp_path: Path,
 ) -> None:
@@ -53,11 +62,7 @@ async def test_a_request_the_queue_cannot_take_is_refused_before_its_body_is_rea
         model_repository=str(tmp_path), max_queue_items="4", default_fraud_model="tiny-fraud"
     ) as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            queued = [
-                asyncio.create_task(client.post("/v1/fraud/score", json=transaction()))
-                for _ in range(4)
-            ]
-            await asyncio.sleep(0.3)
+            queued = await _fill_queue(client, "/v1/fraud/score", 4)
             refused = await client.post(
                 "/v1/fraud/score",
                 content=b"{not json",
@@ -80,11 +85,7 @@ async def test_refusals_beyond_the_prompt_budget_are_held_for_the_pause(tmp_path
         refusal_pause_ms="400",
     ) as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-            queued = [
-                asyncio.create_task(client.post("/v1/models/tiny-fraud/score", json=transaction()))
-                for _ in range(4)
-            ]
-            await asyncio.sleep(0.3)
+            queued = await _fill_queue(client, "/v1/models/tiny-fraud/score", 4)
 
             async def refused() -> float:
                 started = time.monotonic()
