@@ -18,7 +18,7 @@ from app.model_card import ModelCard
 from app.registry import ModelRegistry
 from app.runtime import ModelRuntime
 from app.settings import Settings
-from app.transactions import Transaction, decide, feature_rows
+from app.transactions import TransactionRows, decide
 
 DEFAULT_TOP_K = 5
 
@@ -101,14 +101,14 @@ class InferenceService:
     async def score(
         self,
         runtime: ModelRuntime,
-        transactions: list[Transaction],
+        transactions: TransactionRows,
         deadline: float,
         pinned: bool = False,
         admission: Admission | None = None,
     ) -> dict[str, Any]:
         card = runtime.card
         assert card.thresholds is not None
-        rows = feature_rows(transactions, card)
+        rows = transactions.for_card(card)
         runtime, outputs = await self._infer(runtime, rows, deadline, pinned, admission)
         card = runtime.card
         assert card.thresholds is not None
@@ -117,11 +117,11 @@ class InferenceService:
         thresholds = card.thresholds
         results = [
             {
-                "transaction_id": t["transaction_id"],
+                "transaction_id": t,
                 "fraud_probability": p,
                 "decision": decide(p, thresholds),
             }
-            for t, p in zip(transactions, fraud, strict=True)
+            for t, p in zip(transactions.ids, fraud, strict=True)
         ]
         return {"model": card.name, "version": card.version, "results": results}
 

@@ -18,7 +18,8 @@ from app.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from app.transactions import Transaction, TransactionBatch
+from app.transaction_decoder import decode_transactions
+from app.transactions import Transaction, TransactionBatch, TransactionRows
 
 _one_transaction = TypeAdapter(Transaction)
 _many_transactions = TypeAdapter(TransactionBatch)
@@ -91,15 +92,17 @@ def require_json(request: Request) -> None:
         )
 
 
-def parse_transactions(body: bytes, max_transactions: int) -> list[Transaction]:
-    """One transaction object, or `{"transactions": [...]}`, validated straight from the
-    bytes by pydantic-core (no intermediate Python objects)."""
+def parse_transactions(body: bytes, max_transactions: int) -> TransactionRows:
+    """One transaction object, or `{"transactions": [...]}`. Well-formed bodies are read
+    by columns; pydantic-core validates the rest from the bytes, and explains refusals."""
     if not body:
         raise InvalidInput("the body is empty; send a transaction as JSON")
-    try:
-        transactions = _validate(body)
-    except ValidationError as exc:
-        raise _body_error(exc.errors(include_url=False), body) from None
+    transactions = decode_transactions(body)
+    if transactions is None:
+        try:
+            transactions = TransactionRows.of(_validate(body))
+        except ValidationError as exc:
+            raise _body_error(exc.errors(include_url=False), body) from None
     if len(transactions) > max_transactions:
         raise PayloadTooLarge(
             f"{len(transactions)} transactions; at most {max_transactions} per request"

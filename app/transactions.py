@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from operator import itemgetter
@@ -20,10 +21,13 @@ Decision = Literal["approve", "review", "decline"]
 # transactions arrive by the hundred per request, and validation is most of their cost.
 # Bodies are validated as JSON (`validate_json`), where strict means what JSON can say.
 # Not a float, not a bool; an integer within 64 bits, which JSON encoders can write back.
-Identifier = StrictStr | Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+AMOUNT_MAX = 1e9
+COUNT_MAX = 10_000_000
+Identifier = StrictStr | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 # Finite by construction: JSON has no NaN or Infinity, and the bound excludes overflow.
-Amount = Annotated[float, Field(ge=0.0, le=1e9, allow_inf_nan=False)]
-Count = Annotated[int, Field(ge=0, le=10_000_000)]
+Amount = Annotated[float, Field(ge=0.0, le=AMOUNT_MAX, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=0, le=COUNT_MAX)]
 Risk = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 # Strict: an ISO 8601 string, not a number of seconds.
 Timestamp = Annotated[
@@ -81,18 +85,33 @@ def unknown_features(card: ModelCard) -> list[str]:
     return [f for f in (card.tabular.features if card.tabular else []) if f not in known]
 
 
-def feature_rows(transactions: list[Transaction], card: ModelCard) -> np.ndarray:
-    """float32 `[n, features]` in the column order the card lists."""
-    assert card.tabular is not None
-    rows = np.array(
-        [
-            (t["amount"], is_weekend(t["timestamp"]), is_night(t["timestamp"]), *_behaviour(t))
-            for t in transactions
-        ],
-        dtype=np.float32,
-    ).reshape(len(transactions), len(FEATURES))
-    columns = _card_columns(tuple(card.tabular.features))
-    return rows if columns is None else rows[:, columns]
+@dataclass(frozen=True, slots=True)
+class TransactionRows:
+    """Validated transactions as a fraud model reads them."""
+
+    ids: list[str | int]  # transaction_id, for the answer
+    features: np.ndarray  # float32 `[n, features]` in FEATURES order
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @classmethod
+    def of(cls, transactions: list[Transaction]) -> TransactionRows:
+        """From transactions pydantic validated."""
+        features = np.array(
+            [
+                (t["amount"], is_weekend(t["timestamp"]), is_night(t["timestamp"]), *_behaviour(t))
+                for t in transactions
+            ],
+            dtype=np.float32,
+        ).reshape(len(transactions), len(FEATURES))
+        return cls([t["transaction_id"] for t in transactions], features)
+
+    def for_card(self, card: ModelCard) -> np.ndarray:
+        """The features in the column order the card lists."""
+        assert card.tabular is not None
+        columns = _card_columns(tuple(card.tabular.features))
+        return self.features if columns is None else self.features[:, columns]
 
 
 # One transaction's values in FEATURES order: amount, weekend, night, then these.

@@ -19,7 +19,7 @@ from app.providers import choose_providers
 from app.repository import discover, read_card
 from app.runtime import ModelRuntime
 from app.settings import Settings
-from app.transactions import Transaction, feature_rows
+from app.transactions import Transaction, TransactionRows
 
 _transaction = TypeAdapter(Transaction)
 
@@ -89,4 +89,4 @@ def _inputs(
         _transaction.validate_json(json.dumps(transactions[i % len(transactions)]))
         for i in range(count)
     ]
-    return feature_rows(parsed, card)
+    return TransactionRows.of(parsed).for_card(card)
