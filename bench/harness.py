@@ -66,31 +66,8 @@ def main(argv: list[str] | None = None) -> Path:
     transactions, transaction_source = sample_transactions()
     settings = Settings(_env_file=None)
     limit_seconds = 0.1 if args.quick else 1.0  # per batch size, in each of 3 rounds
-    print("in-process ONNX Runtime limits", flush=True)
-    limits = {
-        "image": inprocess.measure(
-            settings.default_image_model,
-            settings,
-            images,
-            transactions,
-            [1, 4, 8, 16, 32, 64],
-            limit_seconds,
-        ),
-        "fraud": inprocess.measure(
-            settings.default_fraud_model,
-            settings,
-            images,
-            transactions,
-            [1, 16, 64, 256, 1024, 4096],
-            limit_seconds,
-        ),
-    }
-    for model, limit in limits.items():
-        print(
-            f"  {model}: best {limit.best_items_per_s:,.0f} items/s at batch "
-            f"{limit.best_batch}; one item {limit.single_p50_ms:.2f} ms",
-            flush=True,
-        )
+    print("in-process ONNX Runtime limits, at the start", flush=True)
+    at_start = _limits(settings, images, transactions, limit_seconds)
 
     bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     rows: list[dict] = []
@@ -155,6 +132,10 @@ def main(argv: list[str] | None = None) -> Path:
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)
 
+    print("in-process ONNX Runtime limits, at the end", flush=True)
+    at_end = _limits(settings, images, transactions, limit_seconds)
+    limits = {model: inprocess.combined(at_start[model], at_end[model]) for model in at_start}
+
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "quick": args.quick,
@@ -179,6 +160,8 @@ def main(argv: list[str] | None = None) -> Path:
             }
             for model, limit in limits.items()
         },
+        "limits_at_start": {model: asdict(limit) for model, limit in at_start.items()},
+        "limits_at_end": {model: asdict(limit) for model, limit in at_end.items()},
         "systems": starts,
         "results": rows,
     }
@@ -191,6 +174,36 @@ def main(argv: list[str] | None = None) -> Path:
     print(report.markdown(results))
     print(f"wrote {stem}.json, .md, -image.png, -fraud.png")
     return stem.with_suffix(".json")
+
+
+def _limits(
+    settings: Settings, images: list[bytes], transactions: list[dict], seconds_each: float
+) -> dict[str, inprocess.Limit]:
+    limits = {
+        "image": inprocess.measure(
+            settings.default_image_model,
+            settings,
+            images,
+            transactions,
+            [1, 4, 8, 16, 32, 64],
+            seconds_each,
+        ),
+        "fraud": inprocess.measure(
+            settings.default_fraud_model,
+            settings,
+            images,
+            transactions,
+            [1, 16, 64, 256, 1024, 4096],
+            seconds_each,
+        ),
+    }
+    for model, limit in limits.items():
+        print(
+            f"  {model}: best {limit.best_items_per_s:,.0f} items/s at batch "
+            f"{limit.best_batch}; one item {limit.single_p50_ms:.2f} ms",
+            flush=True,
+        )
+    return limits
 
 
 def _window(running: Running, requests: Requests, concurrency: int, seconds: float) -> None:

@@ -77,6 +77,20 @@ def measure(
     return Limit(model, card.version, items_per_s, samples, float(np.median(single)) * 1000)
 
 
+def combined(start: Limit, end: Limit) -> Limit:
+    """One limit from measurements at the start and at the end of a run: per batch size
+    the median over the rounds of both, so that the limit follows a shared machine's load
+    as it drifts over the twenty minutes between them."""
+    samples = {batch: start.samples[batch] + end.samples[batch] for batch in start.samples}
+    return Limit(
+        start.model,
+        start.version,
+        {batch: float(np.median(rates)) for batch, rates in samples.items()},
+        samples,
+        (start.single_p50_ms + end.single_p50_ms) / 2,
+    )
+
+
 def _inputs(
     card: ModelCard, images: list[bytes], transactions: list[dict], count: int
 ) -> np.ndarray:

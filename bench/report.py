@@ -122,15 +122,25 @@ def markdown(results: dict) -> str:
         f"(at most {settings['max_windows']}). "
         f"Images: {results['data']['images']}; transactions: {results['data']['transactions']}.",
         "",
-        "In-process ONNX Runtime (no HTTP; per batch size, the median of its rounds):",
+        "In-process ONNX Runtime (no HTTP), measured at the start of the run and at its end; "
+        "per batch size, the median of the rounds of both (the ratios above use these):",
         "",
-        "| model | best items/s | at batch | one item p50 ms |",
-        "| --- | --- | --- | --- |",
+        "| model | best items/s | at batch | one item p50 ms | at start: best; one item "
+        "| at end: best; one item |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for model, limit in results["limits"].items():
+        ends = [results.get(f"limits_at_{when}", {}).get(model) for when in ("start", "end")]
         lines.append(
             f"| {model} ({limit['model']}/{limit['version']}) | {limit['best_items_per_s']:,.0f} "
-            f"| {limit['best_batch']} | {limit['single_p50_ms']:.2f} |"
+            f"| {limit['best_batch']} | {limit['single_p50_ms']:.2f} | "
+            + " | ".join(
+                f"{max(end['items_per_s'].values()):,.0f}; {end['single_p50_ms']:.2f} ms"
+                if end
+                else "-"
+                for end in ends
+            )
+            + " |"
         )
     lines += [
         "",
