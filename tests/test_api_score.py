@@ -102,7 +102,16 @@ def test_field_errors_in_a_batch_name_the_index(client) -> None:
     assert "transactions.1.amount" in response.json()["error"]["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{", b'{"amount": NaN}', b'{"amount": Infinity}', b"[" * 5000])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b'{"amount": NaN}',
+        b'{"amount": Infinity}',
+        b"[" * 5000,
+        b'{"transaction_id": "tx-\xed\xa0\x80"}',  # a surrogate, which UTF-8 cannot hold
+    ],
+)
 def test_malformed_json_is_400(client, raw: bytes) -> None:
     response = client.post(
         "/v1/fraud/score", content=raw, headers={"content-type": "application/json"}

@@ -116,6 +116,8 @@ def test_29_february_of_a_leap_year_is_read() -> None:
         b"{" + b'"amount": 1.0, ' * 2 + b"}",
         json.dumps({**transaction(), "customer_id": "transactions"}).encode(),
         json.dumps(transaction()).encode().replace(b"}", b', "amount": 60.0}'),  # a repeat
+        json.dumps(transaction()).encode().replace(b"tx-1", b"tx-\xed\xa0\x80"),  # not UTF-8
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 def test_odd_bodies_agree_or_are_declined(body: bytes) -> None:
