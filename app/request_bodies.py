@@ -93,8 +93,9 @@ def require_json(request: Request) -> None:
 
 
 def parse_transactions(body: bytes, max_transactions: int) -> TransactionRows:
-    """One transaction object, or `{"transactions": [...]}`. Well-formed bodies are read
-    by columns; pydantic-core validates the rest from the bytes, and explains refusals."""
+    """One transaction object, or `{"transactions": [...]}`. Well-formed bodies are decoded
+    by msgspec (`app.transaction_decoder`); pydantic-core validates the rest from the
+    bytes, and words the refusals."""
     if not body:
         raise InvalidInput("the body is empty; send a transaction as JSON")
     transactions = decode_transactions(body)

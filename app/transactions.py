@@ -21,6 +21,7 @@ Decision = Literal["approve", "review", "decline"]
 # transactions arrive by the hundred per request, and validation is most of their cost.
 # Bodies are validated as JSON (`validate_json`), where strict means what JSON can say.
 # Not a float, not a bool; an integer within 64 bits, which JSON encoders can write back.
+# The bounds, named for app.transaction_decoder, which checks the same ones.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 AMOUNT_MAX = 1e9
 COUNT_MAX = 10_000_000
