@@ -26,6 +26,7 @@ from training.fraud_data import add_features, feature_matrix, split_window
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
 from training.images import ImageConfig, TransferConfig, _mirror, train_images
+from training.run_dirs import new_run_dir
 from training.schedules import lr_multiplier
 from training.transfer_experiment import TransferExperimentConfig, run_transfer_experiment
 
@@ -460,3 +461,14 @@ def test_transfer_experiment_compares_three_ways_and_publishes_the_best(
     assert pretrain["classes"] == ["reddish", "yellowish"]  # every class but the targets
     assert (run / "accuracy.png").exists() and (run / "results.md").exists()
     assert not (run / "candidates").exists()
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("training.run_dirs.time.strftime", lambda _: "20261123-093201")
+    made = [new_run_dir(tmp_path / "runs", "fraud-evaluation") for _ in range(3)]
+    assert [p.name for p in made] == [
+        "fraud-evaluation-20261123-093201",
+        "fraud-evaluation-20261123-093201-2",
+        "fraud-evaluation-20261123-093201-3",
+    ]
+    assert all(p.is_dir() for p in made)

@@ -6,7 +6,6 @@ Reads top to bottom: config -> data -> model -> loop -> evaluate -> thresholds -
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,6 +24,7 @@ from training.export import publish
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
 from training.provenance import current_provenance
+from training.run_dirs import new_run_dir
 from training.schedules import ScheduleName, lr_multiplier
 
 
@@ -177,8 +177,7 @@ class ServingFraudModel(nn.Module):
 
 def train_fraud(cfg: FraudConfig) -> Path | None:
     """Train the fraud MLP on one window and export it with decision thresholds."""
-    run_dir = Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(cfg.runs_dir, cfg.name)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     # Data

@@ -8,7 +8,6 @@ The published reference results are printed beside ours.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from tqdm import tqdm
 from training.fraud import FraudConfig, fit, predict_scores
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
+from training.run_dirs import new_run_dir
 
 FOLD_STARTS = ["2018-07-25", "2018-08-01", "2018-08-08", "2018-08-15"]
 METRICS = ("auc_roc", "average_precision", "card_precision_top_100")
@@ -66,8 +66,7 @@ def _boosted(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig)
 
 def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float]]]:
     """Run every model on every fold; print and save the table and a plot."""
-    run_dir = Path(cfg.runs_dir) / f"fraud-evaluation-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(cfg.runs_dir, "fraud-evaluation")
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     scorers: dict[str, Scorer] = {"ours: MLP": _mlp}
     if cfg.baselines:

@@ -37,6 +37,7 @@ from training.image_data import (
     to_float_nchw,
 )
 from training.provenance import current_provenance
+from training.run_dirs import new_run_dir
 from training.schedules import ScheduleName, lr_multiplier
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -110,8 +111,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    run_dir = Path(cfg.runs_dir) / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = new_run_dir(cfg.runs_dir, cfg.name)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     # Data

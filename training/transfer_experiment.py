@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import get_args
@@ -21,6 +20,7 @@ from training.devices import DeviceName
 from training.export import promote
 from training.image_data import list_classes, resolve_root
 from training.images import ImageConfig, TransferConfig, TransferMode, train_images
+from training.run_dirs import new_run_dir
 
 
 @dataclass
@@ -43,8 +43,7 @@ class TransferExperimentConfig:
 
 def run_transfer_experiment(cfg: TransferExperimentConfig) -> Path:
     """Pretrain (unless given a checkpoint), train the three ways, publish the best."""
-    run_dir = Path(cfg.runs_dir) / f"{cfg.name}-experiment-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir.mkdir(parents=True)
+    run_dir = new_run_dir(cfg.runs_dir, f"{cfg.name}-experiment")
     checkpoint = cfg.checkpoint
     if checkpoint is None:
         all_classes = list_classes(resolve_root(cfg.data) / "train")
