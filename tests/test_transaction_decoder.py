@@ -1,6 +1,6 @@
-"""The msgspec reader of transaction bodies against pydantic, which defines the API.
+"""The msgspec decoder of transaction bodies against pydantic, which defines the API.
 
-The reader may decline any body (pydantic then judges it), but what it accepts pydantic
+The decoder may decline any body (pydantic then judges it), but what it accepts pydantic
 must accept, with the same identifiers and the same model inputs, bit for bit.
 """
 
