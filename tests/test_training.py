@@ -14,7 +14,13 @@ from PIL import Image
 
 from app.fraud_features import FEATURES
 from app.model_card import ModelCard
-from training.cnn import ResNetSmall, ServingImageModel, WhitenedConvNet, build_classifier
+from training.cnn import (
+    ResNetSmall,
+    ServingImageModel,
+    WhitenedConvNet,
+    build_classifier,
+    predict_probabilities,
+)
 from training.export import ParityError, check_parity, export_onnx
 from training.fraud import (
     FraudConfig,
@@ -107,6 +113,47 @@ def test_parity_check_fails_when_runtimes_disagree(tmp_path: Path) -> None:
     other = ServingImageModel(ResNetSmall(3, [8], 8), (0.5,) * 3, (0.25,) * 3).eval()
     with pytest.raises(ParityError):
         check_parity(other, path, pixels)
+
+
+def test_test_time_augmentation_averages_the_views_it_names() -> None:
+    torch.manual_seed(0)
+    # Pixels in, logits out, with no symmetry, so every view gives other probabilities.
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 6 * 6, 4)).eval()
+    x = torch.randn(5, 3, 6, 6)
+
+    def softmax(view: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(classifier(view), dim=1)
+
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    up_left, down_right = padded[:, :, :6, :6], padded[:, :, 2:, 2:]
+    assert torch.equal(up_left[:, :, 1:, 1:], x[:, :, :5, :5])  # shifted by one pixel
+    by_hand = {
+        "none": softmax(x),
+        "flip": (softmax(x) + softmax(x.flip(3))) / 2,
+        "flip-translate": (
+            2 * (softmax(x) + softmax(x.flip(3)))
+            + softmax(up_left)
+            + softmax(up_left.flip(3))
+            + softmax(down_right)
+            + softmax(down_right.flip(3))
+        )
+        / 8,
+    }
+    with torch.no_grad():
+        for tta, expected in by_hand.items():
+            got = predict_probabilities(classifier, x, tta)
+            assert torch.allclose(got, expected, atol=1e-6), tta
+    assert not torch.allclose(by_hand["flip"], by_hand["flip-translate"], atol=1e-3)
+
+
+def test_translated_views_export_and_onnx_runtime_agrees(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    classifier = WhitenedConvNet(3, [8, 16])
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    model = ServingImageModel(classifier, (0.5,) * 3, (0.25,) * 3, tta="flip-translate").eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, torch.from_numpy(pixels[:2]), path, "pixels", "probabilities")
+    assert check_parity(model, path, pixels) <= 1e-4
 
 
 @pytest.mark.parametrize("name", ["constant", "step", "cosine", "onecycle"])
@@ -285,7 +332,7 @@ def test_image_training_resumes_from_its_checkpoint(
         "widths": [8],
         "batch_size": 16,
         "export": False,
-        "flip_tta": False,
+        "tta": "none",
     }
     train_images(ImageConfig(runs_dir=str(tmp_path / "first"), epochs=3, **common))
     checkpoint = next((tmp_path / "first").iterdir()) / "checkpoint.pt"

@@ -167,13 +167,31 @@ def build_classifier(arch: str, constructor_args: dict) -> nn.Module:
     return ARCHITECTURES[arch](**constructor_args)
 
 
-def predict_probabilities(classifier: nn.Module, x: torch.Tensor, flip_tta: bool) -> torch.Tensor:
-    """Class probabilities; with `flip_tta`, averaged with those of the mirrored image."""
-    probabilities = torch.softmax(classifier(x).float(), dim=1)
-    if flip_tta:
-        mirrored = torch.softmax(classifier(x.flip(3)).float(), dim=1)
-        probabilities = (probabilities + mirrored) / 2
-    return probabilities
+TestTimeAugmentation = Literal["none", "flip", "flip-translate"]
+TTA_VIEWS: dict[str, int] = {"none": 1, "flip": 2, "flip-translate": 6}
+
+
+def predict_probabilities(
+    classifier: nn.Module, x: torch.Tensor, tta: TestTimeAugmentation
+) -> torch.Tensor:
+    """Class probabilities, averaged over the views that `tta` names.
+
+    `flip`: the image and its mirror. `flip-translate`: also both of them shifted one pixel
+    up-left and one down-right (reflect-padded), the shifted pairs weighing half as much as
+    the unshifted one. All views go through the network as one batch.
+    """
+    views, weights = [x], [2.0]
+    if tta == "flip-translate":
+        padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        views += [padded[:, :, :-2, :-2], padded[:, :, 2:, 2:]]
+        weights += [1.0, 1.0]
+    if tta != "none":
+        views += [view.flip(3) for view in views]
+        weights += weights
+    logits = classifier(torch.cat(views) if len(views) > 1 else x).float()
+    probabilities = torch.softmax(logits, dim=1).unflatten(0, (len(views), -1))
+    weight = torch.tensor(weights, device=x.device) / sum(weights)
+    return (probabilities * weight[:, None, None]).sum(0)
 
 
 class ServingImageModel(nn.Module):
@@ -184,15 +202,15 @@ class ServingImageModel(nn.Module):
         classifier: nn.Module,
         mean: Sequence[float],
         std: Sequence[float],
-        flip_tta: bool = False,
+        tta: TestTimeAugmentation = "none",
     ) -> None:
         super().__init__()
         self.classifier = classifier
-        self.flip_tta = flip_tta
+        self.tta = tta
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.permute(0, 3, 1, 2).float()
         x = (x - self.mean) / self.std
-        return predict_probabilities(self.classifier, x, self.flip_tta)
+        return predict_probabilities(self.classifier, x, self.tta)

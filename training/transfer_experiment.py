@@ -104,7 +104,7 @@ def run_transfer_experiment(cfg: TransferExperimentConfig) -> Path:
     for mode, metrics in results.items():
         lines.append(
             f"| {mode} | {metrics['test_accuracy']:.4f} "
-            f"| {metrics['test_accuracy_without_augmentation']:.4f} "
+            f"| {metrics['test_accuracy_tta_none']:.4f} "
             f"| {metrics['training_minutes']} |"
         )
     table = "\n".join(lines)
