@@ -408,7 +408,7 @@ def evaluate(
     std: torch.Tensor,
     device: torch.device,
     tta: TestTimeAugmentation = "none",
-    views_per_batch: int = 1000,
+    views_per_batch: int = 500,  # images times views per network call: bounds the memory
 ) -> tuple[float, float, np.ndarray]:
     """Mean loss, accuracy and predicted classes over `data`, as the exported model computes."""
     model.eval()
