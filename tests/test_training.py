@@ -23,8 +23,11 @@ from training.cnn import (
 )
 from training.export import ParityError, check_parity, export_onnx
 from training.fraud import (
+    DerivedFeatures,
     FraudConfig,
+    FraudMLP,
     PiecewiseLinearEncoding,
+    ServingFraudModel,
     choose_thresholds,
     train_fraud,
 )
@@ -241,6 +244,29 @@ def test_piecewise_linear_encoding_by_hand() -> None:
     np.testing.assert_allclose(encoded.numpy(), expected)
 
 
+def test_plain_members_see_the_scaled_features_without_their_encoding() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 50.0, size=(200, len(FEATURES))).astype(np.float32)
+    derive = DerivedFeatures()
+    derived = derive(torch.from_numpy(x)).numpy()
+    mean, std = derived.mean(0), derived.std(0) + 1e-6
+    encoding = PiecewiseLinearEncoding.fit(derived, bins=4)
+    torch.manual_seed(0)
+    encoded_member = FraudMLP(derive.width + encoding.width_out, [8], 0.0)
+    plain_member = FraudMLP(derive.width, [8], 0.0)
+    model = ServingFraudModel([encoded_member], derive, mean, std, encoding, [plain_member])
+    model.eval()
+
+    features = torch.from_numpy(x[:5])
+    scaled = (derive(features) - torch.from_numpy(mean)) / torch.from_numpy(std)
+    with_encoding = torch.cat([scaled, encoding(derive(features))], dim=1)
+    expected = (
+        torch.sigmoid(encoded_member(with_encoding)) + torch.sigmoid(plain_member(scaled))
+    ) / 2
+    with torch.no_grad():
+        np.testing.assert_allclose(model(features).squeeze(1), expected.detach(), rtol=1e-5)
+
+
 def test_card_precision_counts_fraudulent_cards_among_the_top_k() -> None:
     test = pd.DataFrame(
         {
@@ -287,6 +313,7 @@ def test_fraud_training_exports_a_model_with_thresholds(
             batch_size=32,
             lr=0.01,
             ensemble=2,
+            plain_members=1,
             val_fraction=0.3,
         )
     )
@@ -308,6 +335,7 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_
             epochs=3,
             hidden=[8],
             ensemble=1,
+            plain_members=1,
         )
     )
     assert set(results) == {
