@@ -13,8 +13,9 @@ from types import FrameType
 import uvicorn
 from pydantic import ValidationError
 
-from app.draining import Drain
-from app.http_protocol import CoalescingHttpProtocol
+from app.api.draining import Drain
+from app.api.http_protocol import CoalescingHttpProtocol
+from app.api.services import services_of
 from app.main import create_app
 from app.settings import Settings
 
@@ -50,7 +51,7 @@ def main() -> None:
         access_log=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)),
     )
-    DrainingServer(config, app.state.drain, settings.shutdown_grace_s).run()
+    DrainingServer(config, services_of(app).drain, settings.shutdown_grace_s).run()
 
 
 def _tune_garbage_collector(gen0_threshold: int) -> None:
@@ -64,7 +65,7 @@ def _tune_garbage_collector(gen0_threshold: int) -> None:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn, but the first SIGTERM drains (see app.draining) before the server stops."""
+    """uvicorn, but the first SIGTERM drains (see app.api.draining) before the server stops."""
 
     def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
         super().__init__(config)

@@ -1,4 +1,4 @@
-"""Domain errors. They know nothing about HTTP: `app.http_errors` maps them to statuses."""
+"""Domain errors. They know nothing about HTTP: `app.api.errors` maps them to statuses."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The application factory: `create_app(settings)` builds a FastAPI app with its lifespan."""
+"""The application factory: `create_app(settings)` builds the services, the routes, the
+endpoint table and the middleware, with a lifespan that loads the models."""
 
 from __future__ import annotations
 
@@ -10,17 +11,16 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.auth import parse_keys, require_admin, require_key
-from app.docs import install_docs
-from app.draining import Drain, DrainMiddleware
-from app.fast_path import InferenceFastPath
-from app.http_errors import install_error_handlers
-from app.inference import InferenceService
-from app.metrics import ServingMetrics
-from app.refusals import RefusalPacer
-from app.registry import ModelRegistry
-from app.request_log import RequestLogMiddleware
-from app.routes import admin, health, inference, metrics_route, models
+from app.api import admin, health, inference, metrics, models
+from app.api.auth import require_admin, require_key
+from app.api.dispatch import EndpointDispatcher
+from app.api.docs import install_docs
+from app.api.draining import DrainMiddleware
+from app.api.endpoints import EndpointTable
+from app.api.errors import install_error_handlers
+from app.api.request_log import RequestLogMiddleware
+from app.api.services import Services
+from app.serving.registry import ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -29,11 +29,11 @@ DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, wi
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
 
 
-async def _load_then_poll(registry: ModelRegistry, settings: Settings) -> None:
+async def _load_then_poll(registry: ModelRegistry, poll_interval_s: float) -> None:
     """Load the repository, then pick up new and removed versions every poll interval."""
     await registry.load_all()
-    while settings.poll_interval_s > 0:
-        await asyncio.sleep(settings.poll_interval_s)
+    while poll_interval_s > 0:
+        await asyncio.sleep(poll_interval_s)
         try:
             await registry.sync()
         except Exception:  # a bad scan must not end polling for good
@@ -42,23 +42,23 @@ async def _load_then_poll(registry: ModelRegistry, settings: Settings) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    services = Services.build(settings)
+    table = EndpointTable([*inference.ENDPOINTS])
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(settings, metrics)
-        metrics.watch(registry.snapshot)
-        service = InferenceService(registry, settings)
-        app.state.registry, app.state.inference = registry, service
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # Load in the background so /healthz answers at once; /readyz tells when done.
-        loading = asyncio.create_task(_load_then_poll(registry, settings), name="models")
+        loading = asyncio.create_task(
+            _load_then_poll(services.registry, settings.poll_interval_s), name="models"
+        )
         try:
             yield
         finally:
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
-            await registry.close()
-            service.close()
+            await services.registry.close()
+            services.data_plane.close()
 
     app = FastAPI(
         title="deepserve",
@@ -71,27 +71,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.opentelemetry
         else {"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.settings = settings
-    metrics = ServingMetrics()
-    app.state.metrics = metrics
-    app.state.drain = Drain()
-    app.state.refusals = RefusalPacer(
-        settings.prompt_refusals_per_s, settings.refusal_pause_ms / 1000
-    )
-    # Innermost first: the fast path sits inside the drain, log and CORS middlewares.
-    app.add_middleware(InferenceFastPath, fastapi_app=app)
-    app.add_middleware(DrainMiddleware, drain=app.state.drain)
-    app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    app.state.services = services
+    # Innermost first: the dispatcher sits inside the drain, log and CORS middlewares.
+    app.add_middleware(EndpointDispatcher, table=table, services=services)
+    app.add_middleware(DrainMiddleware, drain=services.drain)
+    app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     install_error_handlers(app)
-    install_docs(app)
-    app.state.api_keys = parse_keys([key.get_secret_value() for key in settings.api_keys])
+    install_docs(app, table)
     keyed = [Depends(require_key)]
     probes = keyed if settings.auth_probes_and_metrics else []
     app.include_router(health.router, dependencies=probes)
-    app.include_router(metrics_route.router, dependencies=probes)
+    app.include_router(metrics.router, dependencies=probes)
     app.include_router(models.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
-    app.include_router(inference.router, dependencies=keyed)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -5,14 +5,34 @@ Invalid values fail at start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.auth import parse_keys
+from app.serving import config as serving
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the service keeps it: its digest, never the key itself."""
+
+    digest: bytes  # sha256 of the key: equal-length inputs for a constant-time compare
+    admin: bool
+
+
+def parse_api_key(entry: str) -> ApiKey:
+    """`key` or `key:admin`."""
+    secret, _, role = entry.partition(":")
+    if role not in ("", "admin"):
+        raise ValueError(f"unknown API key role {role!r}; use key or key:admin")
+    if len(secret) < 16:
+        raise ValueError("API keys must be at least 16 characters")
+    return ApiKey(hashlib.sha256(secret.encode()).digest(), role == "admin")
 
 
 class BatchingOverride(BaseModel):
@@ -152,7 +172,7 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="On SIGTERM, how long accepted requests may take to finish."
     )
 
-    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+    api_keys: Annotated[list[ApiKey], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated API keys, `key` or `key:admin`; empty: no authentication.",
     )
@@ -163,27 +183,51 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; empty: none."
     )
 
-    @field_validator("models", "api_keys", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [name.strip() for name in value.split(",") if name.strip()]
-        return value
+        return _split(value)
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", mode="before")
     @classmethod
-    def _valid_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
-        parse_keys([k.get_secret_value() for k in keys])  # raises on a malformed entry
-        return keys
+    def _parse_keys(cls, value: object) -> object:
+        entries = _split(value)
+        if isinstance(entries, list):  # kept as digests from here on
+            return [parse_api_key(e) if isinstance(e, str) else e for e in entries]
+        return entries
 
-    def batching_for(self, model: str) -> BatchingOverride:
-        """Overrides for `model`: the per-model entry wins over the global settings."""
-        specific = self.batching.get(model, BatchingOverride())
-        return BatchingOverride(
-            max_batch_size=specific.max_batch_size or self.max_batch_size,
-            max_queue_delay_ms=(
-                specific.max_queue_delay_ms
-                if specific.max_queue_delay_ms is not None
-                else self.max_queue_delay_ms
+    def registry_config(self) -> serving.RegistryConfig:
+        """What the model registry and its runtimes are told."""
+        return serving.RegistryConfig(
+            repository=self.model_repository,
+            models=tuple(self.models),
+            keep_versions=self.keep_versions,
+            unload_grace_s=self.shutdown_grace_s,
+            device=serving.DeviceConfig(
+                self.device, self.tensorrt, self.cuda_device_id, self.cuda_provider_options
+            ),
+            runtime=serving.RuntimeConfig(
+                session=serving.SessionConfig(
+                    self.intra_op_threads, self.inter_op_threads, self.allow_spinning
+                ),
+                max_queue_items=self.max_queue_items,
+                inline_budget_ms=self.inline_budget_ms,
+                batching=serving.BatchingOverride(self.max_batch_size, self.max_queue_delay_ms),
+                batching_by_model={
+                    name: serving.BatchingOverride(b.max_batch_size, b.max_queue_delay_ms)
+                    for name, b in self.batching.items()
+                },
             ),
         )
+
+    def decode_config(self) -> serving.DecodeConfig:
+        return serving.DecodeConfig(
+            self.decode_threads, self.inline_decode_bytes, self.max_image_pixels
+        )
+
+
+def _split(value: object) -> object:
+    """A comma-separated environment value as a list; lists pass through."""
+    if isinstance(value, str):
+        return [name.strip() for name in value.split(",") if name.strip()]
+    return value

@@ -11,17 +11,14 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import TypeAdapter
 
-from app.images import decode_image, to_input_rows
+from app.codecs.images import decode_image, to_input_rows
+from app.codecs.transactions import decode_transactions
 from app.model_card import ModelCard
-from app.providers import choose_providers
-from app.repository import discover, read_card
-from app.runtime import ModelRuntime
+from app.serving.providers import choose_providers
+from app.serving.repository import discover, read_card
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
-from app.transactions import Transaction, TransactionRows
-
-_transaction = TypeAdapter(Transaction)
 
 
 @dataclass(frozen=True)
@@ -55,7 +52,10 @@ def measure(
     neighbours' load as the model's, and the best of such timings is the luckiest one."""
     version = discover(settings.model_repository, [model])[model][-1]
     card = read_card(version)
-    runtime = ModelRuntime.load(card, version.onnx_path, settings, choose_providers(settings))
+    config = settings.registry_config()
+    runtime = ModelRuntime.load(
+        card, version.onnx_path, config.runtime, choose_providers(config.device)
+    )
     rows = _inputs(card, images, transactions, max(batch_sizes))
     runtime.warm_up()
     samples: dict[int, list[float]] = {batch: [] for batch in batch_sizes}
@@ -99,8 +99,6 @@ def _inputs(
             [decode_image(images[i % len(images)], card.image, 10**8) for i in range(count)]
         )
         return to_input_rows(pixels, card.image, card.input)
-    parsed = [
-        _transaction.validate_json(json.dumps(transactions[i % len(transactions)]))
-        for i in range(count)
-    ]
-    return TransactionRows.of(parsed).for_card(card)
+    batch = [transactions[i % len(transactions)] for i in range(count)]
+    body = json.dumps({"transactions": batch}).encode()
+    return decode_transactions(body, count).columns_for(card)

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from app.api.services import services_of
 from app.main import create_app
 from app.settings import Settings
 from tests import model_factory
@@ -49,7 +50,7 @@ def make_client(model_repo: Path) -> Iterator[ClientFactory]:
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
-        client.portal.call(client.app.state.registry.wait_loaded)  # type: ignore[union-attr]
+        client.portal.call(services_of(client.app).registry.wait_loaded)  # type: ignore[arg-type]
         return client
 
     yield start

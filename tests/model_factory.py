@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from app.fraud_features import FEATURES
+from app.fraud.features import FEATURES
 from app.model_card import ModelCard
 
 IMAGE_LABELS = ["red", "green", "blue", "dark"]
@@ -238,3 +240,22 @@ def slow_fraud_model(
     onnx.checker.check_model(model)
     onnx.save(model, folder / "model.onnx")
     return folder
+
+
+def seconds_per_batch(folder: Path, rows: int = 1, runs: int = 7) -> float:
+    """How long this machine takes to run one batch of `rows` rows through a fraud model in
+    one thread, as the server would with one intra-op thread: the median of `runs`. Tests
+    that depend on a model's speed derive their numbers from this."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(
+        str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+    )
+    inputs = {"features": np.zeros((rows, len(FEATURES)), dtype=np.float32)}
+    session.run(None, inputs)
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, inputs)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings))

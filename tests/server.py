@@ -1,26 +1,47 @@
-"""The service as users run it: `python -m app` in its own process, spoken to over HTTP."""
+"""The service as users run it: `python -m app` in its own process, spoken to over HTTP.
+
+The one way tests start a server. Its output goes to a file, not a pipe: a pipe nobody
+reads fills up after some 300 request log lines, and the server then blocks on its next
+log line.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
-from bench.loadgen import free_port
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 class RunningServer(str):
-    """The server's base URL, carrying its process."""
+    """The server's base URL, carrying its process and its output."""
 
     process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def port(self) -> int:
+        return int(self.rsplit(":", 1)[1])
+
+    def output(self) -> str:
+        """Everything the server has printed so far (its log)."""
+        return self.log_path.read_text(errors="replace")
 
 
 @contextlib.contextmanager
@@ -33,34 +54,37 @@ def running_server(**settings: str) -> Iterator[RunningServer]:
         "DEEPSERVE_PORT": str(port),
         **{f"DEEPSERVE_{k.upper()}": v for k, v in settings.items()},
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = RunningServer(f"http://127.0.0.1:{port}")
-    base.process = process
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                output = process.stdout.read().decode() if process.stdout else ""
-                raise RuntimeError(f"server exited with {process.returncode}:\n{output}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("server not ready in 60 s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        process.terminate()
+    with tempfile.TemporaryDirectory(prefix="deepserve-server-") as folder:
+        base = RunningServer(f"http://127.0.0.1:{port}")
+        base.log_path = Path(folder) / "server.log"
+        with base.log_path.open("wb") as log:
+            base.process = subprocess.Popen(
+                [sys.executable, "-m", "app"],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout:
-            process.stdout.close()
+            _wait_ready(base)
+            yield base
+        finally:
+            base.process.terminate()
+            try:
+                base.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                base.process.kill()
+                base.process.wait()
+
+
+def _wait_ready(base: RunningServer, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if base.process.poll() is not None:
+            raise RuntimeError(f"server exited with {base.process.returncode}:\n{base.output()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server not ready in {timeout_s:.0f} s:\n{base.output()}")
+        time.sleep(0.1)

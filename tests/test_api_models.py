@@ -202,7 +202,7 @@ def test_the_newest_version_of_every_model_loads_first(
 ) -> None:
     model_factory.fraud_model(model_repo, version=2)
     model_factory.image_model(model_repo, version=2)
-    with caplog.at_level("INFO", logger="app.registry"):
+    with caplog.at_level("INFO", logger="app.serving.registry"):
         make_client()
     ready = [r.getMessage().split()[1] for r in caplog.records if " ready on " in r.getMessage()]
     # Readiness needs one ready version per model: both newest ones come before any older.

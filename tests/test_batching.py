@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from app.batching import DynamicBatcher
 from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDown
-from app.fraud_features import FEATURES
+from app.fraud.features import FEATURES
+from app.serving.batching import DynamicBatcher
 from tests import model_factory
 
 pytestmark = pytest.mark.anyio
@@ -298,9 +298,9 @@ async def test_an_inline_batch_that_fails_fails_only_its_requests(run_model) -> 
 
 
 async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None:
-    from app.providers import ProviderChoice
-    from app.repository import discover, read_card
-    from app.runtime import ModelRuntime
+    from app.serving.providers import ProviderChoice
+    from app.serving.repository import discover, read_card
+    from app.serving.runtime import ModelRuntime
     from app.settings import Settings
 
     model_factory.fraud_model(tmp_path, max_batch_size=64)
@@ -310,7 +310,10 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
     for name, versions in discover(tmp_path).items():
         card = read_card(versions[-1])
         runtime = ModelRuntime.load(
-            card, versions[-1].onnx_path, settings, ProviderChoice(["CPUExecutionProvider"], "t")
+            card,
+            versions[-1].onnx_path,
+            settings.registry_config().runtime,
+            ProviderChoice(["CPUExecutionProvider"], "t"),
         )
         runtime.warm_up()
         inline[name] = runtime.batcher.inline_rows

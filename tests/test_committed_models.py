@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from app.batching import DynamicBatcher
-from app.images import decode_image, to_input_rows
+from app.codecs.images import decode_image, to_input_rows
 from app.model_card import ModelCard
-from app.providers import ProviderChoice
-from app.repository import discover, read_card
-from app.runtime import ModelRuntime
+from app.serving.batching import DynamicBatcher
+from app.serving.providers import ProviderChoice
+from app.serving.repository import discover, read_card
+from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from tests.conftest import DATASETS, REPO_ROOT
 from training.image_data import read_test_jpegs
@@ -42,7 +42,10 @@ def test_the_committed_models_have_valid_cards_and_load() -> None:
             card = read_card(version)
             assert card.provenance.command.startswith("python -m training")
             runtime = ModelRuntime.load(
-                card, version.onnx_path, settings, ProviderChoice(["CPUExecutionProvider"], "test")
+                card,
+                version.onnx_path,
+                settings.registry_config().runtime,
+                ProviderChoice(["CPUExecutionProvider"], "test"),
             )
             assert runtime.warm_up() >= 0.0
 
@@ -73,7 +76,7 @@ async def test_cifar10_batched_outputs_equal_unbatched() -> None:
     runtime = ModelRuntime.load(
         card,
         version.onnx_path,
-        Settings(_env_file=None),
+        Settings(_env_file=None).registry_config().runtime,
         ProviderChoice(["CPUExecutionProvider"], "test"),
     )
     assert card.image is not None

@@ -1,4 +1,4 @@
-"""One socket write per loop turn (app.http_protocol), on real sockets and a real server."""
+"""One socket write per loop turn (app.api.http_protocol), on real sockets and a real server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.http_protocol import FLUSH_BYTES, CoalescingTransport
+from app.api.http_protocol import FLUSH_BYTES, CoalescingTransport
 from tests import model_factory
 from tests.conftest import transaction
 from tests.server import running_server

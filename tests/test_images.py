@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app import images
-from app.images import decode_image
+from app.codecs import images
+from app.codecs.images import decode_image
 from app.model_card import ImagePreprocessing
 
 CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"

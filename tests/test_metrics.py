@@ -28,9 +28,19 @@ def test_requests_batches_and_states_are_counted(client) -> None:
     client.post("/v1/fraud/score", json=transaction(amount=-1))
     values = samples(client)
     fraud = (("model", "tiny-fraud"), ("version", "1"))
-    ok = (("model", "tiny-fraud"), ("route", "/v1/fraud/score"), ("status", "200"))
+    ok = (
+        ("model", "tiny-fraud"),
+        ("route", "/v1/fraud/score"),
+        ("status", "200"),
+        ("version", "1"),
+    )
     assert values[("deepserve_requests_total", ok)] == 4
-    bad = (("model", "tiny-fraud"), ("route", "/v1/fraud/score"), ("status", "422"))
+    bad = (
+        ("model", "tiny-fraud"),
+        ("route", "/v1/fraud/score"),
+        ("status", "422"),
+        ("version", "1"),
+    )
     assert values[("deepserve_requests_total", bad)] == 1
     assert values[("deepserve_batch_size_count", fraud)] == 4
     assert values[("deepserve_batch_size_sum", fraud)] == 8  # rows: 3 single + one of 5

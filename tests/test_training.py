@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.fraud_features import FEATURES
+from app.fraud.features import FEATURES
 from app.model_card import ModelCard
 from training.cnn import (
     ResNetSmall,

@@ -1,4 +1,5 @@
-"""The msgspec decoder of transaction bodies against pydantic, which defines the API.
+"""The two decoders of the transaction contract: msgspec's against pydantic's, which defines
+the API.
 
 The decoder may decline any body (pydantic then judges it), but what it accepts pydantic
 must accept, with the same identifiers and the same model inputs, bit for bit.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import random
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.request_bodies import _validate
-from app.transaction_decoder import _Transaction, decode_transactions
-from app.transactions import Transaction, TransactionRows
+from app.codecs.transaction_schema import FIELDS, Transaction, WireTransaction
+from app.codecs.transactions import TransactionRows, decode_by_pydantic, decode_well_formed
 from tests.conftest import transaction
 
 DATA = Path(__file__).parent / "data"
@@ -29,13 +28,13 @@ DATA = Path(__file__).parent / "data"
 
 def _by_pydantic(body: bytes) -> TransactionRows | None:
     try:
-        return TransactionRows.of(_validate(body))
+        return decode_by_pydantic(body)
     except ValidationError:
         return None
 
 
 def _assert_agrees(body: bytes) -> TransactionRows | None:
-    fast = decode_transactions(body)
+    fast = decode_well_formed(body)
     if fast is not None:
         slow = _by_pydantic(body)
         assert slow is not None, f"accepted a body pydantic refuses: {body[:300]!r}"
@@ -46,8 +45,10 @@ def _assert_agrees(body: bytes) -> TransactionRows | None:
     return fast
 
 
-def test_the_struct_has_the_fields_of_the_api() -> None:
-    assert list(_Transaction.__struct_fields__) == list(typing.get_type_hints(Transaction))
+def test_both_decoders_are_made_from_the_one_contract() -> None:
+    assert list(WireTransaction.__struct_fields__) == list(FIELDS)
+    assert list(Transaction.model_fields) == list(FIELDS)
+    assert list(FIELDS) == list(transaction())
 
 
 @pytest.mark.parametrize("name", ["transaction.json", "transactions.json"])
@@ -73,10 +74,35 @@ def test_a_batch_of_real_shape_is_read() -> None:
     assert weekend[0] == 1 and weekend[2] == 0 and weekend[7] == 1
 
 
-LEFT_TO_PYDANTIC = {
+REFUSED_BY_BOTH = {
     "number as a string": {"amount": "50.0"},
     "count as a float": {"customer_nb_tx_1d": 2.0},
-    "bool amount": {"amount": True},
+    "boolean amount": {"amount": True},
+    "boolean count": {"terminal_nb_tx_1d": False},
+    "boolean risk": {"terminal_risk_7d": True},
+    "boolean identifier": {"customer_id": True},
+    "number timestamp": {"timestamp": 1536762600},
+    "empty identifier": {"transaction_id": ""},
+    "identifier of 65 characters": {"terminal_id": "t" * 65},
+    "identifier of 10 MB": {"transaction_id": "x" * 10_000_000},
+}
+
+
+@pytest.mark.parametrize("changes", REFUSED_BY_BOTH.values(), ids=REFUSED_BY_BOTH.keys())
+def test_types_are_strict_and_strings_bounded_in_both_decoders(changes: dict[str, Any]) -> None:
+    body = orjson.dumps(transaction(**changes))
+    assert decode_well_formed(body) is None
+    with pytest.raises(ValidationError):
+        decode_by_pydantic(body)
+
+
+def test_an_identifier_of_64_characters_is_read_by_both() -> None:
+    body = orjson.dumps(transaction(transaction_id="t" * 64))
+    read = _assert_agrees(body)
+    assert read is not None and read.ids == ["t" * 64]
+
+
+LEFT_TO_PYDANTIC = {
     "timestamp with Z": {"timestamp": "2018-09-12T14:30:00Z"},
     "timestamp with a fraction": {"timestamp": "2018-09-12T06:59:59.9999999"},
     "timestamp with a space": {"timestamp": "2018-09-12 14:30:00"},
@@ -98,7 +124,7 @@ LEFT_TO_PYDANTIC = {
 @pytest.mark.parametrize("changes", LEFT_TO_PYDANTIC.values(), ids=LEFT_TO_PYDANTIC.keys())
 def test_anything_unusual_is_left_to_pydantic(changes: dict[str, Any]) -> None:
     body = orjson.dumps(transaction(**changes))
-    assert decode_transactions(body) is None
+    assert decode_well_formed(body) is None
 
 
 def test_29_february_of_a_leap_year_is_read() -> None:
@@ -135,6 +161,7 @@ _NUMBER_LIKE = st.one_of(
 )
 _IDENTIFIER_LIKE = st.one_of(
     st.text(max_size=8),
+    st.text(min_size=60, max_size=70),
     st.integers(min_value=-(2**64), max_value=2**64),
     st.floats(allow_nan=False, allow_infinity=False),
     st.booleans(),
@@ -157,7 +184,9 @@ _TIMESTAMP_LIKE = st.one_of(
 
 
 _VALID = {
-    "id": st.one_of(st.text(max_size=8), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    "id": st.one_of(
+        st.text(min_size=1, max_size=8), st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    ),
     "timestamp": st.datetimes().map(lambda d: d.isoformat(timespec="seconds")),
     "amount": st.one_of(st.floats(0, 1e9), st.integers(0, 10**9)),
     "count": st.one_of(st.integers(0, 10_000_000), st.integers(0, 100)),

@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from app.fraud_features import FEATURES
+from app.fraud.features import FEATURES
 from training import plots
 from training.devices import DeviceName, pick_device
 from training.export import publish

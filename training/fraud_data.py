@@ -1,6 +1,6 @@
 """Card transactions: the CSV, the benchmark's 15 features, its windows and test-set rules.
 
-Feature names come from `app.fraud_features`, the module the service uses to describe its
+Feature names come from `app.fraud.features`, the module the service uses to describe its
 inputs, so training and serving name and order the columns identically.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from app.fraud_features import (
+from app.fraud.features import (
     BEHAVIOURAL_FIELDS,
     FEATURES,
     NIGHT_HOURS,

@@ -1,6 +1,6 @@
 """Image datasets in the ImageFolder layout (`root/<class>/*.jpg`), decoded once into memory.
 
-Decoding goes through `app.images`, the code the service runs, so that training sees the
+Decoding goes through `app.codecs.images`, the code the service runs, so that training sees the
 pixels the service will feed the model.
 """
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from app.images import decode_image
+from app.codecs.images import decode_image
 from app.model_card import ImagePreprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from app.fraud_features import BEHAVIOURAL_FIELDS, is_night, is_weekend
+from app.fraud.features import BEHAVIOURAL_FIELDS, is_night, is_weekend
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 

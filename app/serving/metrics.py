@@ -23,11 +23,11 @@ class ServingMetrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes and friends
         r = self.registry
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "deepserve_requests",
-            "HTTP requests answered.",
-            ["route", "model", "status"],
+            "HTTP requests answered, by the model version that answered.",
+            ["route", "model", "version", "status"],
             registry=r,
         )
         self.request_seconds = Histogram(
@@ -81,12 +81,14 @@ class ServingMetrics:
     def for_model(self, name: str, version: int) -> ModelMetrics:
         return ModelMetrics(self, name, str(version))
 
-    def observe_request(self, route: str, model: str, status: int, seconds: float) -> None:
-        key = (route, model, status)
+    def observe_request(
+        self, route: str, model: str, version: str, status: int, seconds: float
+    ) -> None:
+        key = (route, model, version, status)
         children = self._request_children.get(key)
         if children is None:  # first time for these labels: `labels()` is slow per request
             children = (
-                self.requests.labels(route, model, str(status)),
+                self.requests.labels(route, model, version, str(status)),
                 self.request_seconds.labels(route, model),
             )
             self._request_children[key] = children

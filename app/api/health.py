@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.deps import RegistryDep
-from app.responses import json_response
+from app.api.deps import ServicesDep
+from app.api.responses import json_response
 
 router = APIRouter(tags=["health"])
 
@@ -21,9 +21,9 @@ async def healthz() -> dict[str, str]:
     summary="Every configured model is loaded and warmed",
     responses={503: {"description": "Some models are not ready; they are listed."}},
 )
-async def readyz(request: Request, registry: RegistryDep) -> Response:
-    problems = registry.not_ready()
-    if request.app.state.drain.draining:
+async def readyz(services: ServicesDep) -> Response:
+    problems = services.registry.not_ready()
+    if services.drain.draining:
         problems = ["the server is shutting down", *problems]
     if problems:
         return json_response(

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.metrics import ServingMetrics
+from app.serving.data_plane import RequestReport
+from app.serving.metrics import ServingMetrics
 
 logger = logging.getLogger("deepserve.requests")
 
@@ -28,9 +29,14 @@ _ID_PREFIX = secrets.token_hex(8)
 _ID_COUNTER = itertools.count(1)
 
 
-def request_details(scope: Scope) -> dict[str, Any]:
-    """Per-request fields that handlers fill in for the log line (model, version, batch)."""
-    return scope.setdefault("state", {}).setdefault("log", {})  # type: ignore[no-any-return]
+def request_report(scope: Scope) -> RequestReport:
+    """What the data plane reports of this request (model, version, items), for its log
+    line and metrics."""
+    state = scope.setdefault("state", {})
+    report = state.get("report")
+    if not isinstance(report, RequestReport):
+        report = state["report"] = RequestReport()
+    return report
 
 
 class RequestLogMiddleware:
@@ -46,8 +52,7 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        details = request_details(scope)
-        details["request_id"] = request_id
+        report = request_report(scope)
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -62,16 +67,21 @@ class RequestLogMiddleware:
         finally:
             seconds = time.perf_counter() - started
             route = _route(scope)
-            self.metrics.observe_request(route, str(details.get("model", "")), status, seconds)
+            model = report.model or ""
+            version = "" if report.version is None else str(report.version)
+            self.metrics.observe_request(route, model, version, status, seconds)
             if logger.isEnabledFor(logging.INFO):
-                record = {
+                record: dict[str, Any] = {
                     "request_id": request_id,
                     "method": scope["method"],
                     "route": route,
                     "status": status,
                     "latency_ms": round(seconds * 1000, 3),
-                    **{k: v for k, v in details.items() if k != "request_id"},
                 }
+                if report.model is not None:
+                    record.update(model=report.model, version=report.version)
+                if report.items is not None:
+                    record["items"] = report.items
                 logger.info(orjson.dumps(record).decode())
 
 

@@ -13,7 +13,7 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.http_errors import error_response
+from app.api.responses import error_response
 
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics")
 

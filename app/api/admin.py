@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.deps import RegistryDep
-from app.routes.models import ModelInfo, model_info
+from app.api.deps import RegistryDep
+from app.api.models import ModelInfo, model_info
 
 router = APIRouter(prefix="/v1/models", tags=["admin"])
 

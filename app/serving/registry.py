@@ -14,12 +14,12 @@ from enum import StrEnum
 from typing import Literal
 
 from app.errors import ModelNotFound, ModelNotReady, WrongModelKind
-from app.metrics import ServingMetrics
 from app.model_card import ModelCard
-from app.providers import ProviderChoice, choose_providers
-from app.repository import InvalidModelCard, VersionDir, discover, read_card
-from app.runtime import ModelLoadError, ModelRuntime
-from app.settings import Settings
+from app.serving.config import RegistryConfig
+from app.serving.metrics import ServingMetrics
+from app.serving.providers import ProviderChoice, choose_providers
+from app.serving.repository import InvalidModelCard, VersionDir, discover, read_card
+from app.serving.runtime import ModelLoadError, ModelRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,13 @@ class ModelVersion:
     version: int
     state: ModelState
     reason: str | None = None
-    card: ModelCard | None = None
+    model_card: ModelCard | None = None
     runtime: ModelRuntime | None = None
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, metrics: ServingMetrics | None = None) -> None:
-        self._settings = settings
+    def __init__(self, config: RegistryConfig, metrics: ServingMetrics | None = None) -> None:
+        self._config = config
         self._metrics = metrics
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._missing: list[str] = []
@@ -56,7 +56,7 @@ class ModelRegistry:
     async def load_all(self) -> None:
         """Choose providers, then load every version found (or configured)."""
         try:
-            self.providers = choose_providers(self._settings)
+            self.providers = choose_providers(self._config.device)
             logger.info("execution providers %s (%s)", self.providers.names, self.providers.reason)
             await self.sync()
         finally:
@@ -67,9 +67,7 @@ class ModelRegistry:
         unload those that disappeared, then keep only the newest `keep_versions` ready ones.
         A new version serves only once it is warm, so the swap is atomic for requests."""
         async with self._sync_lock:
-            found = discover(
-                self._settings.model_repository, names or self._settings.models or None
-            )
+            found = discover(self._config.repository, names or list(self._config.models) or None)
             self._missing = [n for n in self._missing if n not in found]
             self._missing += [name for name, versions in found.items() if not versions]
             new: list[tuple[int, VersionDir]] = []
@@ -118,11 +116,11 @@ class ModelRegistry:
         entry = self._models[name].pop(version)
         if entry.runtime is not None:
             # Requests already queued are answered; new ones go to the version now served.
-            await entry.runtime.batcher.close(self._settings.shutdown_grace_s)
+            await entry.runtime.batcher.close(self._config.unload_grace_s)
         logger.info("model %s/%s unloaded", name, version)
 
     async def _retire_old_versions(self, name: str) -> None:
-        keep = self._settings.keep_versions
+        keep = self._config.keep_versions
         if not keep:
             return
         ready = sorted(
@@ -137,13 +135,13 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             card = read_card(version_dir)
-            entry.card = card
+            entry.model_card = card
             observer = self._metrics.for_model(card.name, card.version) if self._metrics else None
             runtime = await asyncio.to_thread(
                 ModelRuntime.load,
                 card,
                 version_dir.onnx_path,
-                self._settings,
+                self._config.runtime,
                 self.providers,
                 observer,
             )
@@ -193,8 +191,10 @@ class ModelRegistry:
                     + (f": {entry.reason}" if entry.reason else "")
                 )
         assert entry.runtime is not None
-        if kind is not None and entry.runtime.card.kind != kind:
-            raise WrongModelKind(f"model {name!r} is a {entry.runtime.card.kind}, not a {kind}")
+        if kind is not None and entry.runtime.model_card.kind != kind:
+            raise WrongModelKind(
+                f"model {name!r} is a {entry.runtime.model_card.kind}, not a {kind}"
+            )
         return entry.runtime
 
     def not_ready(self) -> list[str]:
@@ -229,7 +229,7 @@ class ModelRegistry:
         return [self._models[name][v] for v in sorted(self._models[name])]
 
     async def close(self, timeout_s: float = 10.0) -> None:
-        """Answer what is queued, then release every session."""
+        """Answer what is queued, stop every batcher, then release every session."""
         runtimes = [
             v.runtime
             for versions in self._models.values()
@@ -237,3 +237,7 @@ class ModelRegistry:
             if v.runtime is not None
         ]
         await asyncio.gather(*(r.batcher.close(timeout_s) for r in runtimes))
+        for versions in self._models.values():
+            for entry in versions.values():
+                entry.runtime = None  # the last reference to its session
+        self._models.clear()

@@ -7,20 +7,49 @@ derives the calendar ones from the timestamp with the functions below.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 WINDOWS_DAYS = (1, 7, 30)
 NIGHT_HOURS = range(0, 7)  # 00:00:00 to 06:59:59
 TERMINAL_DELAY_DAYS = 7  # fraud labels are known about a week later
 
+WindowKind = Literal["count", "amount", "risk"]
+
+
+@dataclass(frozen=True)
+class WindowFeature:
+    """A behavioural feature: its model column, its API field, and what it measures."""
+
+    column: str
+    field: str
+    kind: WindowKind
+
+
+WINDOW_FEATURES: tuple[WindowFeature, ...] = (
+    *(
+        feature
+        for n in WINDOWS_DAYS
+        for feature in (
+            WindowFeature(f"CUSTOMER_ID_NB_TX_{n}DAY_WINDOW", f"customer_nb_tx_{n}d", "count"),
+            WindowFeature(
+                f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW", f"customer_avg_amount_{n}d", "amount"
+            ),
+        )
+    ),
+    *(
+        feature
+        for n in WINDOWS_DAYS
+        for feature in (
+            WindowFeature(f"TERMINAL_ID_NB_TX_{n}DAY_WINDOW", f"terminal_nb_tx_{n}d", "count"),
+            WindowFeature(f"TERMINAL_ID_RISK_{n}DAY_WINDOW", f"terminal_risk_{n}d", "risk"),
+        )
+    ),
+)
+
 # Model column -> the transaction field that carries it in the API.
-BEHAVIOURAL_FIELDS: dict[str, str] = {}
-for _n in WINDOWS_DAYS:
-    BEHAVIOURAL_FIELDS[f"CUSTOMER_ID_NB_TX_{_n}DAY_WINDOW"] = f"customer_nb_tx_{_n}d"
-    BEHAVIOURAL_FIELDS[f"CUSTOMER_ID_AVG_AMOUNT_{_n}DAY_WINDOW"] = f"customer_avg_amount_{_n}d"
-for _n in WINDOWS_DAYS:
-    BEHAVIOURAL_FIELDS[f"TERMINAL_ID_NB_TX_{_n}DAY_WINDOW"] = f"terminal_nb_tx_{_n}d"
-    BEHAVIOURAL_FIELDS[f"TERMINAL_ID_RISK_{_n}DAY_WINDOW"] = f"terminal_risk_{_n}d"
+BEHAVIOURAL_FIELDS: dict[str, str] = {f.column: f.field for f in WINDOW_FEATURES}
 
 FEATURES: tuple[str, ...] = (
     "TX_AMOUNT",

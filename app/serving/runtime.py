@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.batching import BatchObserver, DynamicBatcher
 from app.model_card import ModelCard, TensorSpec
-from app.providers import ProviderChoice, session_options
-from app.settings import Settings
+from app.serving.batching import BatchObserver, DynamicBatcher
+from app.serving.config import RuntimeConfig
+from app.serving.providers import ProviderChoice, session_options
 
 logger = logging.getLogger(__name__)
 
@@ -38,27 +38,28 @@ class ModelRuntime:
 
     def __init__(
         self,
-        card: ModelCard,
+        model_card: ModelCard,
         session: ort.InferenceSession,
-        settings: Settings,
+        config: RuntimeConfig,
         observer: BatchObserver | None = None,
     ) -> None:
-        self.card = card
+        self.model_card = model_card
         self.session = session
         self.providers = session.get_providers()
-        self._input_name = card.input.name
-        self._output_name = card.outputs[0].name
-        overrides = settings.batching_for(card.name)
-        self.max_batch_size = overrides.max_batch_size or card.batching.max_batch_size
+        self._input_name = model_card.input.name
+        self._output_name = model_card.outputs[0].name
+        overrides = config.batching_for(model_card.name)
+        defaults = model_card.batching
+        self.max_batch_size = overrides.max_batch_size or defaults.max_batch_size
         delay = overrides.max_queue_delay_ms
-        self.max_queue_delay_ms = card.batching.max_queue_delay_ms if delay is None else delay
-        self._inline_budget_s = settings.inline_budget_ms / 1000.0
+        self.max_queue_delay_ms = defaults.max_queue_delay_ms if delay is None else delay
+        self._inline_budget_s = config.inline_budget_ms / 1000.0
         self.batcher = DynamicBatcher(
             self.run_batch,
-            name=f"{card.name}/{card.version}",
+            name=f"{model_card.name}/{model_card.version}",
             max_batch_size=self.max_batch_size,
             max_queue_delay_ms=self.max_queue_delay_ms,
-            max_queue_items=settings.max_queue_items,
+            max_queue_items=config.max_queue_items,
             observer=observer,
         )
 
@@ -67,7 +68,7 @@ class ModelRuntime:
         cls,
         card: ModelCard,
         onnx_path: Path,
-        settings: Settings,
+        config: RuntimeConfig,
         choice: ProviderChoice,
         observer: BatchObserver | None = None,
     ) -> ModelRuntime:
@@ -75,7 +76,7 @@ class ModelRuntime:
         try:
             session = ort.InferenceSession(
                 str(onnx_path),
-                sess_options=session_options(settings),
+                sess_options=session_options(config.session),
                 providers=choice.providers,
             )
         except Exception as exc:  # ORT raises several unrelated types for a bad file
@@ -92,12 +93,12 @@ class ModelRuntime:
                 wanted,
                 session.get_providers(),
             )
-        return cls(card, session, settings, observer)
+        return cls(card, session, config, observer)
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
         (outputs,) = self.session.run([self._output_name], {self._input_name: rows})
-        transform = self.card.output_transform
+        transform = self.model_card.output_transform
         if transform == "softmax":
             shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
             outputs = shifted / shifted.sum(axis=1, keepdims=True)
@@ -116,7 +117,7 @@ class ModelRuntime:
         sizes = sorted(
             {*(1 << i for i in range(self.max_batch_size.bit_length())), self.max_batch_size}
         )
-        spec = self.card.input
+        spec = self.model_card.input
         inline_rows, within_budget = 0, True
         for size in sizes:
             shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked

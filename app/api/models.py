@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from app.deps import RegistryDep
+from app.api.deps import RegistryDep
 from app.model_card import TensorSpec
-from app.registry import ModelRegistry, ModelState, ModelVersion
+from app.serving.registry import ModelRegistry, ModelState, ModelVersion
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -48,7 +48,7 @@ class ModelList(BaseModel):
 
 def _version_info(entry: ModelVersion) -> VersionInfo:
     info = VersionInfo(version=entry.version, state=entry.state, reason=entry.reason)
-    card = entry.card
+    card = entry.model_card
     if card is not None:
         info = info.model_copy(
             update={

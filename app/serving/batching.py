@@ -78,7 +78,8 @@ class _Request:
 
 class Admission:
     """A request admitted to a batcher and on its way to the queue. Until it is queued (or
-    released, when it fails on the way), its rows count in the wait of requests after it."""
+    released, when it fails on the way), its rows count in the wait of requests after it.
+    A context manager: leaving the block releases it, however the block ends."""
 
     __slots__ = ("_batcher", "rows")
 
@@ -97,6 +98,12 @@ class Admission:
         if self._batcher is not None:
             self._batcher._arriving_rows -= self.rows
             self._batcher = None
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
 
     def is_for(self, batcher: DynamicBatcher) -> bool:
         return self._batcher is batcher

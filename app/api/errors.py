@@ -1,13 +1,11 @@
-"""One table from domain errors to HTTP statuses, and one JSON error shape for all of them.
+"""One table from domain errors to HTTP statuses, and the one place that answers an error.
 
-`{"error": {"code": ..., "message": ...}}`; a client mistake is never a 500.
+Every route and the endpoint dispatcher answer errors here; a client mistake is never a 500.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -15,7 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from app import errors
-from app.responses import json_response
+from app.api.refusals import RefusalPacer
+from app.api.responses import error_response
+from app.api.services import services_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,6 @@ _CODE_BY_STATUS = {
 }
 
 
-def error_response(
-    status: int,
-    code: str,
-    message: str,
-    headers: Mapping[str, str] | None = None,
-    details: list[dict[str, Any]] | None = None,
-) -> Response:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    return json_response({"error": body}, status, headers)
-
-
 def status_for(exc: errors.ServingError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
@@ -68,11 +55,15 @@ def status_for(exc: errors.ServingError) -> int:
     return 500
 
 
-async def _serving_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, errors.ServingError)
-    if isinstance(exc, errors.Overloaded):
-        await request.app.state.refusals.pace()
-    return serving_error_response(exc)
+async def response_for(exc: Exception, refusals: RefusalPacer, where: str) -> Response:
+    """The response for any exception a request raised: a domain error's status and shape
+    (overload refusals paced first), anything else a logged 500."""
+    if isinstance(exc, errors.ServingError):
+        if isinstance(exc, errors.Overloaded):
+            await refusals.pace()
+        return serving_error_response(exc)
+    logger.error("unhandled error on %s", where, exc_info=exc)
+    return error_response(500, "internal", "internal server error")
 
 
 def serving_error_response(exc: errors.ServingError) -> Response:
@@ -103,13 +94,13 @@ async def _http_exception(_: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal", "internal server error")
+async def _any_error(request: Request, exc: Exception) -> Response:
+    where = f"{request.method} {request.url.path}"
+    return await response_for(exc, services_of(request.app).refusals, where)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(errors.ServingError, _serving_error)
+    app.add_exception_handler(errors.ServingError, _any_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, _any_error)

@@ -13,7 +13,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from app.settings import Settings
+from app.serving.config import DeviceConfig, SessionConfig
 
 logger = logging.getLogger(__name__)
 
@@ -42,48 +42,48 @@ def count_cuda_devices() -> int:
     return 0
 
 
-def choose_providers(settings: Settings) -> ProviderChoice:
+def choose_providers(device: DeviceConfig) -> ProviderChoice:
     available = ort.get_available_providers()
     cpu = ProviderChoice(["CPUExecutionProvider"], "")
-    if settings.device == "cpu":
+    if device.device == "cpu":
         return ProviderChoice(cpu.providers, "CPU: DEEPSERVE_DEVICE=cpu")
     if "CUDAExecutionProvider" not in available:
         why = "this onnxruntime build has no CUDA provider"
-        return _cpu_or_fail(settings, why)
+        return _cpu_or_fail(device, why)
     gpus = count_cuda_devices()
     if gpus == 0:
-        return _cpu_or_fail(settings, "no CUDA GPU found")
-    if settings.cuda_device_id >= gpus:
+        return _cpu_or_fail(device, "no CUDA GPU found")
+    if device.cuda_device_id >= gpus:
         return _cpu_or_fail(
-            settings,
-            f"DEEPSERVE_CUDA_DEVICE_ID={settings.cuda_device_id} but only {gpus} GPU(s) present",
+            device,
+            f"DEEPSERVE_CUDA_DEVICE_ID={device.cuda_device_id} but only {gpus} GPU(s) present",
         )
-    cuda_options = {"device_id": str(settings.cuda_device_id), **settings.cuda_provider_options}
+    cuda_options = {"device_id": str(device.cuda_device_id), **dict(device.cuda_provider_options)}
     providers: list[str | tuple[str, dict[str, Any]]] = [
         ("CUDAExecutionProvider", cuda_options),
         "CPUExecutionProvider",
     ]
-    if settings.tensorrt and "TensorrtExecutionProvider" in available:
+    if device.tensorrt and "TensorrtExecutionProvider" in available:
         providers.insert(
-            0, ("TensorrtExecutionProvider", {"device_id": str(settings.cuda_device_id)})
+            0, ("TensorrtExecutionProvider", {"device_id": str(device.cuda_device_id)})
         )
     return ProviderChoice(
-        providers, f"CUDA: {gpus} GPU(s) found, using device {settings.cuda_device_id}"
+        providers, f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}"
     )
 
 
-def _cpu_or_fail(settings: Settings, why: str) -> ProviderChoice:
-    if settings.device == "cuda":
+def _cpu_or_fail(device: DeviceConfig, why: str) -> ProviderChoice:
+    if device.device == "cuda":
         raise RuntimeError(f"DEEPSERVE_DEVICE=cuda, but {why}")
     return ProviderChoice(["CPUExecutionProvider"], f"CPU: {why}")
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
+def session_options(config: SessionConfig) -> ort.SessionOptions:
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = config.inter_op_threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    spin = "1" if settings.allow_spinning else "0"
+    spin = "1" if config.allow_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     return options

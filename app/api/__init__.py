@@ -1,0 +1,1 @@
+"""HTTP only: the endpoint table, routers per resource, middleware, and errors as statuses."""

@@ -1,0 +1,123 @@
+"""The dispatcher of the endpoint table: the only routing of inference requests.
+
+An ASGI middleware inside the request log, drain and CORS middlewares, so those apply to
+inference as to any route. It matches a request to its endpoint, checks the envelope every
+endpoint shares (API key, query parameters, deadline header), calls the endpoint's
+handler, and answers errors through `app.api.errors`. Requests no endpoint serves go on to
+FastAPI's routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import Field, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app import errors
+from app.api.auth import check_key
+from app.api.deps import DEADLINE_HEADER, request_deadline
+from app.api.endpoints import Endpoint, EndpointCall, EndpointTable
+from app.api.errors import response_for
+from app.api.request_log import request_report
+from app.api.responses import error_response
+from app.api.services import Services
+
+
+@dataclass(frozen=True)
+class RouteTemplate:
+    """Stands in for the matched route in the ASGI scope: only its `path` is read."""
+
+    path: str
+
+
+_positive = TypeAdapter(Annotated[int, Field(ge=1)])
+
+
+class EndpointDispatcher:
+    def __init__(self, app: ASGIApp, table: EndpointTable, services: Services) -> None:
+        self.app = app
+        self.table = table
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        match = self.table.match(scope["method"], scope["path"])
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        if isinstance(match, list):
+            response = _method_not_allowed(scope["method"], match)
+        else:
+            endpoint, params = match
+            scope["route"] = RouteTemplate(endpoint.path)  # logs and metrics group by it
+            try:
+                call = self._call(endpoint, params, Request(scope, receive))
+                response = await endpoint.handler(call)
+            except Exception as exc:
+                where = f"{scope['method']} {scope['path']}"
+                response = await response_for(exc, self.services.refusals, where)
+        await response(scope, receive, send)
+
+    def _call(self, endpoint: Endpoint, params: dict[str, str], request: Request) -> EndpointCall:
+        settings = self.services.settings
+        check_key(request.headers, settings.api_keys)
+        model = params.get("model")
+        if model is None:
+            assert endpoint.default_model is not None  # the table checks it
+            model = endpoint.default_model(settings)
+        return EndpointCall(
+            request=request,
+            services=self.services,
+            model=model,
+            query=_query(request, endpoint),
+            deadline=request_deadline(request.headers.get(DEADLINE_HEADER), settings),
+            report=request_report(request.scope),
+            client_gone=_disconnect_of(request),
+        )
+
+
+def _query(request: Request, endpoint: Endpoint) -> dict[str, int | None]:
+    """The endpoint's query parameters, each an optional positive integer."""
+    names = [parameter.name for parameter in endpoint.query]
+    if not request.scope["query_string"]:
+        return dict.fromkeys(names)  # the usual case: nothing to parse
+    values: dict[str, int | None] = {}
+    problems: list[dict[str, Any]] = []
+    for name in names:
+        raw = request.query_params.get(name)
+        if raw is None:
+            values[name] = None
+            continue
+        try:
+            values[name] = _positive.validate_python(raw, strict=False)
+        except ValidationError as exc:
+            problems += [{**p, "loc": ("query", name, *p["loc"])} for p in exc.errors()]
+    if problems:
+        raise errors.ValidationFailed.from_pydantic(problems)
+    return values
+
+
+def _disconnect_of(request: Request) -> Any:
+    """A waiter for the client's hang-up. Called once the body is read, so the next ASGI
+    message can only be the disconnect."""
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    return client_gone
+
+
+def _method_not_allowed(method: str, allowed: list[str]) -> Response:
+    return error_response(
+        405,
+        "method_not_allowed",
+        f"{method} is not allowed here; use {', '.join(sorted(set(allowed)))}",
+        {"Allow": ", ".join(sorted(set(allowed)))},
+    )

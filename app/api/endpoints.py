@@ -1,0 +1,110 @@
+"""The endpoint table: each inference endpoint once, read by the dispatcher that routes its
+requests and by the OpenAPI document that describes them.
+
+Inference endpoints are not FastAPI routes: for a small model, FastAPI's route matching and
+dependency solving cost more than the inference. An endpoint here names its path template,
+its handler, its query parameters and what the documentation says of it; the dispatcher
+(`app.api.dispatch`) does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from app.api.services import Services
+from app.serving.data_plane import InferenceCall, RequestReport
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class QueryParameter:
+    """An optional positive integer in the query string."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class EndpointCall:
+    """A request matched to an endpoint, its envelope checked: key, path, query, deadline."""
+
+    request: Request
+    services: Services
+    model: str
+    query: Mapping[str, int | None]
+    deadline: float  # on time.monotonic()
+    report: RequestReport
+    client_gone: Callable[[], Awaitable[object]]
+
+    def inference(self) -> InferenceCall:
+        """The call for the data plane; `?version=` pins a version."""
+        return InferenceCall(
+            self.model, self.query.get("version"), self.deadline, self.report, self.client_gone
+        )
+
+
+Handler = Callable[[EndpointCall], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str  # a template: `{model}` stands for a path segment
+    handler: Handler
+    summary: str
+    response_model: type[BaseModel]
+    request_body: Mapping[str, Any]  # the OpenAPI requestBody object
+    query: tuple[QueryParameter, ...] = ()
+    # Where the path names no model, which setting does.
+    default_model: Callable[[Settings], str] | None = None
+    tags: tuple[str, ...] = ("inference",)
+    segments: tuple[str, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", tuple(self.path.split("/")))
+        if self.default_model is None and "{model}" not in self.segments:
+            raise ValueError(f"{self.path}: name a model in the path or a default_model")
+
+    def match(self, parts: list[str]) -> dict[str, str] | None:
+        """Path parameters when `parts` (a path split at `/`) fits the template."""
+        if len(parts) != len(self.segments):
+            return None
+        params = {}
+        for part, segment in zip(parts, self.segments, strict=True):
+            if segment.startswith("{"):
+                if not part:
+                    return None
+                params[segment[1:-1]] = part
+            elif part != segment:
+                return None
+        return params
+
+
+class EndpointTable:
+    """Every endpoint, looked up by method and path."""
+
+    def __init__(self, endpoints: list[Endpoint]) -> None:
+        self.endpoints = tuple(endpoints)
+        seen = {(e.method, e.path) for e in endpoints}
+        if len(seen) != len(endpoints):
+            raise ValueError("an endpoint is declared twice")
+
+    def match(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]] | list[str] | None:
+        """The endpoint and its path parameters; where only other methods serve the path,
+        those methods (for a 405); None where no endpoint does."""
+        parts = path.split("/")
+        allowed: list[str] = []
+        for endpoint in self.endpoints:
+            params = endpoint.match(parts)
+            if params is None:
+                continue
+            if endpoint.method == method:
+                return endpoint, params
+            allowed.append(endpoint.method)
+        return allowed or None

@@ -1,0 +1,46 @@
+"""The objects a request may need, built once by the app factory and typed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+
+from app.api.draining import Drain
+from app.api.refusals import RefusalPacer
+from app.serving.data_plane import DataPlane
+from app.serving.metrics import ServingMetrics
+from app.serving.registry import ModelRegistry
+from app.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    metrics: ServingMetrics
+    registry: ModelRegistry
+    data_plane: DataPlane
+    drain: Drain
+    refusals: RefusalPacer
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        metrics = ServingMetrics()
+        registry = ModelRegistry(settings.registry_config(), metrics)
+        metrics.watch(registry.snapshot)
+        return cls(
+            settings=settings,
+            metrics=metrics,
+            registry=registry,
+            data_plane=DataPlane(registry, settings.decode_config()),
+            drain=Drain(),
+            refusals=RefusalPacer(settings.prompt_refusals_per_s, settings.refusal_pause_ms / 1000),
+        )
+
+
+def services_of(app: Starlette) -> Services:
+    """The app's services (set by `create_app`), typed."""
+    services = app.state.services
+    if not isinstance(services, Services):
+        raise TypeError("the app was not built by app.main.create_app")
+    return services

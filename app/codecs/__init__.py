@@ -1,0 +1,1 @@
+"""Wire formats to arrays: images and transactions. Pure and blocking; shared with training."""

@@ -1,0 +1,1 @@
+"""The fraud domain: the model's features and the decision rule."""

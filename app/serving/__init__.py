@@ -1,0 +1,1 @@
+"""The data plane and what it runs on: repository, registry, runtimes, batching. No HTTP."""
