@@ -66,7 +66,7 @@ evaluate-fraud: $(VENV)/.dev-installed
 # Ten minutes of mixed load on models/: fails if the server's RSS grows 5% or more after
 # warm-up, or any request goes unanswered (writes bench/results/soak-*.json and .png).
 soak: $(VENV)/.dev-installed
-	$(PY) -m bench.soak --minutes 10
+	$(PY) -m tests.soak --minutes 10
 
 # Build the image with podman (a Debian base built locally when no registry is reachable),
 # run it, and smoke-test the container. Needs podman, runc and mmdebstrap (installed with

@@ -25,8 +25,7 @@ import onnxruntime as ort
 
 from app.settings import Settings
 from bench import inprocess, report
-from bench.loadgen import free_port
-from bench.procs import cpu_seconds, rss_mb
+from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
 from bench.wrk import Window, run_window

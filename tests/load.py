@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,6 @@ class Results:
         if not latencies:
             return float("nan")
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post_request(host: str, port: int, path: str, body: bytes, content_type: str) -> bytes:
@@ -153,3 +146,11 @@ async def _close(
         with contextlib.suppress(OSError):
             await connection[1].wait_closed()
     return None
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process now, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0

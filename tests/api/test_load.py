@@ -1,6 +1,6 @@
 """Overload and shutdown under sustained load, against `python -m app` over real HTTP.
 
-The load comes from `bench.loadgen` (raw HTTP/1.1 on asyncio streams), which is cheap enough
+The load comes from `tests.load` (raw HTTP/1.1 on asyncio streams), which is cheap enough
 per request to offer ten times what a deliberately slow model can serve on a 2-core machine.
 """
 
@@ -14,10 +14,9 @@ from urllib.parse import urlsplit
 import orjson
 import pytest
 
-from bench.loadgen import post_request, run_load
-from bench.procs import rss_mb
 from tests import model_factory
 from tests.conftest import transaction
+from tests.load import post_request, rss_mb, run_load
 from tests.server import running_server
 
 pytestmark = pytest.mark.anyio

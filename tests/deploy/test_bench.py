@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from bench.harness import main
+from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(
     shutil.which("wrk") is None, reason="needs wrk (apt-get install wrk)"
@@ -19,7 +21,12 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
-    json_path = main(["--quick", "--systems", "deepserve", "fastapi-noop", "--out", str(tmp_path)])
+    command = [sys.executable, "-m", "bench", "--quick", "--systems", "deepserve", "fastapi-noop"]
+    run = subprocess.run(
+        [*command, "--out", str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (json_path,) = tmp_path.glob("*.json")
     results = json.loads(json_path.read_text())
     for model in ("image", "fraud"):
         limit = results["limits"][model]

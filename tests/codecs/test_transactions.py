@@ -23,7 +23,7 @@ from app.codecs.transaction_schema import FIELDS, Transaction, WireTransaction
 from app.codecs.transactions import TransactionRows, decode_by_pydantic, decode_well_formed
 from tests.conftest import transaction
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def _by_pydantic(body: bytes) -> TransactionRows | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +12,9 @@ from PIL import Image
 from app.codecs import images
 from app.codecs.images import decode_image
 from app.model_card import ImagePreprocessing
+from tests.conftest import DATASETS
 
-CIFAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+CIFAR = DATASETS / "cifar10-jpeg.tar.gz"
 MAX_PIXELS = 40_000_000
 
 

@@ -6,7 +6,7 @@ the server's resident memory. Passes when RSS at the end is within 5% of RSS aft
 and no request went unanswered or failed with a 5xx. Writes JSON and a PNG plot to
 `bench/results/`.
 
-    python -m bench.soak [--minutes 10] [--warmup-s 60] [--rate 10]
+    python -m tests.soak [--minutes 10] [--warmup-s 60] [--rate 10]
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.loadgen import Results, free_port, post_request, run_load
-from bench.procs import rss_mb
-from bench.systems import SYSTEMS, start, stop_process
+from tests.load import Results, post_request, rss_mb, run_load
+from tests.server import running_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -121,15 +120,12 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    port = free_port()
-    server = start(SYSTEMS["deepserve"], port, timeout_s=60).process
-    try:
-        asyncio.run(soak(port, server.pid, args.warmup_s, args.sample_s, args.rate))
+    with running_server(model_repository=str(ROOT / "models"), log_level="warning") as server:
+        pid = server.process.pid
+        asyncio.run(soak(server.port, pid, args.warmup_s, args.sample_s, args.rate))
         summary, samples = asyncio.run(
-            soak(port, server.pid, args.minutes * 60, args.sample_s, args.rate)
+            soak(server.port, pid, args.minutes * 60, args.sample_s, args.rate)
         )
-    finally:
-        stop_process(server)
 
     start_mb, end_mb = samples[0][1], samples[-1][1]
     growth = (end_mb - start_mb) / start_mb

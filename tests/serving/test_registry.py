@@ -1,0 +1,73 @@
+"""The model registry: loading, failures that stay contained, and batching settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests import model_factory
+from tests.conftest import transaction
+
+
+def test_a_broken_model_fails_alone_and_says_why(model_repo: Path, make_client, caplog) -> None:
+    broken = model_repo / "broken" / "1"
+    broken.mkdir(parents=True)
+    (broken / "model.json").write_text('{"name": "broken", "version": 1}')
+    bad_onnx = model_factory.fraud_model(model_repo, name="bad-onnx")
+    (bad_onnx / "model.onnx").write_bytes(b"not onnx")
+    with caplog.at_level("ERROR"):
+        client = make_client()
+    failures = [r.getMessage() for r in caplog.records if "failed to load" in r.getMessage()]
+    assert len(failures) == 2
+    assert any("broken/1" in f and "kind" in f for f in failures)
+    versions = client.get("/v1/models/broken").json()["versions"]
+    assert versions[0]["state"] == "failed" and "invalid" in versions[0]["reason"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert any(p.startswith("bad-onnx/1: failed") for p in ready.json()["not_ready"])
+    # The others still serve.
+    assert client.post("/v1/fraud/score", json=transaction()).status_code == 200
+    response = client.post("/v1/models/broken/score", json=transaction())
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+
+
+def test_a_card_that_disagrees_with_its_graph_fails(model_repo: Path, make_client) -> None:
+    folder = model_factory.fraud_model(model_repo, name="mismatch")
+    card = (folder / "model.json").read_text().replace('"name": "features"', '"name": "inputs"')
+    (folder / "model.json").write_text(card)
+    client = make_client()
+    (version,) = client.get("/v1/models/mismatch").json()["versions"]
+    assert version["state"] == "failed"
+    assert "'inputs' is not in the graph" in version["reason"]
+
+
+def test_only_configured_models_load_and_missing_ones_are_reported(make_client) -> None:
+    client = make_client(models=["tiny-fraud", "absent"])
+    assert [m["name"] for m in client.get("/v1/models").json()["models"]] == [
+        "absent",
+        "tiny-fraud",
+    ]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["not_ready"] == ["absent: no versions found"]
+
+
+def test_settings_override_the_cards_batching(make_client) -> None:
+    client = make_client(max_queue_delay_ms=3.0, batching={"tiny-fraud": {"max_batch_size": 1}})
+    models = {m["name"]: m["versions"][0] for m in client.get("/v1/models").json()["models"]}
+    assert models["tiny-fraud"]["batching"] == {"max_batch_size": 1, "max_queue_delay_ms": 3.0}
+    assert models["tiny-image"]["batching"] == {"max_batch_size": 8, "max_queue_delay_ms": 3.0}
+    assert client.post("/v1/fraud/score", json=transaction()).status_code == 200
+
+
+def test_the_newest_version_of_every_model_loads_first(
+    model_repo: Path, make_client, caplog
+) -> None:
+    model_factory.fraud_model(model_repo, version=2)
+    model_factory.image_model(model_repo, version=2)
+    with caplog.at_level("INFO", logger="app.serving.registry"):
+        make_client()
+    ready = [r.getMessage().split()[1] for r in caplog.records if " ready on " in r.getMessage()]
+    # Readiness needs one ready version per model: both newest ones come before any older.
+    assert set(ready[:2]) == {"tiny-fraud/2", "tiny-image/2"}
+    assert set(ready[2:]) == {"tiny-fraud/1", "tiny-image/1"}
