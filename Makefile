@@ -33,6 +33,7 @@ test: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk || echo "no wrk: the benchmark test skips"
 	$(PY) -m ruff check app training tests bench
 	$(PY) -m mypy app
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 # The service beside in-process ONNX Runtime, a FastAPI no-op, Ray Serve and BentoML
@@ -45,6 +46,7 @@ lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check app training tests bench
 	$(PY) -m ruff format --check app training tests bench
 	$(PY) -m mypy app
+	$(VENV)/bin/lint-imports
 
 # The commands that made the committed models (see each model.json's provenance).
 train-cifar10: $(VENV)/.dev-installed
