@@ -76,3 +76,78 @@ async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) ->
     assert abandoned >= sent * 2 / 3 - 2, (sent, batch_s, abandoned, batches)
     assert batches <= sent / 3 + 2, (sent, batch_s, abandoned, batches)
     assert after.status_code == 200
+
+
+async def test_a_hot_swap_under_load_is_logged_and_counted_as_the_version_that_answered(
+    tmp_path: Path,
+) -> None:
+    # 16 clients keep scoring while version 2 replaces version 1 (one version kept). One
+    # more request resolves version 1, then sends its body only after version 1 has been
+    # unloaded: version 2 must answer it, and its log line and metrics must say so.
+    model_factory.fraud_model(tmp_path, max_queue_delay_ms=2)
+    with running_server(
+        model_repository=str(tmp_path), poll_interval_s="0.05", keep_versions="1"
+    ) as base:
+        answered: dict[str, int] = {}  # request id -> version in the answer
+        statuses: list[int] = []
+        body = json.dumps(transaction()).encode()
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+            async def hammer(worker: int, stop: asyncio.Event) -> None:
+                for n in range(100_000):
+                    if stop.is_set():
+                        return
+                    request_id = f"w{worker}-{n}"
+                    response = await client.post(
+                        "/v1/models/tiny-fraud/score",
+                        content=body,
+                        headers={"content-type": "application/json", "x-request-id": request_id},
+                    )
+                    statuses.append(response.status_code)
+                    if response.status_code == 200:
+                        answered[request_id] = response.json()["version"]
+
+            stop = asyncio.Event()
+            workers = [asyncio.ensure_future(hammer(w, stop)) for w in range(16)]
+            await asyncio.sleep(0.3)
+            reader, writer = await asyncio.open_connection("127.0.0.1", base.port)
+            writer.write(
+                b"POST /v1/models/tiny-fraud/score HTTP/1.1\r\nHost: test\r\n"
+                b"X-Request-ID: slow-body\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            await writer.drain()
+            await asyncio.sleep(0.2)  # the request has resolved version 1 by now
+            model_factory.fraud_model(tmp_path, version=2)
+            for _ in range(600):  # until version 1 is gone
+                models = (await client.get("/v1/models/tiny-fraud")).json()
+                if [v["version"] for v in models["versions"]] == [2]:
+                    break
+                await asyncio.sleep(0.05)
+            writer.write(body[10:])
+            await writer.drain()
+            head, _, rest = (await asyncio.wait_for(reader.read(65536), 30)).partition(b"\r\n\r\n")
+            writer.close()
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*workers)
+            metrics = (await client.get("/metrics")).text
+        log = base.output()
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(rest)["version"] == 2
+    answered["slow-body"] = 2
+    assert set(statuses) == {200}
+    assert {1, 2} <= set(answered.values())
+    lines = {
+        record["request_id"]: record
+        for record in map(json.loads, (line for line in log.splitlines() if line.startswith("{")))
+        if record.get("route") == "/v1/models/{model}/score"
+    }
+    assert {rid: lines[rid]["version"] for rid in answered} == answered
+    route = "/v1/models/{model}/score"
+    for version in (1, 2):
+        counted = _metric(
+            metrics, "deepserve_requests_total", route=route, version=str(version), status="200"
+        )
+        assert counted == list(answered.values()).count(version), (version, counted)
