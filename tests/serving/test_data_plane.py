@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -26,12 +27,15 @@ def _metric(text: str, name: str, **labels: str) -> float:
 
 
 async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) -> None:
-    # One row per batch. How long a batch takes on this machine decides how many requests
-    # make a queue of about 6 s: the first second of it is not watched for hang-ups (those
-    # answers are near), the rest is, and every client hangs up at once after 0.3 s.
-    folder = model_factory.slow_fraud_model(tmp_path, iterations=2000, max_batch_size=1)
+    # One row per batch of about 20 ms on this machine (the model's cost is calibrated),
+    # and requests for about 6 s of queue: the first second of it is not watched for
+    # hang-ups (those answers are near), the rest is; every client hangs up after 0.3 s.
+    probe = model_factory.slow_fraud_model(tmp_path, "probe", iterations=500, max_batch_size=1)
+    iterations = max(50, round(0.020 / (model_factory.seconds_per_batch(probe) / 500)))
+    shutil.rmtree(probe.parent)  # the whole model: the server serves only the calibrated one
+    folder = model_factory.slow_fraud_model(tmp_path, iterations=iterations, max_batch_size=1)
     batch_s = model_factory.seconds_per_batch(folder)
-    sent = min(400, max(30, round(6.0 / batch_s)))
+    sent = min(800, max(60, round(6.0 / batch_s)))
     with running_server(model_repository=str(tmp_path), intra_op_threads="1") as base:
         port = int(base.rsplit(":", 1)[1])
         body = json.dumps(transaction()).encode()
@@ -71,10 +75,10 @@ async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) ->
             after = await client.post("/v1/models/slow-fraud/score", json=transaction())
     assert counted == sent, metrics
     # Without the watch every request would have run, one per batch. With it, only the
-    # unwatched first second runs, about a sixth of the queue at the calibrated speed: even
-    # a model twice as slow or twice as fast as calibrated leaves two thirds abandoned.
-    assert abandoned >= sent * 2 / 3 - 2, (sent, batch_s, abandoned, batches)
-    assert batches <= sent / 3 + 2, (sent, batch_s, abandoned, batches)
+    # unwatched first second runs, a sixth of the queue at the calibrated speed: even a
+    # model three times slower or faster under load than calibrated leaves half abandoned.
+    assert abandoned >= sent / 2, (sent, batch_s, abandoned, batches)
+    assert batches <= sent / 2, (sent, batch_s, abandoned, batches)
     assert after.status_code == 200
 
 
