@@ -9,7 +9,9 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 APT_INSTALL := $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q
 DATASETS ?= ../shared/datasets
 
-.PHONY: run test bench lint train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+DIAGRAM := docs/architecture.png
+
+.PHONY: run test bench lint diagram train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +77,13 @@ soak: $(VENV)/.dev-installed
 # apt-get when run as root).
 container-test:
 	deploy/container-test.sh
+
+# The architecture picture in the README, from its Graphviz source.
+diagram: $(DIAGRAM)
+
+$(DIAGRAM): docs/architecture.dot
+	@command -v dot >/dev/null || $(APT_INSTALL) graphviz
+	dot -Tpng -Gdpi=110 $< -o $@
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -13,7 +13,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictFloat, StrictInt, StrictStr
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from pydantic import create_model as _pydantic_model
 
 from app.fraud.features import WINDOW_FEATURES
@@ -47,6 +55,17 @@ Identifier = (
     | Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)]
 )
 
+
+def _timestamp_string(value: object) -> object:
+    """An ISO 8601 string, not a number of seconds, and bounded: pydantic would read
+    fractions of any length."""
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 string")
+    if len(value) > MAX_TIMESTAMP_LENGTH:
+        raise ValueError(f"at most {MAX_TIMESTAMP_LENGTH} characters")
+    return value
+
+
 # pydantic: validated from the JSON bytes, every bound checked without a call into Python.
 _PYDANTIC_TYPES: dict[FieldKind, Any] = {
     "identifier": Identifier,
@@ -56,8 +75,11 @@ _PYDANTIC_TYPES: dict[FieldKind, Any] = {
     "risk": Annotated[StrictFloat, Field(ge=0.0, le=1.0, allow_inf_nan=False)],
     "timestamp": Annotated[
         datetime,
-        Strict(),  # an ISO 8601 string, not a number of seconds
-        Field(description="ISO 8601. Weekend and night are read in its own wall-clock time."),
+        BeforeValidator(_timestamp_string),
+        Field(
+            description="ISO 8601. Weekend and night are read in its own wall-clock time.",
+            json_schema_extra={"maxLength": MAX_TIMESTAMP_LENGTH},
+        ),
     ],
 }
 

@@ -85,6 +85,7 @@ REFUSED_BY_BOTH = {
     "empty identifier": {"transaction_id": ""},
     "identifier of 65 characters": {"terminal_id": "t" * 65},
     "identifier of 10 MB": {"transaction_id": "x" * 10_000_000},
+    "timestamp of 80 characters": {"timestamp": "2018-09-12T14:30:00." + "1" * 60},
 }
 
 
