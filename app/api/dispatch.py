@@ -9,6 +9,7 @@ FastAPI's routes.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -103,7 +104,7 @@ def _query(request: Request, endpoint: Endpoint) -> dict[str, int | None]:
     return values
 
 
-def _disconnect_of(request: Request) -> Any:
+def _disconnect_of(request: Request) -> Callable[[], Awaitable[None]]:
     """A waiter for the client's hang-up. Called once the body is read, so the next ASGI
     message can only be the disconnect."""
 
