@@ -37,7 +37,7 @@ WATCH_CLIENT_AFTER_S = 1.0
 Payload = TypeVar("Payload", bound=Sized)
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestReport:
     """What the data plane tells about a request, for its log line and metrics: the model
     and version that answered it (after a hot swap, the new one) and how many items."""
@@ -47,7 +47,7 @@ class RequestReport:
     items: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferenceCall:
     """What every protocol's request comes down to."""
 
