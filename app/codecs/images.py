@@ -2,24 +2,28 @@
 
 `training/` uses the same functions on its data, so a model sees the same pixels in
 training and in serving. Everything here blocks: call it from a worker thread.
+
+Nothing here changes Pillow's process-wide settings (`Image.MAX_IMAGE_PIXELS`,
+`ImageFile.LOAD_TRUNCATED_IMAGES`): training/ and anything else in the process keep Pillow's
+defaults. Our own `max_pixels` is the only size limit, and an image whose pixel data stops
+short is refused even where the decoders would fill in the rest.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import simplejpeg
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ImageTooLarge, InvalidInput, UnsupportedMediaType
 from app.model_card import ImagePreprocessing, TensorSpec
 
 SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF"})
-
-# We enforce our own, lower pixel limit before decoding; Pillow's check would only warn.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def decode_image(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.ndarray:
@@ -29,11 +33,16 @@ def decode_image(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.n
     pixels = _decode_plain_jpeg(data, prep, max_pixels)
     if pixels is not None:
         return pixels if _fits(pixels, prep) else fit_to_model(Image.fromarray(pixels), prep)
+    _check_riff_length(data)
     try:
-        image = Image.open(io.BytesIO(data))
+        image = _open(data)
     except UnidentifiedImageError:
         raise InvalidInput("the body is not a recognizable image") from None
+    except Image.DecompressionBombError as exc:  # Pillow's GIF and WEBP readers check too
+        raise ImageTooLarge(f"the image is too large to decode: {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
+        if _means_truncated(exc):
+            raise _incomplete(f"its header is cut short ({exc})") from None
         raise InvalidInput(f"the image header is corrupt: {exc}") from None
     with image:
         if image.format not in SUPPORTED_FORMATS:
@@ -56,8 +65,14 @@ def decode_image(data: bytes, prep: ImagePreprocessing, max_pixels: int) -> np.n
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. Pillow's note on palette transparency
                 image.load()
+                if image.format == "PNG":
+                    _check_png_rows(image, data)
                 rgb = ImageOps.exif_transpose(image).convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLarge(f"the image is too large to decode: {exc}") from None
+        except (OSError, ValueError, SyntaxError) as exc:
+            if _means_truncated(exc):
+                raise _incomplete(str(exc)) from None
             raise InvalidInput(f"the image could not be decoded: {exc}") from None
     return fit_to_model(rgb, prep)
 
@@ -67,7 +82,9 @@ def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -
     through libjpeg-turbo in one call: the same pixels as Pillow's path (both use
     libjpeg-turbo's exact DCT and upsampling), a tenth of the time for a thumbnail, where
     Pillow's header parsing in Python dominates. None: take Pillow's path (other formats,
-    EXIF or XMP, draft scaling, CMYK, anything odd, and every error with its message)."""
+    EXIF or XMP, draft scaling, CMYK, anything odd, and every error but one with its
+    message). The one: data that ends early, which Pillow would decode with the missing
+    part filled in when an end marker follows the cut."""
     if not data.startswith(b"\xff\xd8") or _APP1 in data[:_APP1_SEARCH_BYTES]:
         return None
     try:
@@ -81,7 +98,9 @@ def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -
         return None  # Pillow would decode at a reduced scale: keep its choice of scale
     try:
         return simplejpeg.decode_jpeg(data, colorspace="RGB")  # type: ignore[no-any-return]
-    except ValueError:
+    except ValueError as exc:
+        if _means_truncated(exc):
+            raise _incomplete(f"the JPEG data ends early ({exc})") from None
         return None
 
 
@@ -89,6 +108,150 @@ def _decode_plain_jpeg(data: bytes, prep: ImagePreprocessing, max_pixels: int) -
 # among the first segments; the marker cannot occur in entropy-coded data.
 _APP1 = b"\xff\xe1"
 _APP1_SEARCH_BYTES = 64 * 1024
+
+
+def _open(data: bytes) -> ImageFile.ImageFile:
+    """`Image.open` less its decompression-bomb check, which reads the process-wide
+    `Image.MAX_IMAGE_PIXELS`: left at Pillow's default it would warn from about 89 M pixels
+    and refuse from about 179 M, under a `max_pixels` raised above those; changed, it would
+    change for everyone in the process. `decode_image` checks our own limit right after
+    this, from the header, before any pixel is decoded. `warnings.catch_warnings` is no
+    way around it here: it swaps the process-wide filters, and decoders run in threads."""
+    stream = io.BytesIO(data)
+    prefix = data[:16]
+    tried: set[str] = set()
+    # Image.open's order: the common plugins first, then every plugin Pillow has.
+    for load_plugins in (Image.preinit, Image.init):
+        load_plugins()
+        for format_id in [f for f in Image.ID if f not in tried]:
+            tried.add(format_id)
+            factory, accept = Image.OPEN[format_id]
+            try:
+                accepted = accept(prefix) if accept is not None else True
+                if isinstance(accepted, str) or not accepted:
+                    continue
+                stream.seek(0)
+                return factory(stream, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue  # not this format after all: Image.open tries the next one too
+    raise UnidentifiedImageError("cannot identify the image")
+
+
+def _means_truncated(exc: Exception) -> bool:
+    """Whether a decoder's error says the data ran out, rather than that it is wrong."""
+    message = str(exc).lower()
+    return any(sign in message for sign in _TRUNCATION_SIGNS)
+
+
+# Pillow: "image file is truncated", "Truncated File Read" (headers), "not enough image data"
+# (BMP RLE), "cannot load this image" (no pixel data at all); libjpeg-turbo through
+# simplejpeg: "Premature end of JPEG file", "premature end of data segment".
+_TRUNCATION_SIGNS = (
+    "truncated",
+    "not enough image data",
+    "cannot load this image",
+    "premature end",
+)
+
+
+def _incomplete(detail: str) -> InvalidInput:
+    return InvalidInput(f"the image data is incomplete (truncated): {detail}")
+
+
+def _check_riff_length(data: bytes) -> None:
+    """A WEBP cut short gets a clear message: libwebp's is "could not create decoder object"."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        declared = int.from_bytes(data[4:8], "little") + 8
+        if len(data) < declared:
+            raise _incomplete(
+                f"the WEBP file declares {declared} bytes, but only {len(data)} arrived"
+            )
+
+
+def _check_png_rows(image: ImageFile.ImageFile, data: bytes) -> None:
+    """Refuse a PNG whose zlib stream is complete but holds fewer rows than its header
+    declares: Pillow's decoder stops without an error where the stream ends (the check in
+    its ZipDecode.c is commented out) and leaves the rest black. The stream is inflated
+    again and its bytes counted, without keeping them: exact for every PNG (interlaced and
+    animated too), for about +40% of a large photo's decode time, nothing for a thumbnail."""
+    extents = image.tile[0].extents if image.tile else None
+    x0, y0, x1, y1 = extents or (0, 0, *image.size)  # an APNG's first frame may be smaller
+    if not _png_stream_fills(data, x1 - x0, y1 - y0):
+        raise _incomplete(
+            f"its pixel data stops short of the {image.width}x{image.height} pixels "
+            "its header declares"
+        )
+
+
+def _png_stream_fills(data: bytes, width: int, height: int) -> bool:
+    """Whether the PNG's zlib stream inflates to all the scanlines `width`x`height` needs,
+    counting the bytes without keeping them."""
+    header, idat = _png_chunks(data)
+    if header is None or header[1] not in _PNG_CHANNELS:
+        return True  # Pillow read it somehow; nothing to compare against
+    bit_depth, colour_type, interlaced = header
+    needed = _png_filtered_bytes(width, height, bit_depth * _PNG_CHANNELS[colour_type], interlaced)
+    inflater = zlib.decompressobj()
+    produced = 0
+    try:
+        for chunk in idat:
+            pending: bytes | memoryview = chunk
+            while True:
+                out = inflater.decompress(pending, _INFLATE_STEP)
+                produced += len(out)
+                pending = inflater.unconsumed_tail
+                if produced >= needed:
+                    return True
+                if inflater.eof or (not pending and len(out) < _INFLATE_STEP):
+                    break  # the stream ended, or this chunk is used up
+    except zlib.error:
+        pass  # Pillow decoded all it needed before this point, or it would have failed
+    return False
+
+
+def _png_chunks(data: bytes) -> tuple[tuple[int, int, bool] | None, list[memoryview]]:
+    """Bit depth, colour type and interlacing from IHDR, and the first run of IDAT chunks'
+    data (the image Pillow decodes first, an APNG's included), each cut to what arrived."""
+    view = memoryview(data)
+    header: tuple[int, int, bool] | None = None
+    idat: list[memoryview] = []
+    position = 8  # past the signature
+    while position + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, position)
+        body = view[position + 8 : position + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13 and header is None:
+            header = (body[8], body[9], bool(body[12]))
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif idat:
+            break
+        position += 12 + length  # length, type, data, CRC
+    return header, idat
+
+
+def _png_filtered_bytes(width: int, height: int, bits: int, interlaced: bool) -> int:
+    """Bytes of filtered scanlines (a filter byte, then the packed pixels) an image needs."""
+    if not interlaced:
+        return height * (1 + (width * bits + 7) // 8)
+    total = 0
+    for x0, y0, dx, dy in _ADAM7:
+        pass_width, pass_height = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if pass_width > 0 and pass_height > 0:
+            total += pass_height * (1 + (pass_width * bits + 7) // 8)
+    return total
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # grey, RGB, palette, grey+alpha, RGBA
+_ADAM7 = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
+_INFLATE_STEP = 1 << 20  # bytes of output held at once while counting
 
 
 def _fits(pixels: np.ndarray, prep: ImagePreprocessing) -> bool:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from tests.conftest import encoded_image
-from tests.model_factory import IMAGE_LABELS
+from tests.model_factory import IMAGE_LABELS, IMAGE_SIZE
+
+MODEL_SIZE = (IMAGE_SIZE, IMAGE_SIZE)
 
 RED, GREEN, BLUE, BLACK = (230, 10, 10), (10, 230, 10), (10, 10, 230), (0, 0, 0)
 
@@ -211,6 +214,71 @@ def test_an_image_with_less_data_than_its_header_promises_is_400(client) -> None
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "invalid_input"
+    assert "incomplete" in response.json()["error"]["message"]
+
+
+def png_with_rows(width: int, height: int, rows: int) -> bytes:
+    """A red PNG whose zlib stream is complete but holds `rows` of its `height` scanlines."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    scanlines = (b"\x00" + bytes(RED) * width) * rows
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(scanlines))
+        + chunk(b"IEND", b"")
+    )
+
+
+def noise_image(fmt: str, size: tuple[int, int] = (40, 30), **options: object) -> bytes:
+    """Noise, so that every byte of pixel data counts and a cut lands in it."""
+    pixels = np.random.default_rng(3).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def cut_in_scan_and_closed(jpeg: bytes) -> bytes:
+    """A JPEG cut inside its entropy-coded data, then given an end-of-image marker."""
+    scan = jpeg.index(b"\xff\xda")
+    return jpeg[: (scan + len(jpeg)) // 2] + b"\xff\xd9"
+
+
+_EXIF = Image.Exif()
+_EXIF[0x0112] = 1
+
+INCOMPLETE = {
+    # classified before: the decoders fill in what is missing without an error
+    "PNG, zlib stream complete, 10 of 16 rows": png_with_rows(16, 16, 10),
+    # JPEGs of the model's size take the one call, not Pillow's reduced-scale path.
+    "JPEG cut and closed": cut_in_scan_and_closed(noise_image("JPEG", MODEL_SIZE)),
+    "progressive JPEG cut and closed": cut_in_scan_and_closed(
+        noise_image("JPEG", MODEL_SIZE, progressive=True)
+    ),
+    # refused before too, but not every message said why
+    "PNG cut in its image data": noise_image("PNG")[:-200],
+    "JPEG cut": noise_image("JPEG")[:-200],
+    "GIF cut": noise_image("GIF")[:-200],
+    "WEBP cut": noise_image("WEBP")[:-200],
+    "BMP cut": noise_image("BMP")[:-200],
+}
+
+
+@pytest.mark.parametrize("case", INCOMPLETE)
+def test_an_image_whose_pixel_data_stops_short_is_400(client, case: str) -> None:
+    response = client.post(
+        "/v1/classify", content=INCOMPLETE[case], headers={"content-type": "image/png"}
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert error["message"].startswith("the image data is incomplete (truncated)"), error
 
 
 def test_bad_query_parameters_are_named_in_one_422(client) -> None:
