@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
-import signal
-import socket
 import sys
-from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
-from app.api.draining import Drain
 from app.api.http_protocol import CoalescingHttpProtocol
+from app.api.server import DrainingServer
 from app.api.services import services_of
 from app.main import create_app
 from app.settings import Settings
-
-logger = logging.getLogger("deepserve")
 
 
 def main() -> None:
@@ -62,37 +56,6 @@ def _tune_garbage_collector(gen0_threshold: int) -> None:
     if gen0_threshold:
         _, gen1, gen2 = gc.get_threshold()
         gc.set_threshold(gen0_threshold, gen1, gen2)
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn, but the first SIGTERM drains (see app.api.draining) before the server stops."""
-
-    def __init__(self, config: uvicorn.Config, drain: Drain, grace_s: float) -> None:
-        super().__init__(config)
-        self._drain = drain
-        self._grace_s = grace_s
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._draining: asyncio.Task[None] | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig == signal.SIGTERM and self._loop is not None and self._draining is None:
-            self._loop.call_soon_threadsafe(self._start_draining)
-            return
-        super().handle_exit(sig, frame)  # SIGINT, or a second SIGTERM: stop now
-
-    def _start_draining(self) -> None:
-        self._draining = asyncio.get_running_loop().create_task(self._drain_then_exit())
-
-    async def _drain_then_exit(self) -> None:
-        logger.info("SIGTERM: draining for up to %.0fs", self._grace_s)
-        finished = await self._drain.drain(self._grace_s)
-        if not finished:
-            logger.warning("grace period over with %d requests in flight", self._drain.in_flight)
-        self.should_exit = True
 
 
 if __name__ == "__main__":

@@ -1,15 +1,15 @@
 """Graceful shutdown: stop taking work, finish what was accepted, then let the server exit.
 
 On the first SIGTERM the app starts draining: `/readyz` answers 503 (so the orchestrator
-stops routing here), new inference requests get 503 with Retry-After, and requests already
-accepted run to completion. When none is left, or the grace period is over, the server
-exits. Probes and metrics keep answering throughout.
+stops routing here), new inference requests get 503 with Retry-After and `Connection: close`,
+and requests already accepted run to completion. When none is left, or the grace period is
+nearly over, the server stops taking connections and answers those it took before it exits
+(app.api.server). Probes and metrics keep answering throughout.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,12 +36,14 @@ class Drain:
         if self.in_flight == 0:
             self._idle.set()
 
-    async def drain(self, grace_s: float) -> bool:
-        """Start draining; True when every accepted request finished within `grace_s`."""
+    def start(self) -> None:
+        """Refuse new requests from now on (DrainMiddleware answers them 503)."""
         self.draining = True
-        deadline = time.monotonic() + grace_s
+
+    async def wait(self, timeout_s: float) -> bool:
+        """True when every accepted request has finished within `timeout_s` (0 if negative)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(self._idle.wait(), max(0.0, timeout_s))
         except TimeoutError:
             return False
         return True
