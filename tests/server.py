@@ -7,6 +7,7 @@ log line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,3 +90,21 @@ def _wait_ready(base: RunningServer, timeout_s: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"server not ready in {timeout_s:.0f} s:\n{base.output()}")
         time.sleep(0.1)
+
+
+async def wait_until_queued(client: httpx.AsyncClient, model: str, rows: int) -> None:
+    """Return once the server's gauge shows `rows` rows queued for `model`, however long
+    they take to get there on this machine (within a few seconds)."""
+    for _ in range(500):
+        if _queued_rows((await client.get("/metrics")).text, model) == rows:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{rows} rows of {model} never were all queued at once")
+
+
+def _queued_rows(metrics: str, model: str) -> float:
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == "deepserve_queue_rows" and sample.labels["model"] == model:
+                return sample.value
+    return 0.0

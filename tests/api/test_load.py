@@ -26,8 +26,9 @@ OVERLOAD_S = 30.0
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path: Path) -> None:
-    # One row per batch and about 15 ms of compute per row: capacity is some tens of req/s.
-    model_factory.slow_fraud_model(tmp_path, max_batch_size=1)
+    # One row per batch of about 20 ms on this machine, whatever the CPU (the model's cost is
+    # calibrated): capacity is some tens of req/s, a small share of what HTTP could carry.
+    _, batch_s = model_factory.calibrated_slow_fraud_model(tmp_path, 0.020, max_batch_size=1)
     settings = {
         "model_repository": str(tmp_path),
         "max_queue_items": "16",
@@ -59,15 +60,20 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
         rss_after = rss_mb(pid)
         statuses = overload.statuses()
 
-        # Recovery: the same closed loop as the capacity probe, right after the load drops.
+        # Recovery: the same closed loop as the capacity probe, right after the load drops;
+        # then once more, settled, as its yardstick: whatever else runs on the machine may
+        # have changed in the 35 s since the capacity probe (CI shares it with other jobs).
         recovery = await run_load(host, port, request, concurrency=4, duration_s=2)
+        settled = await run_load(host, port, request, concurrency=4, duration_s=2)
 
     offered = overload.rate()
     report = (
-        f"capacity {capacity:.0f}/s, offered {offered:.0f}/s, statuses {dict(statuses)}, "
+        f"batch {batch_s * 1000:.0f} ms, capacity {capacity:.0f}/s, offered {offered:.0f}/s, "
+        f"statuses {dict(statuses)}, "
         f"served {overload.rate(200):.0f}/s, 503 p99 {overload.latency_quantile(0.99, 503):.3f}s "
         f"(under 50 ms: {sum(o.latency_s < 0.05 for o in overload.outcomes if o.status == 503)}), "
-        f"RSS {rss_before:.0f}->{rss_after:.0f} MB, recovered {recovery.rate(200):.0f}/s"
+        f"RSS {rss_before:.0f}->{rss_after:.0f} MB, recovered {recovery.rate(200):.0f}/s, "
+        f"then {settled.rate(200):.0f}/s"
     )
     print(report)
     assert offered >= 8 * capacity, f"the generator could not offer 10x: {report}"
@@ -84,11 +90,15 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
     assert prompt <= 100 * (1 + OVERLOAD_S + 2), report
     # The service kept serving while refusing the excess (the generator shares the cores, so
     # not at full speed), with bounded memory, and is back to full throughput within 2 s of the
-    # load dropping.
-    assert overload.rate(200) >= 0.3 * capacity, report
+    # load dropping. "Full" is the slower of the rates before and 2 s after: other jobs on the
+    # machine may have started meanwhile, and a slow recovery slows neither of those two; a
+    # lasting loss would show as a settled rate far below the one before.
+    yardstick = min(capacity, settled.rate(200))
+    assert overload.rate(200) >= 0.3 * yardstick, report
     assert rss_after - rss_before < 50, report
     assert set(recovery.statuses()) == {200}, report
-    assert recovery.rate(200) >= 0.8 * capacity, report
+    assert recovery.rate(200) >= 0.8 * yardstick, report
+    assert settled.rate(200) >= 0.4 * capacity, report
 
 
 async def test_sigterm_under_sustained_load_drops_nothing(tmp_path: Path) -> None:

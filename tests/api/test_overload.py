@@ -11,7 +11,7 @@ import pytest
 
 from tests import model_factory
 from tests.conftest import transaction
-from tests.server import running_server
+from tests.server import running_server, wait_until_queued
 
 pytestmark = pytest.mark.anyio
 
@@ -19,9 +19,11 @@ pytestmark = pytest.mark.anyio
 async def _fill_queue(
     client: httpx.AsyncClient, path: str, count: int
 ) -> list[asyncio.Task[httpx.Response]]:
-    """Send `count` transactions that will wait in the queue; their answers, to await later."""
+    """Send `count` transactions that will wait in tiny-fraud's queue; their answers, to
+    await later. Returns as soon as the server's gauge shows them all queued, however long
+    they took to get there on this machine."""
     queued = [asyncio.create_task(client.post(path, json=transaction())) for _ in range(count)]
-    await asyncio.sleep(0.3)  # long enough for all of them to be queued
+    await wait_until_queued(client, "tiny-fraud", count)
     return queued
 
 

@@ -17,14 +17,14 @@ import pytest
 from tests import model_factory
 from tests.conftest import transaction
 from tests.load import post_request
-from tests.server import running_server
+from tests.server import running_server, wait_until_queued
 
 pytestmark = pytest.mark.anyio
 
 
 async def test_sigterm_drains_without_losing_accepted_requests(tmp_path: Path) -> None:
-    # Every batch waits 400 ms for company, so requests are queued when SIGTERM arrives.
-    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=400)
+    # Every batch waits 2 s for company, so requests are queued when SIGTERM arrives.
+    model_factory.fraud_model(tmp_path, max_batch_size=64, max_queue_delay_ms=2000)
     with running_server(model_repository=str(tmp_path), shutdown_grace_s="10") as base:
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             accepted = [
@@ -33,10 +33,13 @@ async def test_sigterm_drains_without_losing_accepted_requests(tmp_path: Path) -
                 )
                 for i in range(10)
             ]
-            await asyncio.sleep(0.15)
+            await wait_until_queued(client, "tiny-fraud", 10)
             base.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
-            ready = await client.get("/readyz")
+            for _ in range(100):  # until the signal has reached the server
+                ready = await client.get("/readyz")
+                if ready.status_code == 503:
+                    break
+                await asyncio.sleep(0.01)
             refused = await client.post("/v1/models/tiny-fraud/score", json=transaction())
             responses = await asyncio.gather(*accepted)
         assert [r.status_code for r in responses] == [200] * 10

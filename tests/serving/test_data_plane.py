@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 
 import httpx
@@ -30,11 +29,7 @@ async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) ->
     # One row per batch of about 20 ms on this machine (the model's cost is calibrated),
     # and requests for about 6 s of queue: the first second of it is not watched for
     # hang-ups (those answers are near), the rest is; every client hangs up after 0.3 s.
-    probe = model_factory.slow_fraud_model(tmp_path, "probe", iterations=500, max_batch_size=1)
-    iterations = max(50, round(0.020 / (model_factory.seconds_per_batch(probe) / 500)))
-    shutil.rmtree(probe.parent)  # the whole model: the server serves only the calibrated one
-    folder = model_factory.slow_fraud_model(tmp_path, iterations=iterations, max_batch_size=1)
-    batch_s = model_factory.seconds_per_batch(folder)
+    _, batch_s = model_factory.calibrated_slow_fraud_model(tmp_path, 0.020, max_batch_size=1)
     sent = min(800, max(60, round(6.0 / batch_s)))
     with running_server(model_repository=str(tmp_path), intra_op_threads="1") as base:
         port = int(base.rsplit(":", 1)[1])

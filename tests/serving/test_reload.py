@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.api.services import services_of
 from tests import model_factory
 from tests.conftest import transaction
 from tests.server import running_server
@@ -27,6 +28,21 @@ def wait_for(condition, timeout: float = 15.0) -> None:
 
 def served_version(client) -> int:
     return client.post("/v1/fraud/score", json=transaction()).json()["version"]
+
+
+def count_polls(client, monkeypatch) -> list[None]:
+    """A list that grows by one as each poll of the model repository from now on ends."""
+    registry = services_of(client.app).registry
+    scan = registry.sync
+    polls: list[None] = []
+
+    async def counted(names: list[str] | None = None) -> None:
+        await scan(names)
+        if names is None:  # a poll, not an admin load
+            polls.append(None)
+
+    monkeypatch.setattr(registry, "sync", counted)
+    return polls
 
 
 def test_a_new_version_is_picked_up_and_the_old_one_released(model_repo, make_client) -> None:
@@ -65,7 +81,9 @@ def test_a_removed_version_stops_serving(model_repo, make_client) -> None:
     wait_for(lambda: served_version(client) == 1)
 
 
-def test_admin_routes_unload_and_load_and_need_an_admin_key(model_repo, make_client) -> None:
+def test_admin_routes_unload_and_load_and_need_an_admin_key(
+    model_repo, make_client, monkeypatch
+) -> None:
     model_factory.fraud_model(model_repo, version=2)
     client = make_client(poll_interval_s=0.1, api_keys=[f"{ADMIN}:admin", USER])
     admin, user = {"X-API-Key": ADMIN}, {"X-API-Key": USER}
@@ -73,7 +91,8 @@ def test_admin_routes_unload_and_load_and_need_an_admin_key(model_repo, make_cli
     assert client.post("/v1/models/tiny-fraud/unload", headers=user).status_code == 403
     response = client.post("/v1/models/tiny-fraud/unload?version=2", headers=admin)
     assert response.json() == {"model": "tiny-fraud", "unloaded": [2]}
-    time.sleep(0.3)  # several polls: an unloaded version stays unloaded
+    polls = count_polls(client, monkeypatch)
+    wait_for(lambda: len(polls) >= 3)  # several polls: an unloaded version stays unloaded
     score = client.post("/v1/fraud/score", json=transaction(), headers=user)
     assert score.json()["version"] == 1
     loaded = client.post("/v1/models/tiny-fraud/load", headers=admin).json()
