@@ -67,7 +67,8 @@ class EndpointDispatcher:
 
     def _call(self, endpoint: Endpoint, params: dict[str, str], request: Request) -> EndpointCall:
         settings = self.services.settings
-        check_key(request.headers, settings.api_keys)
+        headers = request.headers
+        check_key(headers, settings.api_keys)
         model = params.get("model")
         if model is None:
             assert endpoint.default_model is not None  # the table checks it
@@ -77,7 +78,7 @@ class EndpointDispatcher:
             services=self.services,
             model=model,
             query=_query(request, endpoint),
-            deadline=request_deadline(request.headers.get(DEADLINE_HEADER), settings),
+            deadline=request_deadline(headers.get(DEADLINE_HEADER), settings),
             report=request_report(request.scope),
             client_gone=_disconnect_of(request),
         )

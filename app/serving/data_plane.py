@@ -109,11 +109,8 @@ class DataPlane:
     ) -> dict[str, Any]:
         """Each transaction's fraud probability and decision, in request order."""
 
-        async def to_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:
-            return transactions.columns_for(model_card)
-
         runtime, transactions, outputs = await self._serve(
-            call, "tabular_classifier", read_transactions, to_rows
+            call, "tabular_classifier", read_transactions, _transaction_rows
         )
         model_card = runtime.model_card
         thresholds = model_card.thresholds
@@ -131,7 +128,7 @@ class DataPlane:
         call: InferenceCall,
         kind: Kind,
         read: Callable[[], Awaitable[Payload]],
-        to_rows: Callable[[ModelCard, Payload], Awaitable[np.ndarray]],
+        to_rows: Callable[[ModelCard, Payload], Awaitable[np.ndarray] | np.ndarray],
         check: Callable[[ModelCard], None] | None = None,
     ) -> tuple[ModelRuntime, Payload, np.ndarray]:
         """Resolve, admit, read, convert and infer; the runtime that answered, the payload
@@ -146,7 +143,9 @@ class DataPlane:
             payload = await read()
             call.report.items = len(payload)
             admission.count(len(payload))
-            rows = await to_rows(runtime.model_card, payload)
+            rows = to_rows(runtime.model_card, payload)
+            if not isinstance(rows, np.ndarray):  # images decode in threads; rows need not
+                rows = await rows
             work = self._infer(call, runtime, rows, admission)
             runtime, outputs = await _unless_client_leaves(call, runtime, work)
         return runtime, payload, outputs
@@ -189,6 +188,10 @@ class DataPlane:
                 raise outcome
             pixels.append(outcome)
         return pixels
+
+
+def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:
+    return transactions.columns_for(model_card)
 
 
 def _report(call: InferenceCall, runtime: ModelRuntime) -> None:
