@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        services.data_plane.start()
         # Load in the background so /healthz answers at once; /readyz tells when done.
         loading = asyncio.create_task(
             _load_then_poll(services.registry, settings.poll_interval_s), name="models"

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
@@ -48,12 +48,18 @@ class EndpointDispatcher:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        match = self.table.match(scope["method"], scope["path"])
+        path = scope["path"]
+        match = self.table.match(scope["method"], path)
+        if match is None and path.endswith("/") and self.table.match(scope["method"], path[:-1]):
+            # As FastAPI's routes did: the same path without the slash, same method and body.
+            await _redirect(path[:-1], scope, receive, send)
+            return
         if match is None:
             await self.app(scope, receive, send)
             return
         if isinstance(match, list):
-            response = _method_not_allowed(scope["method"], match)
+            scope["route"] = RouteTemplate(match[0].path)  # not the raw path: a bounded label
+            response = _method_not_allowed(scope["method"], [e.method for e in match])
         else:
             endpoint, params = match
             scope["route"] = RouteTemplate(endpoint.path)  # logs and metrics group by it
@@ -114,6 +120,12 @@ def _disconnect_of(request: Request) -> Callable[[], Awaitable[None]]:
             pass
 
     return client_gone
+
+
+async def _redirect(path: str, scope: Scope, receive: Receive, send: Send) -> None:
+    query = scope["query_string"].decode("latin-1")
+    location = f"{path}?{query}" if query else path
+    await RedirectResponse(location, status_code=307)(scope, receive, send)
 
 
 def _method_not_allowed(method: str, allowed: list[str]) -> Response:

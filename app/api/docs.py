@@ -110,14 +110,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     return {
         "tags": list(endpoint.tags),
         "summary": endpoint.summary,
-        "operationId": _operation_id(endpoint),
+        "operationId": endpoint.operation_id,
         "parameters": parameters,
         "requestBody": dict(endpoint.request_body),
         "responses": responses,
     }
-
-
-def _operation_id(endpoint: Endpoint) -> str:
-    """`score_v1_models_model_score`: the handler, then the path's words."""
-    words = endpoint.path.strip("/").replace("{", "").replace("}", "").replace("/", "_")
-    return f"{endpoint.handler.__name__}_{words}"

@@ -9,6 +9,7 @@ its handler, its query parameters and what the documentation says of it; the dis
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,12 +65,20 @@ class Endpoint:
     # Where the path names no model, which setting does.
     default_model: Callable[[Settings], str] | None = None
     tags: tuple[str, ...] = ("inference",)
+    name: str = ""  # names the OpenAPI operation; default: the handler's name
     segments: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segments", tuple(self.path.split("/")))
         if self.default_model is None and "{model}" not in self.segments:
             raise ValueError(f"{self.path}: name a model in the path or a default_model")
+
+    @property
+    def operation_id(self) -> str:
+        """As FastAPI names operations (`score_default_v1_fraud_score_post`), so that
+        clients generated from the OpenAPI document keep their method names."""
+        words = re.sub(r"\W", "_", f"{self.name or self.handler.__name__}{self.path}")
+        return f"{words}_{self.method.lower()}"
 
     def match(self, parts: list[str]) -> dict[str, str] | None:
         """Path parameters when `parts` (a path split at `/`) fits the template."""
@@ -99,19 +108,21 @@ class EndpointTable:
             (e.method, e.path): e for e in endpoints if not any("{" in s for s in e.segments)
         }
 
-    def match(self, method: str, path: str) -> tuple[Endpoint, dict[str, str]] | list[str] | None:
+    def match(
+        self, method: str, path: str
+    ) -> tuple[Endpoint, dict[str, str]] | list[Endpoint] | None:
         """The endpoint and its path parameters; where only other methods serve the path,
-        those methods (for a 405); None where no endpoint does."""
+        those endpoints (for a 405); None where no endpoint does."""
         literal = self._literal.get((method, path))
         if literal is not None:
             return literal, {}
         parts = path.split("/")
-        allowed: list[str] = []
+        others: list[Endpoint] = []
         for endpoint in self.endpoints:
             params = endpoint.match(parts)
             if params is None:
                 continue
             if endpoint.method == method:
                 return endpoint, params
-            allowed.append(endpoint.method)
-        return allowed or None
+            others.append(endpoint)
+        return others or None

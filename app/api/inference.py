@@ -121,6 +121,7 @@ ENDPOINTS = [
         IMAGE_BODY,
         query=(VERSION, TOP_K),
         default_model=lambda settings: settings.default_image_model,
+        name="classify_default",
     ),
     Endpoint(
         "POST",
@@ -140,5 +141,6 @@ ENDPOINTS = [
         TRANSACTION_BODY,
         query=(VERSION,),
         default_model=lambda settings: settings.default_fraud_model,
+        name="score_default",
     ),
 ]

@@ -103,12 +103,18 @@ class DrainingServer(uvicorn.Server):
         # Doors open while accepted requests finish, so that late clients hear a 503 rather
         # than nothing; closing them needs some time of its own, kept from the grace period.
         closing_s = SETTLE_S + IDLE_WAIT_S
-        await self._drain.wait(deadline - closing_s - time.monotonic())
-        await self._close_doors(deadline)
-        await self._answer_accepted(deadline)
-        if self._drain.in_flight:
-            logger.warning("grace period over with %d requests in flight", self._drain.in_flight)
-        self.should_exit = True
+        try:
+            await self._drain.wait(deadline - closing_s - time.monotonic())
+            await self._close_doors(deadline)
+            await self._answer_accepted(deadline)
+        except Exception:  # whatever failed, the server must still stop
+            logger.exception("graceful shutdown failed; stopping now")
+        finally:
+            if self._drain.in_flight:
+                logger.warning(
+                    "grace period over with %d requests in flight", self._drain.in_flight
+                )
+            self.should_exit = True
 
     async def _close_doors(self, deadline: float) -> None:
         """Take no new connections, losing none that the kernel has completed."""

@@ -63,11 +63,16 @@ class DataPlane:
     def __init__(self, registry: ModelRegistry, decode: DecodeConfig) -> None:
         self._registry = registry
         self._decode_config = decode
+        self._decoders: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
         # Image decoding blocks (and mostly releases the GIL): keep it off the event loop.
-        self._decoders = ThreadPoolExecutor(decode.threads, thread_name_prefix="decode")
+        self._decoders = ThreadPoolExecutor(self._decode_config.threads, "decode")
 
     def close(self) -> None:
-        self._decoders.shutdown(wait=True)
+        if self._decoders is not None:
+            self._decoders.shutdown(wait=True)
+            self._decoders = None
 
     async def classify(
         self,
@@ -174,6 +179,8 @@ class DataPlane:
         count = len(images)
         if sum(map(len, images)) <= self._decode_config.inline_bytes:
             return [_decode_nth(i, data, prep, max_pixels, count) for i, data in enumerate(images)]
+        if self._decoders is None:
+            raise RuntimeError("the data plane was not started")
         loop = asyncio.get_running_loop()
         decoded = await asyncio.gather(
             *(

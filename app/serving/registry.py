@@ -240,4 +240,8 @@ class ModelRegistry:
         for versions in self._models.values():
             for entry in versions.values():
                 entry.runtime = None  # the last reference to its session
+        # As new: an app served again (a second lifespan) loads everything again.
         self._models.clear()
+        self._missing, self._unloaded = [], set()
+        self._loaded = asyncio.Event()
+        self.providers = None

@@ -46,3 +46,28 @@ def test_a_table_refuses_an_endpoint_declared_twice_or_without_a_model() -> None
         EndpointTable([*ENDPOINTS, ENDPOINTS[0]])
     with pytest.raises(ValueError, match="model"):
         Endpoint("POST", "/v1/nowhere", classify, "none", ClassifyResponse, IMAGE_BODY)
+
+
+def test_a_trailing_slash_is_redirected_to_the_endpoint(client) -> None:
+    response = client.post("/v1/fraud/score/?version=1", json=transaction(), follow_redirects=False)
+    assert response.status_code == 307
+    assert response.headers["location"].endswith("/v1/fraud/score?version=1")
+
+
+def test_a_405_is_counted_under_the_route_template_not_the_raw_path(client) -> None:
+    for name in ("m0", "m1"):
+        assert client.get(f"/v1/models/{name}/score").status_code == 405
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/models/{model}/score"' in metrics
+    assert "/v1/models/m0/score" not in metrics
+
+
+def test_operations_keep_the_ids_fastapi_gave_them(client) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    expected = {
+        "/v1/classify": "classify_default_v1_classify_post",
+        "/v1/models/{model}/classify": "classify_v1_models__model__classify_post",
+        "/v1/fraud/score": "score_default_v1_fraud_score_post",
+        "/v1/models/{model}/score": "score_v1_models__model__score_post",
+    }
+    assert {path: paths[path]["post"]["operationId"] for path in expected} == expected
