@@ -129,9 +129,10 @@ async def _redirect(path: str, scope: Scope, receive: Receive, send: Send) -> No
 
 
 def _method_not_allowed(method: str, allowed: list[str]) -> Response:
+    methods = ", ".join(sorted(set(allowed)))
     return error_response(
         405,
         "method_not_allowed",
-        f"{method} is not allowed here; use {', '.join(sorted(set(allowed)))}",
-        {"Allow": ", ".join(sorted(set(allowed)))},
+        f"{method} is not allowed here; use {methods}",
+        {"Allow": methods},
     )

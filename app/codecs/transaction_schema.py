@@ -66,7 +66,8 @@ def _timestamp_string(value: object) -> object:
     return value
 
 
-# pydantic: validated from the JSON bytes, every bound checked without a call into Python.
+# pydantic: validated from the JSON bytes; every bound but the timestamp's is checked
+# without a call into Python (this is the path for unusual bodies only).
 _PYDANTIC_TYPES: dict[FieldKind, Any] = {
     "identifier": Identifier,
     # Finite by construction: JSON has no NaN or Infinity, and the bound excludes overflow.

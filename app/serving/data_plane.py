@@ -113,7 +113,6 @@ class DataPlane:
         self, call: InferenceCall, read_transactions: Callable[[], Awaitable[TransactionRows]]
     ) -> dict[str, Any]:
         """Each transaction's fraud probability and decision, in request order."""
-
         runtime, transactions, outputs = await self._serve(
             call, "tabular_classifier", read_transactions, _transaction_rows
         )

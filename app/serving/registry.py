@@ -237,10 +237,8 @@ class ModelRegistry:
             if v.runtime is not None
         ]
         await asyncio.gather(*(r.batcher.close(timeout_s) for r in runtimes))
-        for versions in self._models.values():
-            for entry in versions.values():
-                entry.runtime = None  # the last reference to its session
-        # As new: an app served again (a second lifespan) loads everything again.
+        # The registry held the last references to the sessions. As new from here: an app
+        # served again (a second lifespan) loads everything again.
         self._models.clear()
         self._missing, self._unloaded = [], set()
         self._loaded = asyncio.Event()

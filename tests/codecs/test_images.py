@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.codecs import images
+from app.codecs import images, png
 from app.codecs.images import decode_image, fit_to_model
 from app.errors import ImageTooLarge, InvalidInput
 from app.model_card import ImagePreprocessing
@@ -147,7 +147,7 @@ def test_real_cifar_jpegs_match_pillows(monkeypatch: pytest.MonkeyPatch) -> None
 NOISE = np.random.default_rng(7).integers(0, 256, (20, 24, 3), dtype=np.uint8)
 # The interlacing passes (x0, y0, dx, dy) are the decoder's: a wrong table would build PNGs
 # that Pillow reads as other pixels, which the hand-built PNG test catches.
-_ADAM7 = images._ADAM7
+_ADAM7 = png.ADAM7
 
 
 def _png(pixels: np.ndarray, interlaced: bool = False, rows_missing: int = 0) -> bytes:
