@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint diagram train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint diagram grpc-stubs train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +84,14 @@ diagram: $(DIAGRAM)
 $(DIAGRAM): docs/architecture.dot
 	@command -v dot >/dev/null || $(APT_INSTALL) graphviz
 	dot -Tpng -Gdpi=110 $< -o $@
+
+# The Open Inference Protocol's gRPC stubs, from the .proto files beside them (Triton's, which
+# KServe's predict_v2.proto is a subset of). Committed; rerun after changing a .proto file.
+STUBS := app/api/open_inference/stubs
+grpc-stubs: $(VENV)/.dev-installed
+	$(PY) -m grpc_tools.protoc -I $(STUBS) --python_out=$(STUBS) --pyi_out=$(STUBS) \
+		--grpc_python_out=$(STUBS) $(STUBS)/grpc_service.proto $(STUBS)/model_config.proto
+	sed -i -E 's/^import (grpc_service|model_config)_pb2/from . import \1_pb2/' $(STUBS)/*.py $(STUBS)/*.pyi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app import __version__ as app_version
 from app.api import admin, health, inference, metrics, models
 from app.api.auth import require_admin, require_key
 from app.api.dispatch import EndpointDispatcher
@@ -18,12 +19,16 @@ from app.api.docs import install_docs
 from app.api.draining import DrainMiddleware
 from app.api.endpoints import EndpointTable
 from app.api.errors import install_error_handlers
+from app.api.open_inference import rest as open_inference_rest
+from app.api.open_inference.grpc_server import GrpcServer
 from app.api.request_log import RequestLogMiddleware
 from app.api.services import Services
 from app.serving.registry import ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+GRPC_STOP_GRACE_S = 1.0
 
 DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
@@ -43,7 +48,9 @@ async def _load_then_poll(registry: ModelRegistry, poll_interval_s: float) -> No
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.build(settings)
-    table = EndpointTable([*inference.ENDPOINTS])
+    table = EndpointTable([*inference.ENDPOINTS, *open_inference_rest.ENDPOINTS])
+
+    grpc_server = GrpcServer(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -53,8 +60,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             _load_then_poll(services.registry, settings.poll_interval_s), name="models"
         )
         try:
+            if settings.grpc_port:
+                await grpc_server.start()
             yield
         finally:
+            # By now the drain has waited for the calls in flight: a second is a margin.
+            await grpc_server.stop(GRPC_STOP_GRACE_S)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
@@ -63,7 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="deepserve",
-        version="0.1.0",
+        version=app_version,
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url=None,
@@ -73,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
+    app.state.grpc_server = grpc_server
     # Innermost first: the dispatcher sits inside the drain, log and CORS middlewares.
     app.add_middleware(EndpointDispatcher, table=table, services=services)
     app.add_middleware(DrainMiddleware, drain=services.drain)

@@ -54,6 +54,12 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol's gRPC service; 0 turns gRPC off.",
+    )
     model_repository: Path = Field(
         default=Path("models"), description="Folder of `<name>/<version>/model.{onnx,json}`."
     )

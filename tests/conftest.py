@@ -45,6 +45,7 @@ def make_client(model_repo: Path) -> Iterator[ClientFactory]:
             "model_repository": repo or model_repo,
             "default_image_model": "tiny-image",
             "default_fraud_model": "tiny-fraud",
+            "grpc_port": 0,  # in-process apps speak HTTP; gRPC tests start a real server
         }
         settings = Settings(_env_file=None, **{**values, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)

@@ -32,10 +32,11 @@ def free_port() -> int:
 
 
 class RunningServer(str):
-    """The server's base URL, carrying its process and its output."""
+    """The server's base URL, carrying its process, its output and its gRPC address."""
 
     process: subprocess.Popen[bytes]
     log_path: Path
+    grpc_target: str  # host:port of its gRPC service, "" when off
 
     @property
     def port(self) -> int:
@@ -48,8 +49,10 @@ class RunningServer(str):
 
 @contextlib.contextmanager
 def running_server(**settings: str) -> Iterator[RunningServer]:
-    """Start the server with DEEPSERVE_* settings; yield its base URL once /readyz is 200."""
+    """Start the server with DEEPSERVE_* settings; yield its base URL once /readyz is 200.
+    gRPC listens on a free port of its own unless `grpc_port` says otherwise."""
     port = free_port()
+    settings.setdefault("grpc_port", str(free_port()))
     env = {
         **os.environ,
         "DEEPSERVE_HOST": "127.0.0.1",
@@ -58,6 +61,8 @@ def running_server(**settings: str) -> Iterator[RunningServer]:
     }
     with tempfile.TemporaryDirectory(prefix="deepserve-server-") as folder:
         base = RunningServer(f"http://127.0.0.1:{port}")
+        grpc_port = int(settings["grpc_port"])
+        base.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""
         base.log_path = Path(folder) / "server.log"
         with base.log_path.open("wb") as log:
             base.process = subprocess.Popen(

@@ -2,26 +2,27 @@
 
 `DEEPSERVE_API_KEYS=key1,key2:admin`: any listed key may call inference and model routes;
 `:admin` marks the keys that may also call the admin routes (model load and unload).
-Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are compared in
-constant time and never logged; the settings keep only their digests.
+Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>` (over gRPC, as metadata).
+Keys are compared in constant time and never logged; the settings keep only their digests.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
-from starlette.datastructures import Headers
 
 from app.api.services import services_of
 from app.errors import Forbidden, Unauthorized
 from app.settings import ApiKey
 
 
-def check_key(headers: Headers, keys: list[ApiKey], admin: bool = False) -> None:
+def check_key(headers: Mapping[str, str], keys: list[ApiKey], admin: bool = False) -> None:
     """Raise unless the request carries a valid key (an admin key where `admin`); no keys
-    configured lets every request through."""
+    configured lets every request through. `headers`: HTTP headers, or gRPC metadata with
+    lower-case names."""
     if not keys:
         return
     presented = _presented(headers)
@@ -42,7 +43,7 @@ async def require_admin(request: Request) -> None:
     check_key(request.headers, services_of(request.app).settings.api_keys, admin=True)
 
 
-def _presented(headers: Headers) -> str | None:
+def _presented(headers: Mapping[str, str]) -> str | None:
     header = headers.get("authorization")
     if header and header[:7].lower() == "bearer ":
         return header[7:].strip()

@@ -24,7 +24,6 @@ from app.api.deps import DEADLINE_HEADER, request_deadline
 from app.api.endpoints import Endpoint, EndpointCall, EndpointTable
 from app.api.errors import response_for
 from app.api.request_log import request_report
-from app.api.responses import error_response
 from app.api.services import Services
 
 
@@ -59,7 +58,7 @@ class EndpointDispatcher:
             return
         if isinstance(match, list):
             scope["route"] = RouteTemplate(match[0].path)  # not the raw path: a bounded label
-            response = _method_not_allowed(scope["method"], [e.method for e in match])
+            response = _method_not_allowed(match[0], scope["method"], [e.method for e in match])
         else:
             endpoint, params = match
             scope["route"] = RouteTemplate(endpoint.path)  # logs and metrics group by it
@@ -68,21 +67,22 @@ class EndpointDispatcher:
                 response = await endpoint.handler(call)
             except Exception as exc:
                 where = f"{scope['method']} {scope['path']}"
-                response = await response_for(exc, self.services.refusals, where)
+                response = await response_for(exc, self.services.refusals, where, endpoint.errors)
         await response(scope, receive, send)
 
     def _call(self, endpoint: Endpoint, params: dict[str, str], request: Request) -> EndpointCall:
         settings = self.services.settings
         headers = request.headers
-        check_key(headers, settings.api_keys)
+        if endpoint.access != "probe" or settings.auth_probes_and_metrics:
+            check_key(headers, settings.api_keys, admin=endpoint.access == "admin")
         model = params.get("model")
-        if model is None:
-            assert endpoint.default_model is not None  # the table checks it
+        if model is None and endpoint.default_model is not None:
             model = endpoint.default_model(settings)
         return EndpointCall(
             request=request,
             services=self.services,
             model=model,
+            params=params,
             query=_query(request, endpoint),
             deadline=request_deadline(headers.get(DEADLINE_HEADER), settings),
             report=request_report(request.scope),
@@ -128,9 +128,9 @@ async def _redirect(path: str, scope: Scope, receive: Receive, send: Send) -> No
     await RedirectResponse(location, status_code=307)(scope, receive, send)
 
 
-def _method_not_allowed(method: str, allowed: list[str]) -> Response:
+def _method_not_allowed(endpoint: Endpoint, method: str, allowed: list[str]) -> Response:
     methods = ", ".join(sorted(set(allowed)))
-    return error_response(
+    return endpoint.errors.response(
         405,
         "method_not_allowed",
         f"{method} is not allowed here; use {methods}",

@@ -65,7 +65,9 @@ def add_endpoints(schema: dict[str, Any], table: EndpointTable) -> None:
     paths = schema.setdefault("paths", {})
     for endpoint in table.endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
-        models.append(endpoint.response_model)
+        if endpoint.response_model is not None:
+            models.append(endpoint.response_model)
+        models += endpoint.schemas
     _, definitions = models_json_schema(
         [(model, "validation") for model in dict.fromkeys(models)], ref_template=REF_TEMPLATE
     )
@@ -99,7 +101,9 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "schema": {"type": "string"},
         }
     )
-    answer = {"$ref": REF_TEMPLATE.format(model=endpoint.response_model.__name__)}
+    answer: dict[str, Any] = {"type": "object"}
+    if endpoint.response_model is not None:
+        answer = {"$ref": REF_TEMPLATE.format(model=endpoint.response_model.__name__)}
     responses: dict[str, Any] = {
         "200": {
             "description": "Successful Response",
@@ -107,11 +111,13 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         }
     }
     responses.update({status: {"description": text} for status, text in ERRORS.items()})
-    return {
+    operation = {
         "tags": list(endpoint.tags),
         "summary": endpoint.summary,
         "operationId": endpoint.operation_id,
         "parameters": parameters,
-        "requestBody": dict(endpoint.request_body),
         "responses": responses,
     }
+    if endpoint.request_body is not None:
+        operation["requestBody"] = dict(endpoint.request_body)
+    return operation

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.api.responses import error_response
 
-ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics")
+ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 
 
 class Drain:

@@ -12,15 +12,21 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.api.errors import DEEPSERVE_ERRORS, ErrorFormat
 from app.api.services import Services
+from app.errors import ModelNotFound
 from app.serving.data_plane import InferenceCall, RequestReport
 from app.settings import Settings
+
+# Who may call an endpoint when API keys are configured: probes only where the settings
+# say so, `key` any valid key, `admin` an admin key.
+Access = Literal["probe", "key", "admin"]
 
 
 @dataclass(frozen=True)
@@ -37,17 +43,27 @@ class EndpointCall:
 
     request: Request
     services: Services
-    model: str
+    model: str | None  # None where the endpoint is about no model (`GET /v2`)
+    params: Mapping[str, str]  # from the path
     query: Mapping[str, int | None]
     deadline: float  # on time.monotonic()
     report: RequestReport
     client_gone: Callable[[], Awaitable[object]]
 
     def inference(self) -> InferenceCall:
-        """The call for the data plane; `?version=` pins a version."""
+        """The call for the data plane; a version in the path or `?version=` pins one."""
+        assert self.model is not None, "an inference endpoint names a model"
         return InferenceCall(
-            self.model, self.query.get("version"), self.deadline, self.report, self.client_gone
+            self.model, self.version(), self.deadline, self.report, self.client_gone
         )
+
+    def version(self) -> int | None:
+        raw = self.params.get("version")
+        if raw is None:
+            return self.query.get("version")
+        if not raw.isdigit() or int(raw) < 1:  # a version no model can have
+            raise ModelNotFound(f"model {self.model!r} has no version {raw!r}")
+        return int(raw)
 
 
 Handler = Callable[[EndpointCall], Awaitable[Response]]
@@ -59,18 +75,23 @@ class Endpoint:
     path: str  # a template: `{model}` stands for a path segment
     handler: Handler
     summary: str
-    response_model: type[BaseModel]
-    request_body: Mapping[str, Any]  # the OpenAPI requestBody object
+    response_model: type[BaseModel] | None
+    request_body: Mapping[str, Any] | None  # the OpenAPI requestBody object
     query: tuple[QueryParameter, ...] = ()
     # Where the path names no model, which setting does.
     default_model: Callable[[Settings], str] | None = None
     tags: tuple[str, ...] = ("inference",)
     name: str = ""  # names the OpenAPI operation; default: the handler's name
+    access: Access = "key"
+    errors: ErrorFormat = DEEPSERVE_ERRORS
+    schemas: tuple[type[BaseModel], ...] = ()  # more that the request body refers to
+    about_model: bool = True  # False where no model is concerned (`GET /v2`)
     segments: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "segments", tuple(self.path.split("/")))
-        if self.default_model is None and "{model}" not in self.segments:
+        names_model = self.default_model is not None or "{model}" in self.segments
+        if self.about_model and not names_model:
             raise ValueError(f"{self.path}: name a model in the path or a default_model")
 
     @property

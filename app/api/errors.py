@@ -6,6 +6,9 @@ Every route and the endpoint dispatcher answer errors here; a client mistake is 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +17,7 @@ from starlette.responses import Response
 
 from app import errors
 from app.api.refusals import RefusalPacer
-from app.api.responses import error_response
+from app.api.responses import error_response, json_response
 from app.api.services import services_of
 
 logger = logging.getLogger(__name__)
@@ -48,6 +51,40 @@ _CODE_BY_STATUS = {
 }
 
 
+@dataclass(frozen=True)
+class ErrorFormat:
+    """How a protocol writes an error: its body, and the statuses where it departs from
+    `STATUS_BY_ERROR`."""
+
+    respond: Callable[[int, str, str, Mapping[str, str] | None, list[Any] | None], Response]
+    statuses: Mapping[int, int] = field(default_factory=dict)
+
+    def response(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        details: list[Any] | None = None,
+    ) -> Response:
+        return self.respond(self.statuses.get(status, status), code, message, headers, details)
+
+
+def _open_inference_error(
+    status: int,
+    code: str,
+    message: str,
+    headers: Mapping[str, str] | None,
+    details: list[Any] | None,
+) -> Response:
+    return json_response({"error": message}, status, headers)
+
+
+DEEPSERVE_ERRORS = ErrorFormat(error_response)
+# The Open Inference Protocol: `{"error": "message"}`, and 400 for every bad request.
+OPEN_INFERENCE_ERRORS = ErrorFormat(_open_inference_error, {415: 400, 422: 400})
+
+
 def status_for(exc: errors.ServingError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
@@ -55,31 +92,39 @@ def status_for(exc: errors.ServingError) -> int:
     return 500
 
 
-async def response_for(exc: Exception, refusals: RefusalPacer, where: str) -> Response:
+async def response_for(
+    exc: Exception, refusals: RefusalPacer, where: str, form: ErrorFormat = DEEPSERVE_ERRORS
+) -> Response:
     """The response for any exception a request raised: a domain error's status and shape
     (overload refusals paced first), anything else a logged 500."""
     if isinstance(exc, errors.ServingError):
         if isinstance(exc, errors.Overloaded):
             await refusals.pace()
-        return serving_error_response(exc)
+        return serving_error_response(exc, form)
     logger.error("unhandled error on %s", where, exc_info=exc)
-    return error_response(500, "internal", "internal server error")
+    return form.response(500, "internal", "internal server error")
 
 
-def serving_error_response(exc: errors.ServingError) -> Response:
+def http_headers_for(exc: errors.ServingError, status: int) -> dict[str, str] | None:
+    """Retry-After on refusals that pass, WWW-Authenticate on a missing key."""
+    if isinstance(exc, errors.Overloaded):
+        return {"Retry-After": str(exc.retry_after_s)}
+    if isinstance(exc, errors.Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if status == 503:
+        return {"Retry-After": "1"}
+    return None
+
+
+def serving_error_response(
+    exc: errors.ServingError, form: ErrorFormat = DEEPSERVE_ERRORS
+) -> Response:
     """The response for a domain error: its status, headers (Retry-After...) and shape."""
     status = status_for(exc)
-    headers = None
-    if isinstance(exc, errors.Overloaded):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-    elif isinstance(exc, errors.Unauthorized):
-        headers = {"WWW-Authenticate": "Bearer"}
-    elif status == 503:
-        headers = {"Retry-After": "1"}
-    if status >= 500 and isinstance(exc, errors.InferenceFailed):
+    if isinstance(exc, errors.InferenceFailed):
         logger.error("inference failed: %s", exc.message)
     details = exc.details if isinstance(exc, errors.ValidationFailed) else None
-    return error_response(status, exc.code, exc.message, headers, details)
+    return form.response(status, exc.code, exc.message, http_headers_for(exc, status), details)
 
 
 async def _request_validation(_: Request, exc: Exception) -> Response:

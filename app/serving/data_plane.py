@@ -1,6 +1,7 @@
 """The data plane: one inference request's life, from model resolution to its answer.
 
-Every protocol hands its requests here (today `/v1`; the Open Inference Protocol next), so
+Every protocol hands its requests here (`/v1`, and the Open Inference Protocol over REST and
+gRPC), so
 each step is written once: resolve the version, admit by deadline, read and decode within
 the admission, batch, survive a hot swap, watch for a client that hangs up, release, and
 report the version that actually answered. Protocols supply the reading of their bodies as
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.codecs.images import decode_image, to_input_rows
+from app.codecs.open_inference import ModelInput
 from app.codecs.transactions import TransactionRows
 from app.errors import ClientGone, InferenceFailed, ServingError, ShuttingDown, ValidationFailed
 from app.fraud.decisions import decide
@@ -96,7 +98,7 @@ class DataPlane:
             return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
 
         runtime, _, probabilities = await self._serve(
-            call, "image_classifier", read_images, to_rows, check
+            call, "image_classifier", lambda _: read_images(), to_rows, check
         )
         model_card = runtime.model_card
         _check_finite(probabilities)
@@ -114,7 +116,7 @@ class DataPlane:
     ) -> dict[str, Any]:
         """Each transaction's fraud probability and decision, in request order."""
         runtime, transactions, outputs = await self._serve(
-            call, "tabular_classifier", read_transactions, _transaction_rows
+            call, "tabular_classifier", lambda _: read_transactions(), _transaction_rows
         )
         model_card = runtime.model_card
         thresholds = model_card.thresholds
@@ -127,11 +129,28 @@ class DataPlane:
         ]
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
+    async def infer(
+        self, call: InferenceCall, read_input: Callable[[ModelCard], Awaitable[ModelInput]]
+    ) -> tuple[ModelCard, np.ndarray]:
+        """The model's probabilities for its own input rows, or for encoded images (image
+        models); `read_input` is given the card of the version that serves the request."""
+
+        async def to_rows(model_card: ModelCard, given: ModelInput) -> np.ndarray:
+            if given.rows is not None:
+                return given.rows
+            assert model_card.image is not None  # the protocol takes images for image models
+            decoded = await self._decode(given.images, model_card.image)
+            return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
+
+        runtime, _, probabilities = await self._serve(call, None, read_input, to_rows)
+        _check_finite(probabilities)
+        return runtime.model_card, probabilities
+
     async def _serve(
         self,
         call: InferenceCall,
-        kind: Kind,
-        read: Callable[[], Awaitable[Payload]],
+        kind: Kind | None,
+        read: Callable[[ModelCard], Awaitable[Payload]],
         to_rows: Callable[[ModelCard, Payload], Awaitable[np.ndarray] | np.ndarray],
         check: Callable[[ModelCard], None] | None = None,
     ) -> tuple[ModelRuntime, Payload, np.ndarray]:
@@ -144,7 +163,7 @@ class DataPlane:
         # Admitted before the body is read: a refusal then costs little besides the
         # protocol, and this request counts in the wait of later ones while it is read.
         with runtime.batcher.admit(None, call.deadline) as admission:
-            payload = await read()
+            payload = await read(runtime.model_card)
             call.report.items = len(payload)
             admission.count(len(payload))
             rows = to_rows(runtime.model_card, payload)

@@ -1,0 +1,218 @@
+"""The Open Inference Protocol's view of a model: what it advertises (metadata, a
+Triton-style configuration), which inputs a request may send it, and its answer's tensors.
+
+The REST and gRPC front ends parse their wire formats into an `InferRequest` and write the
+`Tensor`s back; the rules in between are written once here.
+
+What a model takes:
+- its own ONNX input tensor (image models: the pixel rows, `UINT8 [N, H, W, C]`; fraud: the
+  feature rows, `FP32 [N, 15]`), checked against the model card;
+- image models also take `images`, `BYTES [N]` or `[N, 1]`: encoded images (JPEG, PNG, ...),
+  decoded and resized by the service's own image preprocessing.
+What it answers: its probabilities (`FP32 [N, classes]`), or with the classification
+extension the top k classes of each row as `"score:index:label"` strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from app.codecs.tensors import BYTES, Tensor, datatype_of
+from app.errors import InvalidInput, ValidationFailed
+from app.model_card import ModelCard
+
+IMAGES_INPUT = "images"
+PLATFORM = "onnxruntime_onnx"
+SERVER_EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool | None = None  # None: as the request's `binary_data_output` says
+    classification: int | None = None  # the top k classes instead of the tensor
+
+
+@dataclass(slots=True)
+class InferRequest:
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None  # None: every output
+    id: str | None = None
+    binary_output: bool = False
+
+    def __len__(self) -> int:  # rows: what the data plane counts as the request's items
+        return self.inputs[0].rows if self.inputs else 0
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]  # -1: the batch axis
+    optional: bool = False
+
+
+@dataclass(slots=True)
+class ModelInput:
+    """What a request gives the model: rows of its input tensor, or images to decode."""
+
+    rows: np.ndarray | None = None
+    images: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) if self.rows is not None else len(self.images)
+
+
+def input_metadata(card: ModelCard) -> list[TensorMetadata]:
+    spec = card.input
+    own = TensorMetadata(spec.name, datatype_of(spec.dtype), _dims(spec.shape))
+    if card.kind != "image_classifier":
+        return [own]
+    # Either one serves a request: both are optional, one of them required.
+    return [
+        TensorMetadata(own.name, own.datatype, own.shape, optional=True),
+        TensorMetadata(IMAGES_INPUT, BYTES, [-1, 1], optional=True),
+    ]
+
+
+def output_metadata(card: ModelCard) -> list[TensorMetadata]:
+    spec = card.outputs[0]  # the output the runtime serves
+    return [TensorMetadata(spec.name, "FP32", _dims(spec.shape))]
+
+
+def model_metadata(card: ModelCard, versions: list[int]) -> dict[str, Any]:
+    return {
+        "name": card.name,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": [_meta_json(m) for m in input_metadata(card)],
+        "outputs": [_meta_json(m) for m in output_metadata(card)],
+    }
+
+
+def model_config(card: ModelCard, max_rows: int, max_queue_delay_ms: float) -> dict[str, Any]:
+    """The model as Triton's configuration describes it (its JSON form), which Triton's
+    tools read: `max_batch_size` is the most rows one request may send."""
+    return {
+        "name": card.name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": max_rows,
+        "input": [
+            {
+                "name": m.name,
+                "data_type": f"TYPE_{'STRING' if m.datatype == BYTES else m.datatype}",
+                "format": "FORMAT_NONE",
+                "dims": m.shape[1:],
+                "optional": m.optional,
+            }
+            for m in input_metadata(card)
+        ],
+        "output": [
+            {
+                "name": m.name,
+                "data_type": f"TYPE_{m.datatype}",
+                "dims": m.shape[1:],
+                "label_filename": "",
+            }
+            for m in output_metadata(card)
+        ],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(max_queue_delay_ms * 1000)},
+    }
+
+
+def model_input(request: InferRequest, card: ModelCard, max_rows: int) -> ModelInput:
+    """The model's input for a request, or a clear error naming what is wrong."""
+    accepted = input_metadata(card)
+    names = [m.name for m in accepted]
+    wanted = " or ".join(repr(n) for n in names)
+    if len(request.inputs) != 1:
+        raise InvalidInput(
+            f"model {card.name!r} takes one input, {wanted}; the request has {len(request.inputs)}"
+        )
+    (tensor,) = request.inputs
+    if tensor.name not in names:
+        raise InvalidInput(
+            f"unexpected inference input {tensor.name!r} for model {card.name!r}; it takes {wanted}"
+        )
+    meta = accepted[names.index(tensor.name)]
+    if tensor.datatype != meta.datatype:
+        raise InvalidInput(
+            f"input {tensor.name!r}: datatype {tensor.datatype}, expected {meta.datatype}"
+        )
+    shape = list(tensor.shape)
+    if meta.name == IMAGES_INPUT:
+        fits = len(shape) in (1, 2) and shape[1:] in ([], [1])
+        expected = "[N] or [N, 1]"
+    else:
+        fits = len(shape) == len(meta.shape) and shape[1:] == meta.shape[1:]
+        expected = str(["N", *meta.shape[1:]]).replace("'", "")
+    if not fits:
+        raise InvalidInput(f"input {tensor.name!r}: shape {shape}, expected {expected}")
+    if not 1 <= shape[0] <= max_rows:
+        raise ValidationFailed(
+            f"input {tensor.name!r}: {shape[0]} rows; send 1 to {max_rows} per request",
+            [{"field": f"inputs.{tensor.name}.shape", "message": f"1 to {max_rows} rows"}],
+        )
+    if isinstance(tensor.data, list):
+        return ModelInput(images=tensor.data)
+    return ModelInput(rows=tensor.data)
+
+
+def output_tensors(
+    request: InferRequest, card: ModelCard, probabilities: np.ndarray
+) -> list[tuple[Tensor, bool]]:
+    """The answer's tensors, each with whether it goes as binary data."""
+    (meta,) = output_metadata(card)
+    requested = request.outputs
+    if requested is None:
+        requested = [RequestedOutput(meta.name)]
+    answer = []
+    for output in requested:
+        if output.name != meta.name:
+            raise InvalidInput(
+                f"unexpected inference output {output.name!r} for model {card.name!r}; "
+                f"it has {meta.name!r}"
+            )
+        binary = request.binary_output if output.binary is None else output.binary
+        if output.classification is None:
+            data = np.ascontiguousarray(probabilities, np.float32)
+            tensor = Tensor(meta.name, "FP32", tuple(data.shape), data)
+        else:
+            tensor = _classification(meta.name, card, probabilities, output.classification)
+        answer.append((tensor, binary))
+    return answer
+
+
+def _classification(name: str, card: ModelCard, probabilities: np.ndarray, k: int) -> Tensor:
+    """Triton's classification extension: the top k of each row, `"score:index:label"`."""
+    scores = probabilities.reshape(len(probabilities), -1)
+    if scores.shape[1] == 1 and len(card.labels) == 2:  # one sigmoid column: P(second label)
+        scores = np.concatenate([1.0 - scores, scores], axis=1)
+    classes = scores.shape[1]
+    if not 1 <= k <= classes:
+        raise InvalidInput(f"output {name!r}: classification must be 1 to {classes}, not {k}")
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    labels = card.labels if len(card.labels) == classes else [""] * classes
+    data = [
+        f"{row[j]:f}:{j}:{labels[j]}".encode()
+        for row, order in zip(scores, best, strict=True)
+        for j in order
+    ]
+    return Tensor(name, BYTES, (len(scores), k), data)
+
+
+def _dims(shape: list[int | None]) -> list[int]:
+    return [-1 if d is None else d for d in shape]
+
+
+def _meta_json(meta: TensorMetadata) -> dict[str, Any]:
+    return {"name": meta.name, "datatype": meta.datatype, "shape": meta.shape}

@@ -1,0 +1,187 @@
+"""Tensors as the Open Inference Protocol writes them: datatypes, JSON data (flat or
+nested), raw little-endian bytes, and BYTES elements as 4-byte lengths then the bytes.
+
+Shared by the protocol's REST and gRPC front ends; nothing here knows either.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.errors import InvalidInput
+
+# The protocol's datatypes and the numpy types they are on the wire (little-endian).
+NUMPY_BY_DATATYPE: dict[str, np.dtype[Any]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+BYTES = "BYTES"
+DATATYPES = (*NUMPY_BY_DATATYPE, BYTES)
+
+_DATATYPE_BY_NAME = {dtype.name: name for name, dtype in NUMPY_BY_DATATYPE.items()}
+_LENGTH = struct.Struct("<I")
+
+
+def datatype_of(dtype: str | np.dtype[Any]) -> str:
+    """The protocol's name for a numpy type (`float32` -> `FP32`)."""
+    return _DATATYPE_BY_NAME[np.dtype(dtype).name]
+
+
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """One named tensor: numeric data as a numpy array of its shape, BYTES as a flat list."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray | list[bytes]
+
+    @property
+    def rows(self) -> int:
+        return self.shape[0] if self.shape else 1
+
+
+def element_count(name: str, shape: list[int] | tuple[int, ...]) -> int:
+    if any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} must be non-negative integers")
+    return math.prod(shape)
+
+
+def check_datatype(name: str, datatype: str) -> None:
+    if datatype not in DATATYPES:
+        raise InvalidInput(
+            f"input {name!r}: datatype {datatype!r} is not supported; use one of "
+            + ", ".join(DATATYPES)
+        )
+
+
+def from_json(name: str, datatype: str, shape: list[int], data: Any) -> Tensor:
+    """A tensor from the JSON `data` of a request, flat or nested in row-major order (or
+    from gRPC's typed contents, which are flat lists)."""
+    check_datatype(name, datatype)
+    count = element_count(name, shape)
+    if not isinstance(data, list):
+        data = [data]  # the protocol allows a lone element for a one-element tensor
+    if datatype == BYTES:
+        elements = _flatten(data)
+        if len(elements) != count:
+            raise _count_mismatch(name, shape, count, len(elements))
+        return Tensor(name, datatype, tuple(shape), [_bytes_element(name, e) for e in elements])
+    dtype = NUMPY_BY_DATATYPE[datatype]
+    try:
+        # `float` first: numbers of any JSON spelling, then the exact element type.
+        array = np.asarray(data, dtype=np.float64 if dtype.kind == "f" else None)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"input {name!r}: data must be a list of numbers, nested evenly"
+        ) from None
+    if array.size != count:
+        raise _count_mismatch(name, shape, count, array.size)
+    if array.dtype.kind not in "biuf" or (dtype.kind in "iu" and array.dtype.kind == "f"):
+        expected = "true or false" if dtype.kind == "b" else f"{datatype} numbers"
+        raise InvalidInput(f"input {name!r}: data must be {expected}")
+    if dtype.kind in "iu" and array.size:
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            raise InvalidInput(f"input {name!r}: a value is out of the range of {datatype}")
+    return Tensor(name, datatype, tuple(shape), array.astype(dtype, copy=False).reshape(shape))
+
+
+def from_raw(name: str, datatype: str, shape: list[int], raw: bytes | memoryview) -> Tensor:
+    """A tensor from its raw bytes (the binary extension, gRPC's `raw_input_contents`)."""
+    check_datatype(name, datatype)
+    count = element_count(name, shape)
+    if datatype == BYTES:
+        elements = unpack_bytes(name, raw)
+        if len(elements) != count:
+            raise _count_mismatch(name, shape, count, len(elements))
+        return Tensor(name, datatype, tuple(shape), elements)
+    dtype = NUMPY_BY_DATATYPE[datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input {name!r}: {len(raw)} bytes of data; shape {list(shape)} of {datatype} "
+            f"takes {count * dtype.itemsize}"
+        )
+    return Tensor(name, datatype, tuple(shape), np.frombuffer(raw, dtype).reshape(shape))
+
+
+def unpack_bytes(name: str, raw: bytes | memoryview) -> list[bytes]:
+    """BYTES elements: each a 4-byte little-endian length, then that many bytes."""
+    view = memoryview(raw)
+    elements, offset, end = [], 0, len(view)
+    while offset < end:
+        if offset + 4 > end:
+            raise InvalidInput(f"input {name!r}: BYTES data ends inside an element's length")
+        (length,) = _LENGTH.unpack_from(view, offset)
+        offset += 4
+        if offset + length > end:
+            raise InvalidInput(
+                f"input {name!r}: a BYTES element claims {length} bytes; "
+                f"only {end - offset} are left"
+            )
+        elements.append(bytes(view[offset : offset + length]))
+        offset += length
+    return elements
+
+
+def pack_bytes(elements: list[bytes]) -> bytes:
+    return b"".join(_LENGTH.pack(len(e)) + e for e in elements)
+
+
+def to_raw(tensor: Tensor) -> bytes:
+    """The tensor's raw bytes, as the binary extension and gRPC send them."""
+    if isinstance(tensor.data, list):
+        return pack_bytes(tensor.data)
+    return np.ascontiguousarray(tensor.data, NUMPY_BY_DATATYPE[tensor.datatype]).tobytes()
+
+
+def to_json_data(tensor: Tensor) -> list[Any]:
+    """The tensor's elements as a flat JSON list (BYTES as text)."""
+    if isinstance(tensor.data, list):
+        return [e.decode("utf-8", "replace") for e in tensor.data]
+    return tensor.data.reshape(-1).tolist()
+
+
+def _flatten(data: list[Any]) -> list[Any]:
+    flat: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            flat.append(item)
+        else:
+            stack.pop()
+    return flat
+
+
+def _bytes_element(name: str, element: Any) -> bytes:
+    if isinstance(element, bytes):  # gRPC's typed contents
+        return element
+    if not isinstance(element, str):
+        raise InvalidInput(f"input {name!r}: BYTES data in JSON must be strings")
+    return element.encode()
+
+
+def _count_mismatch(
+    name: str, shape: list[int] | tuple[int, ...], want: int, got: int
+) -> Exception:
+    return InvalidInput(
+        f"input {name!r}: shape {list(shape)} has {want} elements; the data has {got}"
+    )
