@@ -36,9 +36,10 @@ ENV PATH=/opt/deepserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DEEPSERVE_HOST=0.0.0.0 \
     DEEPSERVE_PORT=8000 \
+    DEEPSERVE_GRPC_PORT=8001 \
     DEEPSERVE_MODEL_REPOSITORY=/srv/models
 USER 10001
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['DEEPSERVE_PORT']}/healthz\", timeout=2)"]
 CMD ["python3", "-m", "app"]

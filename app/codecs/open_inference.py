@@ -162,26 +162,39 @@ def model_input(request: InferRequest, card: ModelCard, max_rows: int) -> ModelI
             f"input {tensor.name!r}: {shape[0]} rows; send 1 to {max_rows} per request",
             [{"field": f"inputs.{tensor.name}.shape", "message": f"1 to {max_rows} rows"}],
         )
+    _check_outputs(request, card)  # before the model runs, not after
     if isinstance(tensor.data, list):
         return ModelInput(images=tensor.data)
     return ModelInput(rows=tensor.data)
 
 
-def output_tensors(
-    request: InferRequest, card: ModelCard, probabilities: np.ndarray
-) -> list[tuple[Tensor, bool]]:
-    """The answer's tensors, each with whether it goes as binary data."""
+def _check_outputs(request: InferRequest, card: ModelCard) -> None:
     (meta,) = output_metadata(card)
-    requested = request.outputs
-    if requested is None:
-        requested = [RequestedOutput(meta.name)]
-    answer = []
-    for output in requested:
+    for output in request.outputs or ():
         if output.name != meta.name:
             raise InvalidInput(
                 f"unexpected inference output {output.name!r} for model {card.name!r}; "
                 f"it has {meta.name!r}"
             )
+        classes = max(len(card.labels), meta.shape[-1])
+        if output.classification is not None and not 1 <= output.classification <= classes:
+            raise InvalidInput(
+                f"output {output.name!r}: classification must be 1 to {classes}, "
+                f"not {output.classification}"
+            )
+
+
+def output_tensors(
+    request: InferRequest, card: ModelCard, probabilities: np.ndarray
+) -> list[tuple[Tensor, bool]]:
+    """The answer's tensors, each with whether it goes as binary data (the request was
+    checked by `model_input`)."""
+    (meta,) = output_metadata(card)
+    requested = request.outputs
+    if requested is None:
+        requested = [RequestedOutput(meta.name)]
+    answer = []
+    for output in requested:  # checked by `model_input`
         binary = request.binary_output if output.binary is None else output.binary
         if output.classification is None:
             data = np.ascontiguousarray(probabilities, np.float32)

@@ -1,5 +1,6 @@
 """The Open Inference Protocol over REST (`/v2`): the required API, and the binary tensor
-data, model repository, classification and model configuration extensions.
+data, model repository, classification and model configuration extensions. BYTES inputs
+may also come in JSON as base64 (`"parameters": {"content_type": "base64"}`).
 
 Every route is an entry of the endpoint table, so key checks, deadlines, drain, logs and
 metrics are those of `/v1`; errors are the protocol's `{"error": "message"}`.
@@ -7,6 +8,8 @@ metrics are those of `/v1`; errors are the protocol's `{"error": "message"}`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any
 
 import msgspec
@@ -73,6 +76,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         raise InvalidInput(f"the infer request is not valid JSON: {exc}") from None
     inputs, offset = [], 0
     for item in wire.inputs:
+        if "shared_memory_region" in item.parameters:
+            raise InvalidInput(f"input {item.name!r}: shared memory is not supported")
         size = item.parameters.get("binary_data_size")
         if size is not None:
             if not _is_count(size):
@@ -87,6 +92,8 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
             inputs.append(from_raw(item.name, item.datatype, item.shape, raw))
         elif item.data is msgspec.UNSET:
             raise InvalidInput(f"input {item.name!r} has neither data nor binary_data_size")
+        elif item.parameters.get("content_type") == "base64" and item.datatype == "BYTES":
+            inputs.append(from_json(item.name, "BYTES", item.shape, _unbase64(item)))
         else:
             inputs.append(from_json(item.name, item.datatype, item.shape, item.data))
     if offset != len(binary):
@@ -99,6 +106,23 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
         id=wire.id,
         binary_output=_flag(wire.parameters, "binary_data_output", "request"),
     )
+
+
+def _unbase64(item: _WireInput) -> list[bytes]:
+    """BYTES elements sent in JSON as base64 (`"content_type": "base64"`, as MLServer
+    reads it): how an image travels in a JSON request."""
+    data = item.data if isinstance(item.data, list) else [item.data]
+    elements = []
+    for index, element in enumerate(data):
+        if isinstance(element, list) and len(element) == 1:  # nested as [N, 1]
+            element = element[0]
+        try:
+            elements.append(base64.b64decode(element, validate=True))
+        except (binascii.Error, TypeError, ValueError):
+            raise InvalidInput(
+                f"input {item.name!r}: element {index} is not valid base64"
+            ) from None
+    return elements
 
 
 def _requested(output: _WireOutput) -> RequestedOutput:
