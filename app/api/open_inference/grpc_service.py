@@ -170,10 +170,12 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc("key")
     async def ModelReady(self, request: Any, context: Any, report: _Report) -> Any:
-        version = _version(request.name, request.version)
+        """Ready or not, as a boolean: an unknown or unloaded model is not ready (the REST
+        route's 404 and 503 say the same)."""
         try:
+            version = _version(request.name, request.version)
             operations.served_card(self.services, request.name, version)
-        except errors.ModelNotReady:
+        except (errors.ModelNotReady, errors.ModelNotFound):
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
