@@ -5,18 +5,24 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import time
 
 import httpx
 
 from tests.conftest import REPO_ROOT
-from tests.server import running_server
+from tests.server import RunningServer, running_server
+
+# Pages whose examples run against the committed models, as the README's do.
+PAGES = ["README.md", "docs/open-inference.md"]
 
 
 def readme_curl_commands() -> list[str]:
-    text = (REPO_ROOT / "README.md").read_text()
-    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
-    return [line for block in blocks for line in block.splitlines() if line.startswith("curl ")]
+    commands = []
+    for page in PAGES:
+        blocks = re.findall(r"```sh\n(.*?)```", (REPO_ROOT / page).read_text(), flags=re.S)
+        commands += [line for b in blocks for line in b.splitlines() if line.startswith("curl ")]
+    return commands
 
 
 def test_the_readme_opens_with_the_two_commands() -> None:
@@ -46,6 +52,31 @@ def test_every_curl_example_answers_without_error() -> None:
             assert result.returncode == 0, f"{command}\n{result.stdout}{result.stderr}"
             answer = json.loads(result.stdout)
             assert "error" not in answer, command
+
+
+def test_the_triton_client_examples_print_what_the_pages_say() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    page = (REPO_ROOT / "docs/open-inference.md").read_text()
+    (short,) = re.findall(r"```python\n(import numpy as np, tritonclient.*?)```", readme, re.S)
+    (longer,) = re.findall(r"```python\n(.*?)```", page, flags=re.S)
+    said_short = re.findall(r"# (\d+): ", short)
+    said_longer = re.findall(r"`(b'[^`]+'|0\.\d+)`", page.split("## With Triton's client")[1])
+    assert said_short and len(said_longer) == 3
+    with running_server() as base:
+        outputs = [_run_example(example, base) for example in (short, longer)]
+    assert outputs[0].strip() == said_short[0]
+    for said in said_longer:
+        assert said.strip("b'") in outputs[1], f"{said} not in:\n{outputs[1]}"
+
+
+def _run_example(example: str, base: RunningServer) -> str:
+    example = example.replace("localhost:8000", base.removeprefix("http://"))
+    example = example.replace("localhost:8001", base.grpc_target)
+    result = subprocess.run(
+        [sys.executable, "-c", example], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def _wait_until_every_version_has_loaded(base: str, timeout_s: float = 60.0) -> None:
