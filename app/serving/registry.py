@@ -178,7 +178,10 @@ class ModelRegistry:
         if version is None:
             ready = [v for v in versions.values() if v.state is ModelState.READY]
             if not ready:
-                states = ", ".join(f"{v.version}: {v.state}" for v in versions.values())
+                states = ", ".join(
+                    f"{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "")
+                    for v in versions.values()
+                )
                 raise ModelNotReady(f"model {name!r} has no ready version ({states})")
             entry = max(ready, key=lambda v: v.version)
         else:
