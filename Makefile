@@ -92,6 +92,7 @@ grpc-stubs: $(VENV)/.dev-installed
 	$(PY) -m grpc_tools.protoc -I $(STUBS) --python_out=$(STUBS) --pyi_out=$(STUBS) \
 		--grpc_python_out=$(STUBS) $(STUBS)/grpc_service.proto $(STUBS)/model_config.proto
 	sed -i -E 's/^import (grpc_service|model_config)_pb2/from . import \1_pb2/' $(STUBS)/*.py $(STUBS)/*.pyi
+	rm $(STUBS)/model_config_pb2_grpc.py  # no services in that file
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .mypy_cache

@@ -28,8 +28,6 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-GRPC_STOP_GRACE_S = 1.0
-
 DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
 
@@ -64,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await grpc_server.start()
             yield
         finally:
-            # By now the drain has waited for the calls in flight: a second is a margin.
-            await grpc_server.stop(GRPC_STOP_GRACE_S)
+            # After a SIGTERM the drain has waited for the calls in flight already; otherwise
+            # (SIGINT, a drain that ran out of time) they get the grace period.
+            await grpc_server.stop(settings.shutdown_grace_s)
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
@@ -84,7 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.services = services
-    app.state.grpc_server = grpc_server
     # Innermost first: the dispatcher sits inside the drain, log and CORS middlewares.
     app.add_middleware(EndpointDispatcher, table=table, services=services)
     app.add_middleware(DrainMiddleware, drain=services.drain)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Mapping
+from typing import Literal
 
 from fastapi import Request
 
 from app.api.services import services_of
 from app.errors import Forbidden, Unauthorized
-from app.settings import ApiKey
+from app.settings import ApiKey, Settings
+
+# Who may call an endpoint when API keys are configured.
+Access = Literal["probe", "key", "admin"]
 
 
 def check_key(headers: Mapping[str, str], keys: list[ApiKey], admin: bool = False) -> None:
@@ -31,6 +35,13 @@ def check_key(headers: Mapping[str, str], keys: list[ApiKey], admin: bool = Fals
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
     if admin and not key.admin:
         raise Forbidden("this API key may not call admin routes")
+
+
+def check_access(headers: Mapping[str, str], settings: Settings, access: Access) -> None:
+    """The key rule of an endpoint or gRPC call: probes need a key only where the settings
+    say so, `key` any valid key, `admin` an admin key."""
+    if access != "probe" or settings.auth_probes_and_metrics:
+        check_key(headers, settings.api_keys, admin=access == "admin")
 
 
 async def require_key(request: Request) -> None:

@@ -19,10 +19,10 @@ from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import errors
-from app.api.auth import check_key
+from app.api.auth import check_access
 from app.api.deps import DEADLINE_HEADER, request_deadline
 from app.api.endpoints import Endpoint, EndpointCall, EndpointTable
-from app.api.errors import response_for
+from app.api.errors import error_format, response_for
 from app.api.request_log import request_report
 from app.api.services import Services
 
@@ -58,7 +58,7 @@ class EndpointDispatcher:
             return
         if isinstance(match, list):
             scope["route"] = RouteTemplate(match[0].path)  # not the raw path: a bounded label
-            response = _method_not_allowed(match[0], scope["method"], [e.method for e in match])
+            response = _method_not_allowed(path, scope["method"], [e.method for e in match])
         else:
             endpoint, params = match
             scope["route"] = RouteTemplate(endpoint.path)  # logs and metrics group by it
@@ -67,14 +67,14 @@ class EndpointDispatcher:
                 response = await endpoint.handler(call)
             except Exception as exc:
                 where = f"{scope['method']} {scope['path']}"
-                response = await response_for(exc, self.services.refusals, where, endpoint.errors)
+                form = error_format(path)
+                response = await response_for(exc, self.services.refusals, where, form)
         await response(scope, receive, send)
 
     def _call(self, endpoint: Endpoint, params: dict[str, str], request: Request) -> EndpointCall:
         settings = self.services.settings
         headers = request.headers
-        if endpoint.access != "probe" or settings.auth_probes_and_metrics:
-            check_key(headers, settings.api_keys, admin=endpoint.access == "admin")
+        check_access(headers, settings, endpoint.access)
         model = params.get("model")
         if model is None and endpoint.default_model is not None:
             model = endpoint.default_model(settings)
@@ -128,9 +128,9 @@ async def _redirect(path: str, scope: Scope, receive: Receive, send: Send) -> No
     await RedirectResponse(location, status_code=307)(scope, receive, send)
 
 
-def _method_not_allowed(endpoint: Endpoint, method: str, allowed: list[str]) -> Response:
+def _method_not_allowed(path: str, method: str, allowed: list[str]) -> Response:
     methods = ", ".join(sorted(set(allowed)))
-    return endpoint.errors.response(
+    return error_format(path).response(
         405,
         "method_not_allowed",
         f"{method} is not allowed here; use {methods}",

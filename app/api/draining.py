@@ -13,7 +13,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.api.responses import error_response
+from app.api.responses import error_format
 
 ALWAYS_OPEN = ("/healthz", "/readyz", "/metrics", "/v2/health/live", "/v2/health/ready")
 
@@ -59,7 +59,7 @@ class DrainMiddleware:
             await self.app(scope, receive, send)
             return
         if self.drain.draining:
-            response = error_response(
+            response = error_format(scope["path"]).response(
                 503,
                 "shutting_down",
                 "the server is shutting down",

@@ -12,21 +12,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app.api.errors import DEEPSERVE_ERRORS, ErrorFormat
+from app.api.auth import Access
 from app.api.services import Services
-from app.errors import ModelNotFound
+from app.codecs.open_inference import parse_version
 from app.serving.data_plane import InferenceCall, RequestReport
 from app.settings import Settings
-
-# Who may call an endpoint when API keys are configured: probes only where the settings
-# say so, `key` any valid key, `admin` an admin key.
-Access = Literal["probe", "key", "admin"]
 
 
 @dataclass(frozen=True)
@@ -61,9 +57,7 @@ class EndpointCall:
         raw = self.params.get("version")
         if raw is None:
             return self.query.get("version")
-        if not raw.isdigit() or int(raw) < 1:  # a version no model can have
-            raise ModelNotFound(f"model {self.model!r} has no version {raw!r}")
-        return int(raw)
+        return parse_version(str(self.model), raw)
 
 
 Handler = Callable[[EndpointCall], Awaitable[Response]]
@@ -83,7 +77,6 @@ class Endpoint:
     tags: tuple[str, ...] = ("inference",)
     name: str = ""  # names the OpenAPI operation; default: the handler's name
     access: Access = "key"
-    errors: ErrorFormat = DEEPSERVE_ERRORS
     schemas: tuple[type[BaseModel], ...] = ()  # more that the request body refers to
     about_model: bool = True  # False where no model is concerned (`GET /v2`)
     segments: tuple[str, ...] = field(init=False, repr=False)

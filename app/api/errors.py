@@ -6,9 +6,6 @@ Every route and the endpoint dispatcher answer errors here; a client mistake is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -17,7 +14,7 @@ from starlette.responses import Response
 
 from app import errors
 from app.api.refusals import RefusalPacer
-from app.api.responses import error_response, json_response
+from app.api.responses import ErrorFormat, error_format
 from app.api.services import services_of
 
 logger = logging.getLogger(__name__)
@@ -51,40 +48,6 @@ _CODE_BY_STATUS = {
 }
 
 
-@dataclass(frozen=True)
-class ErrorFormat:
-    """How a protocol writes an error: its body, and the statuses where it departs from
-    `STATUS_BY_ERROR`."""
-
-    respond: Callable[[int, str, str, Mapping[str, str] | None, list[Any] | None], Response]
-    statuses: Mapping[int, int] = field(default_factory=dict)
-
-    def response(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: Mapping[str, str] | None = None,
-        details: list[Any] | None = None,
-    ) -> Response:
-        return self.respond(self.statuses.get(status, status), code, message, headers, details)
-
-
-def _open_inference_error(
-    status: int,
-    code: str,
-    message: str,
-    headers: Mapping[str, str] | None,
-    details: list[Any] | None,
-) -> Response:
-    return json_response({"error": message}, status, headers)
-
-
-DEEPSERVE_ERRORS = ErrorFormat(error_response)
-# The Open Inference Protocol: `{"error": "message"}`, and 400 for every bad request.
-OPEN_INFERENCE_ERRORS = ErrorFormat(_open_inference_error, {415: 400, 422: 400})
-
-
 def status_for(exc: errors.ServingError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
@@ -93,7 +56,7 @@ def status_for(exc: errors.ServingError) -> int:
 
 
 async def response_for(
-    exc: Exception, refusals: RefusalPacer, where: str, form: ErrorFormat = DEEPSERVE_ERRORS
+    exc: Exception, refusals: RefusalPacer, where: str, form: ErrorFormat
 ) -> Response:
     """The response for any exception a request raised: a domain error's status and shape
     (overload refusals paced first), anything else a logged 500."""
@@ -116,9 +79,7 @@ def http_headers_for(exc: errors.ServingError, status: int) -> dict[str, str] | 
     return None
 
 
-def serving_error_response(
-    exc: errors.ServingError, form: ErrorFormat = DEEPSERVE_ERRORS
-) -> Response:
+def serving_error_response(exc: errors.ServingError, form: ErrorFormat) -> Response:
     """The response for a domain error: its status, headers (Retry-After...) and shape."""
     status = status_for(exc)
     if isinstance(exc, errors.InferenceFailed):
@@ -127,21 +88,24 @@ def serving_error_response(
     return form.response(status, exc.code, exc.message, http_headers_for(exc, status), details)
 
 
-async def _request_validation(_: Request, exc: Exception) -> Response:
+async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     failure = errors.ValidationFailed.from_pydantic(list(exc.errors()))
-    return error_response(422, failure.code, failure.message, details=failure.details)
+    form = error_format(request.url.path)
+    return form.response(422, failure.code, failure.message, details=failure.details)
 
 
-async def _http_exception(_: Request, exc: Exception) -> Response:
+async def _http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     code = _CODE_BY_STATUS.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    form = error_format(request.url.path)
+    return form.response(exc.status_code, code, str(exc.detail), headers=exc.headers)
 
 
 async def _any_error(request: Request, exc: Exception) -> Response:
     where = f"{request.method} {request.url.path}"
-    return await response_for(exc, services_of(request.app).refusals, where)
+    form = error_format(request.url.path)
+    return await response_for(exc, services_of(request.app).refusals, where, form)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -1,4 +1,5 @@
-"""One structured JSON log line per request, its id, and its request metrics.
+"""One structured JSON log line per request, its id, and its request metrics (for gRPC
+calls too: `record_request`).
 
 The id comes from the client's `X-Request-ID` (when it is short and printable) or is made
 here; either way it is echoed in the response. A pure ASGI middleware: no per-request
@@ -66,33 +67,50 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             seconds = time.perf_counter() - started
-            route = _route(scope)
-            model = report.model or ""
-            version = "" if report.version is None else str(report.version)
-            self.metrics.observe_request(route, model, version, status, seconds)
-            if logger.isEnabledFor(logging.INFO):
-                record: dict[str, Any] = {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "latency_ms": round(seconds * 1000, 3),
-                }
-                if report.model is not None:
-                    record.update(model=report.model, version=report.version)
-                if report.items is not None:
-                    record["items"] = report.items
-                logger.info(orjson.dumps(record).decode())
+            record_request(
+                self.metrics, request_id, scope["method"], _route(scope), status, seconds, report
+            )
+
+
+def record_request(
+    metrics: ServingMetrics,
+    request_id: str,
+    method: str,
+    route: str,
+    status: int,
+    seconds: float,
+    report: RequestReport,
+) -> None:
+    """Count a request in the metrics and write its log line (HTTP and gRPC alike)."""
+    version = "" if report.version is None else str(report.version)
+    metrics.observe_request(route, report.model or "", version, status, seconds)
+    if logger.isEnabledFor(logging.INFO):
+        record: dict[str, Any] = {
+            "request_id": request_id,
+            "method": method,
+            "route": route,
+            "status": status,
+            "latency_ms": round(seconds * 1000, 3),
+        }
+        if report.model is not None:
+            record.update(model=report.model, version=report.version)
+        if report.items is not None:
+            record["items"] = report.items
+        logger.info(orjson.dumps(record).decode())
+
+
+def request_id_from(candidate: str | None) -> str:
+    """The client's id where it is short and printable; else a new one."""
+    if candidate is not None and _CLIENT_ID.match(candidate):
+        return candidate
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
 
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            candidate = value.decode("latin-1")
-            if _CLIENT_ID.match(candidate):
-                return candidate
-            break
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"
+            return request_id_from(value.decode("latin-1"))
+    return request_id_from(None)
 
 
 def _route(scope: Scope) -> str:

@@ -2,7 +2,8 @@
 Triton-style configuration), which inputs a request may send it, and its answer's tensors.
 
 The REST and gRPC front ends parse their wire formats into an `InferRequest` and write the
-`Tensor`s back; the rules in between are written once here.
+`Tensor`s back; the rules in between (what fits a model, what it answers) are written once
+here.
 
 What a model takes:
 - its own ONNX input tensor (image models: the pixel rows, `UINT8 [N, H, W, C]`; fraud: the
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from app.codecs.tensors import BYTES, Tensor, datatype_of
-from app.errors import InvalidInput, ValidationFailed
+from app.errors import InvalidInput, ModelNotFound, ValidationFailed
 from app.model_card import ModelCard
 
 IMAGES_INPUT = "images"
@@ -44,12 +45,9 @@ class RequestedOutput:
 @dataclass(slots=True)
 class InferRequest:
     inputs: list[Tensor]
-    outputs: list[RequestedOutput] | None = None  # None: every output
+    outputs: list[RequestedOutput] | None = None  # None (or none listed): every output
     id: str | None = None
     binary_output: bool = False
-
-    def __len__(self) -> int:  # rows: what the data plane counts as the request's items
-        return self.inputs[0].rows if self.inputs else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +59,32 @@ class TensorMetadata:
 
 
 @dataclass(slots=True)
-class ModelInput:
-    """What a request gives the model: rows of its input tensor, or images to decode."""
+class CheckedRequest:
+    """A request that fits its model: what it gives the model (rows of the model's input
+    tensor, or images to decode) and the outputs it asked for."""
 
+    request: InferRequest
     rows: np.ndarray | None = None
     images: list[bytes] = field(default_factory=list)
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # the rows: what the data plane counts as the request's items
         return len(self.rows) if self.rows is not None else len(self.images)
+
+
+def parse_version(model: str, raw: str) -> int | None:
+    """A version from a path or a gRPC field; empty: the highest ready version."""
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:  # no version can be named so
+        raise ModelNotFound(f"model {model!r} has no version {raw!r}")
+    return int(raw)
+
+
+def classification_of(output: str, value: object) -> int:
+    """The `classification` parameter of a requested output: a count of classes."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise InvalidInput(f"output {output!r}: classification must be a positive count")
+    return value
 
 
 def input_metadata(card: ModelCard) -> list[TensorMetadata]:
@@ -129,8 +145,9 @@ def model_config(card: ModelCard, max_rows: int, max_queue_delay_ms: float) -> d
     }
 
 
-def model_input(request: InferRequest, card: ModelCard, max_rows: int) -> ModelInput:
-    """The model's input for a request, or a clear error naming what is wrong."""
+def check_request(request: InferRequest, card: ModelCard, max_rows: int) -> CheckedRequest:
+    """The request checked against the model's card: its one input, and the outputs it
+    asks for; or a clear error naming what is wrong."""
     accepted = input_metadata(card)
     names = [m.name for m in accepted]
     wanted = " or ".join(repr(n) for n in names)
@@ -164,37 +181,49 @@ def model_input(request: InferRequest, card: ModelCard, max_rows: int) -> ModelI
         )
     _check_outputs(request, card)  # before the model runs, not after
     if isinstance(tensor.data, list):
-        return ModelInput(images=tensor.data)
-    return ModelInput(rows=tensor.data)
+        return CheckedRequest(request, images=tensor.data)
+    if tensor.data.dtype.kind == "f" and not np.isfinite(tensor.data).all():
+        raise InvalidInput(
+            f"input {tensor.name!r}: values must be finite numbers within {tensor.datatype}'s range"
+        )
+    return CheckedRequest(request, rows=tensor.data)
 
 
 def _check_outputs(request: InferRequest, card: ModelCard) -> None:
     (meta,) = output_metadata(card)
+    seen: set[str] = set()
     for output in request.outputs or ():
         if output.name != meta.name:
             raise InvalidInput(
                 f"unexpected inference output {output.name!r} for model {card.name!r}; "
                 f"it has {meta.name!r}"
             )
-        classes = max(len(card.labels), meta.shape[-1])
-        if output.classification is not None and not 1 <= output.classification <= classes:
+        if output.name in seen:
+            raise InvalidInput(f"output {output.name!r} is requested twice")
+        seen.add(output.name)
+        classes = _classes(card)
+        if output.classification is not None and output.classification > classes:
             raise InvalidInput(
                 f"output {output.name!r}: classification must be 1 to {classes}, "
                 f"not {output.classification}"
             )
 
 
+def _classes(card: ModelCard) -> int:
+    """Classes of the model's output: its width, or two for a single sigmoid column."""
+    width = card.outputs[0].shape[-1] or 1
+    return 2 if width == 1 and len(card.labels) == 2 else width
+
+
 def output_tensors(
     request: InferRequest, card: ModelCard, probabilities: np.ndarray
 ) -> list[tuple[Tensor, bool]]:
     """The answer's tensors, each with whether it goes as binary data (the request was
-    checked by `model_input`)."""
+    checked by `check_request`)."""
     (meta,) = output_metadata(card)
-    requested = request.outputs
-    if requested is None:
-        requested = [RequestedOutput(meta.name)]
+    requested = request.outputs or [RequestedOutput(meta.name)]
     answer = []
-    for output in requested:  # checked by `model_input`
+    for output in requested:
         binary = request.binary_output if output.binary is None else output.binary
         if output.classification is None:
             data = np.ascontiguousarray(probabilities, np.float32)
@@ -208,11 +237,9 @@ def output_tensors(
 def _classification(name: str, card: ModelCard, probabilities: np.ndarray, k: int) -> Tensor:
     """Triton's classification extension: the top k of each row, `"score:index:label"`."""
     scores = probabilities.reshape(len(probabilities), -1)
-    if scores.shape[1] == 1 and len(card.labels) == 2:  # one sigmoid column: P(second label)
+    if scores.shape[1] < _classes(card):  # one sigmoid column: P(second label)
         scores = np.concatenate([1.0 - scores, scores], axis=1)
     classes = scores.shape[1]
-    if not 1 <= k <= classes:
-        raise InvalidInput(f"output {name!r}: classification must be 1 to {classes}, not {k}")
     best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     labels = card.labels if len(card.labels) == classes else [""] * classes
     data = [

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from app.codecs.images import decode_image, to_input_rows
-from app.codecs.open_inference import ModelInput
+from app.codecs.open_inference import CheckedRequest
 from app.codecs.transactions import TransactionRows
 from app.errors import ClientGone, InferenceFailed, ServingError, ShuttingDown, ValidationFailed
 from app.fraud.decisions import decide
@@ -130,21 +130,22 @@ class DataPlane:
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
     async def infer(
-        self, call: InferenceCall, read_input: Callable[[ModelCard], Awaitable[ModelInput]]
-    ) -> tuple[ModelCard, np.ndarray]:
-        """The model's probabilities for its own input rows, or for encoded images (image
-        models); `read_input` is given the card of the version that serves the request."""
+        self, call: InferenceCall, read: Callable[[ModelCard], Awaitable[CheckedRequest]]
+    ) -> tuple[ModelCard, CheckedRequest, np.ndarray]:
+        """The model's probabilities for a tensor request (the Open Inference Protocol's):
+        rows of the model's own input, or encoded images for image models. `read` is given
+        the card of the version that serves the request, to check the request against."""
 
-        async def to_rows(model_card: ModelCard, given: ModelInput) -> np.ndarray:
-            if given.rows is not None:
-                return given.rows
-            assert model_card.image is not None  # the protocol takes images for image models
-            decoded = await self._decode(given.images, model_card.image)
+        async def to_rows(model_card: ModelCard, checked: CheckedRequest) -> np.ndarray:
+            if checked.rows is not None:
+                return checked.rows
+            assert model_card.image is not None  # only image models take images
+            decoded = await self._decode(checked.images, model_card.image)
             return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
 
-        runtime, _, probabilities = await self._serve(call, None, read_input, to_rows)
+        runtime, checked, probabilities = await self._serve(call, None, read, to_rows)
         _check_finite(probabilities)
-        return runtime.model_card, probabilities
+        return runtime.model_card, checked, probabilities
 
     async def _serve(
         self,

@@ -26,7 +26,8 @@ class ServingMetrics:
         self._request_children: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "deepserve_requests",
-            "HTTP requests answered, by the model version that answered.",
+            "Requests (HTTP, and gRPC calls with the HTTP status they equal) answered, by the "
+            "model version that answered.",
             ["route", "model", "version", "status"],
             registry=r,
         )

@@ -226,6 +226,10 @@ class ModelRegistry:
     def names(self) -> list[str]:
         return sorted(self._models)
 
+    def unloaded(self) -> list[tuple[str, int]]:
+        """(name, version) of the versions unloaded on request and not loaded since."""
+        return sorted(self._unloaded)
+
     def versions(self, name: str) -> list[ModelVersion]:
         if name not in self._models:
             raise ModelNotFound(f"no model named {name!r}")

@@ -10,13 +10,14 @@ import pytest
 from app.codecs.open_inference import (
     InferRequest,
     RequestedOutput,
+    check_request,
     input_metadata,
     model_config,
-    model_input,
     output_tensors,
+    parse_version,
 )
 from app.codecs.tensors import Tensor
-from app.errors import InvalidInput, ValidationFailed
+from app.errors import InvalidInput, ModelNotFound, ValidationFailed
 from app.model_card import ModelCard
 from app.serving.repository import discover, read_card
 
@@ -39,17 +40,17 @@ def test_image_models_take_their_pixel_rows_or_encoded_images() -> None:
         ("pixels", "UINT8", [-1, 32, 32, 3], True),
         ("images", "BYTES", [-1, 1], True),
     ]
-    pixels = model_input(InferRequest([_rows("pixels", [2, 32, 32, 3], "uint8")]), card, 64)
+    pixels = check_request(InferRequest([_rows("pixels", [2, 32, 32, 3], "uint8")]), card, 64)
     assert pixels.rows is not None and pixels.rows.shape == (2, 32, 32, 3)
     for shape in [(3,), (3, 1)]:
         images = Tensor("images", "BYTES", shape, [b"a", b"b", b"c"])
-        assert model_input(InferRequest([images]), card, 64).images == [b"a", b"b", b"c"]
+        assert check_request(InferRequest([images]), card, 64).images == [b"a", b"b", b"c"]
 
 
 @pytest.mark.parametrize(
     ("tensor", "message"),
     [
-        (Tensor("pixel", "UINT8", (1,), np.zeros(1, "uint8")), "unexpected inference input 'pixel'"),
+        (Tensor("pixel", "UINT8", (1,), np.zeros(1, "uint8")), "unexpected inference input"),
         (Tensor("pixels", "FP32", (1, 32, 32, 3), np.zeros((1, 32, 32, 3), "float32")),
          "datatype FP32, expected UINT8"),
         (Tensor("pixels", "UINT8", (1, 32, 32), np.zeros((1, 32, 32), "uint8")),
@@ -59,18 +60,39 @@ def test_image_models_take_their_pixel_rows_or_encoded_images() -> None:
 )  # fmt: skip
 def test_a_wrong_input_is_named_with_what_the_model_takes(tensor: Tensor, message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        model_input(InferRequest([tensor]), _card("cifar10"), 64)
+        check_request(InferRequest([tensor]), _card("cifar10"), 64)
 
 
 def test_rows_beyond_the_request_limit_and_extra_inputs_are_refused() -> None:
     card = _card("fraud")
     with pytest.raises(ValidationFailed, match="3 rows; send 1 to 2 per request"):
-        model_input(InferRequest([_rows("features", [3, 15])]), card, 2)
+        check_request(InferRequest([_rows("features", [3, 15])]), card, 2)
     with pytest.raises(InvalidInput, match="takes one input"):
-        model_input(InferRequest([_rows("features", [1, 15])] * 2), card, 2)
+        check_request(InferRequest([_rows("features", [1, 15])] * 2), card, 2)
     with pytest.raises(InvalidInput, match="unexpected inference output 'score'"):
         request = InferRequest([_rows("features", [1, 15])], [RequestedOutput("score")])
-        model_input(request, card, 2)
+        check_request(request, card, 2)
+
+
+def test_non_finite_values_and_repeated_outputs_are_refused() -> None:
+    card = _card("fraud")
+    rows = np.zeros((1, 15), np.float32)
+    for bad in [np.nan, np.inf, -np.inf]:
+        rows[0, 3] = bad
+        tensor = Tensor("features", "FP32", (1, 15), rows.copy())
+        with pytest.raises(InvalidInput, match="must be finite numbers within FP32's range"):
+            check_request(InferRequest([tensor]), card, 2)
+    twice = [RequestedOutput("fraud_probability")] * 2
+    with pytest.raises(InvalidInput, match="requested twice"):
+        check_request(InferRequest([_rows("features", [1, 15])], twice), card, 2)
+
+
+def test_a_version_is_ascii_digits_or_no_version_at_all() -> None:
+    assert parse_version("fraud", "") is None
+    assert parse_version("fraud", "12") == 12
+    for raw in ["0", "-1", "x", "\u00b2", "\u0662", "1.0"]:
+        with pytest.raises(ModelNotFound, match="has no version"):
+            parse_version("fraud", raw)
 
 
 def test_classification_answers_score_index_label_best_first() -> None:
@@ -89,7 +111,7 @@ def test_a_fraud_score_classifies_as_genuine_or_fraud() -> None:
     assert tensor.data == [b"0.750000:0:genuine", b"0.250000:1:fraud"]
     with pytest.raises(InvalidInput, match="classification must be 1 to 2, not 3"):
         output = RequestedOutput("fraud_probability", classification=3)
-        model_input(InferRequest([_rows("features", [1, 15])], [output]), card, 2)
+        check_request(InferRequest([_rows("features", [1, 15])], [output]), card, 2)
 
 
 def test_the_configuration_says_what_triton_tools_need() -> None:

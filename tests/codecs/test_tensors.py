@@ -63,8 +63,13 @@ def test_truncated_bytes_data_is_refused_with_what_is_missing(raw: bytes, messag
     ("datatype", "shape", "data", "message"),
     [
         ("FP32", [2, 2], [1, 2, 3], "shape \\[2, 2\\] has 4 elements; the data has 3"),
-        ("FP32", [2], [[1, 2], [3]], "nested evenly"),
-        ("FP32", [1], ["one"], "a list of numbers"),
+        ("FP32", [2], [[1, 2], [3]], "shape \\[2\\] has 2 elements; the data has 3"),
+        ("FP32", [1], ["one"], "FP32 numbers"),
+        ("FP32", [2], ["1", 2], "FP32 numbers"),
+        ("FP32", [2], [None, 2], "FP32 numbers"),
+        ("FP32", [2], [True, 2], "FP32 numbers"),
+        ("UINT8", [1], [True], "UINT8 numbers"),
+        ("INT64", [1], [2**70], "out of the range of INT64"),
         ("INT32", [1], [1.5], "INT32 numbers"),
         ("UINT8", [1], [256], "out of the range of UINT8"),
         ("INT8", [1], [-129], "out of the range of INT8"),
@@ -79,6 +84,11 @@ def test_bad_json_data_is_refused_clearly(
 ) -> None:
     with pytest.raises(InvalidInput, match=message):
         from_json("x", datatype, shape, data)
+
+
+def test_a_float_beyond_fp32_becomes_inf_for_the_model_check_to_refuse() -> None:
+    tensor = from_json("x", "FP32", [1], [1e300])
+    assert isinstance(tensor.data, np.ndarray) and np.isinf(tensor.data[0])
 
 
 def test_raw_data_of_the_wrong_length_is_refused() -> None:

@@ -15,15 +15,11 @@ logger = logging.getLogger(__name__)
 class GrpcServer:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.port: int | None = None
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
         # Imported here: the stubs load only where gRPC serves.
-        from app.api.open_inference.grpc_service import Servicer
-        from app.api.open_inference.stubs.grpc_service_pb2_grpc import (
-            add_GRPCInferenceServiceServicer_to_server,
-        )
+        from app.api.open_inference.grpc_service import service_handler
 
         settings = self.services.settings
         limit = settings.max_body_bytes
@@ -34,10 +30,10 @@ class GrpcServer:
                 ("grpc.so_reuseport", 0),  # a port in use is an error, as for HTTP
             ]
         )
-        add_GRPCInferenceServiceServicer_to_server(Servicer(self.services), server)
+        server.add_generic_rpc_handlers((service_handler(self.services),))
         address = f"{settings.host}:{settings.grpc_port}"
         try:
-            self.port = server.add_insecure_port(address)
+            server.add_insecure_port(address)
         except RuntimeError as exc:
             raise RuntimeError(f"gRPC could not listen on {address}: {exc}") from exc
         await server.start()
@@ -45,7 +41,7 @@ class GrpcServer:
         logger.info("gRPC (Open Inference Protocol) on %s", address)
 
     async def stop(self, grace_s: float) -> None:
-        """Refuse new calls, give those running `grace_s` to finish, then close."""
+        """Refuse new calls, give those running up to `grace_s` to finish, then close."""
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None

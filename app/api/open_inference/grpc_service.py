@@ -1,39 +1,46 @@
 """The Open Inference Protocol over gRPC: `inference.GRPCInferenceService`, as Triton and
 KServe define it, on the operations the REST routes use.
 
-Each call goes through `_rpc`: key check, drain, deadline, errors as gRPC status codes,
-and one log line and metric per call as HTTP requests have. Calls the service does not
-offer (shared memory, tracing, statistics, streaming) answer UNIMPLEMENTED.
+Methods are registered here, not through the generated servicer, so that every call goes
+through `_Call`: the request decoded from its bytes (a malformed message is
+INVALID_ARGUMENT, not an unhandled error), the key checked, the drain counted, errors
+turned into status codes, and one log line and metric per call as for HTTP. Calls the
+service does not offer (streaming, statistics, shared memory, tracing) are unregistered:
+gRPC answers them UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import orjson
 from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
 
 from app import errors
-from app.api.auth import check_key
-from app.api.endpoints import Access
+from app.api.auth import Access, check_access
 from app.api.errors import status_for
 from app.api.open_inference import operations
 from app.api.open_inference.stubs import grpc_service_pb2 as pb
-from app.api.open_inference.stubs import grpc_service_pb2_grpc as pb_grpc
 from app.api.open_inference.stubs import model_config_pb2
+from app.api.request_log import record_request, request_id_from
 from app.api.services import Services
-from app.codecs.open_inference import InferRequest, RequestedOutput
+from app.codecs.open_inference import (
+    InferRequest,
+    RequestedOutput,
+    classification_of,
+    parse_version,
+)
 from app.codecs.tensors import NUMPY_BY_DATATYPE, check_datatype, from_json, from_raw, to_raw
 from app.serving.data_plane import InferenceCall, RequestReport
 
-logger = logging.getLogger("deepserve.requests")
+logger = logging.getLogger(__name__)
 
+SERVICE = "inference.GRPCInferenceService"
 CODE_BY_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -62,177 +69,174 @@ _CONTENTS_FIELD = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+assert set(_CONTENTS_FIELD) == {*NUMPY_BY_DATATYPE, "BYTES"}
 
-Method = Callable[..., Awaitable[Any]]
-
-
-class _Report:
-    """What one call tells its log line and metrics."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.inference = RequestReport()
+Method = Callable[[Services, Any, grpc.aio.ServicerContext, RequestReport], Awaitable[Message]]
 
 
-def _rpc(access: Access) -> Callable[[Method], Method]:
-    """Wrap a servicer method with what every call shares."""
-
-    def wrap(method: Method) -> Method:
-        route = f"/inference.GRPCInferenceService/{method.__name__}"
-
-        @functools.wraps(method)
-        async def call(self: Servicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
-            services = self.services
-            started = time.perf_counter()
-            report = _Report()
-            drain = services.drain
-            counted = access != "probe"
-            if counted:
-                drain.enter()
-            try:
-                if counted and drain.draining:
-                    raise errors.ShuttingDown("the server is shutting down")
-                settings = services.settings
-                if access != "probe" or settings.auth_probes_and_metrics:
-                    check_key(_metadata(context), settings.api_keys, admin=access == "admin")
-                return await method(self, request, context, report)
-            except errors.ServingError as exc:
-                report.status = status_for(exc)
-                if isinstance(exc, errors.Overloaded):
-                    await services.refusals.pace()
-                code = CODE_BY_STATUS.get(report.status, grpc.StatusCode.INTERNAL)
-                await context.abort(code, exc.message)
-            except grpc.aio.AbortError:
-                raise
-            except asyncio.CancelledError:  # the client cancelled, or its deadline passed
-                report.status = 499
-                raise
-            except Exception:
-                report.status = 500
-                logger.error("unhandled error on %s", route, exc_info=True)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-            finally:
-                if counted:
-                    drain.leave()
-                _observe(services, route, report, time.perf_counter() - started)
-
-        return call  # type: ignore[return-value]
-
-    return wrap
+async def server_live(services: Services, request: Any, context: Any, report: Any) -> Message:
+    return pb.ServerLiveResponse(live=True)
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's metadata as headers: lower-case names, text values."""
-    return {
-        key.lower(): value
-        for key, value in (context.invocation_metadata() or ())
-        if isinstance(value, str)
-    }
+async def server_ready(services: Services, request: Any, context: Any, report: Any) -> Message:
+    return pb.ServerReadyResponse(ready=not operations.server_not_ready(services))
 
 
-def _observe(services: Services, route: str, report: _Report, seconds: float) -> None:
-    inference = report.inference
-    version = "" if inference.version is None else str(inference.version)
-    services.metrics.observe_request(route, inference.model or "", version, report.status, seconds)
-    if logger.isEnabledFor(logging.INFO):
-        record: dict[str, Any] = {
-            "protocol": "grpc",
-            "route": route,
-            "status": report.status,
-            "latency_ms": round(seconds * 1000, 3),
-        }
-        if inference.model is not None:
-            record.update(model=inference.model, version=inference.version)
-        if inference.items is not None:
-            record["items"] = inference.items
-        logger.info(orjson.dumps(record).decode())
+async def model_ready(services: Services, request: Any, context: Any, report: Any) -> Message:
+    """Ready or not, as a boolean: an unknown or unloaded model is not ready (the REST
+    route's 404 and 503 say the same)."""
+    try:
+        version = parse_version(request.name, request.version)
+        operations.served_card(services, request.name, version)
+    except (errors.ModelNotReady, errors.ModelNotFound):
+        return pb.ModelReadyResponse(ready=False)
+    return pb.ModelReadyResponse(ready=True)
 
 
-def _version(model: str, raw: str) -> int | None:
-    if not raw:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise errors.ModelNotFound(f"model {model!r} has no version {raw!r}")
-    return int(raw)
+async def server_metadata(services: Services, request: Any, context: Any, report: Any) -> Message:
+    return pb.ServerMetadataResponse(**operations.server_metadata())
 
 
-class Servicer(pb_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, services: Services) -> None:
+async def model_metadata(services: Services, request: Any, context: Any, report: Any) -> Message:
+    version = parse_version(request.name, request.version)
+    metadata = operations.metadata(services, request.name, version)
+    return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
+
+
+async def model_config(services: Services, request: Any, context: Any, report: Any) -> Message:
+    version = parse_version(request.name, request.version)
+    config = operations.config(services, request.name, version)
+    return pb.ModelConfigResponse(
+        config=json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    )
+
+
+async def model_infer(
+    services: Services, request: Any, context: grpc.aio.ServicerContext, report: RequestReport
+) -> Message:
+    settings = services.settings
+    remaining = context.time_remaining()
+    timeout_s = settings.request_timeout_ms / 1000
+    if remaining is not None:  # the client's gRPC deadline, within the server's limit
+        timeout_s = min(remaining, settings.max_request_timeout_ms / 1000)
+    call = InferenceCall(
+        request.model_name,
+        parse_version(request.model_name, request.model_version),
+        time.monotonic() + timeout_s,
+        report,
+    )
+
+    async def read() -> InferRequest:
+        return infer_request(request)
+
+    return infer_response(await operations.infer(services, call, read))
+
+
+async def repository_index(services: Services, request: Any, context: Any, report: Any) -> Message:
+    index = operations.repository_index(services, request.ready)
+    return pb.RepositoryIndexResponse(
+        models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index]
+    )
+
+
+async def repository_load(services: Services, request: Any, context: Any, report: Any) -> Message:
+    await operations.load(services, request.model_name, request.parameters.keys())
+    return pb.RepositoryModelLoadResponse()
+
+
+async def repository_unload(services: Services, request: Any, context: Any, report: Any) -> Message:
+    await operations.unload(services, request.model_name)
+    return pb.RepositoryModelUnloadResponse()
+
+
+# Each offered call: its method, and who may call it when API keys are set.
+METHODS: dict[str, tuple[Method, Access]] = {
+    "ServerLive": (server_live, "probe"),
+    "ServerReady": (server_ready, "probe"),
+    "ModelReady": (model_ready, "key"),
+    "ServerMetadata": (server_metadata, "key"),
+    "ModelMetadata": (model_metadata, "key"),
+    "ModelConfig": (model_config, "key"),
+    "ModelInfer": (model_infer, "key"),
+    "RepositoryIndex": (repository_index, "admin"),
+    "RepositoryModelLoad": (repository_load, "admin"),
+    "RepositoryModelUnload": (repository_unload, "admin"),
+}
+
+
+class _Call:
+    """One registered method with what every call shares."""
+
+    def __init__(self, services: Services, name: str, method: Method, access: Access) -> None:
+        descriptor = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods_by_name[name]
+        self.request_type: type[Message] = getattr(pb, descriptor.input_type.name)
         self.services = services
+        self.route = f"/{SERVICE}/{name}"
+        self.method = method
+        self.access = access
 
-    @_rpc("probe")
-    async def ServerLive(self, request: Any, context: Any, report: _Report) -> Any:
-        return pb.ServerLiveResponse(live=True)
-
-    @_rpc("probe")
-    async def ServerReady(self, request: Any, context: Any, report: _Report) -> Any:
-        return pb.ServerReadyResponse(ready=not operations.server_not_ready(self.services))
-
-    @_rpc("key")
-    async def ModelReady(self, request: Any, context: Any, report: _Report) -> Any:
-        """Ready or not, as a boolean: an unknown or unloaded model is not ready (the REST
-        route's 404 and 503 say the same)."""
+    async def handle(self, raw: bytes, context: grpc.aio.ServicerContext) -> Message:
+        services = self.services
+        started = time.perf_counter()
+        report = RequestReport()
+        status = 200
+        metadata = {
+            key.lower(): value
+            for key, value in (context.invocation_metadata() or ())
+            if isinstance(value, str)
+        }
+        request_id = request_id_from(metadata.get("x-request-id"))
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        counted = self.access != "probe"  # probes answer while draining, as over HTTP
+        if counted:
+            services.drain.enter()
         try:
-            version = _version(request.name, request.version)
-            operations.served_card(self.services, request.name, version)
-        except (errors.ModelNotReady, errors.ModelNotFound):
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
+            if counted and services.drain.draining:
+                raise errors.ShuttingDown("the server is shutting down")
+            check_access(metadata, services.settings, self.access)
+            try:
+                request = self.request_type.FromString(raw)
+            except DecodeError:
+                raise errors.InvalidInput(
+                    f"the message is not a valid {self.request_type.__name__}"
+                ) from None
+            return await self.method(services, request, context, report)
+        except errors.ServingError as exc:
+            status = status_for(exc)
+            if isinstance(exc, errors.Overloaded):
+                await services.refusals.pace()
+            await context.abort(CODE_BY_STATUS.get(status, grpc.StatusCode.INTERNAL), exc.message)
+            raise  # not reached: abort raises
+        except asyncio.CancelledError:  # the client cancelled, or its deadline passed
+            status = 499
+            raise
+        except Exception:
+            status = 500
+            logger.error("unhandled error on %s", self.route, exc_info=True)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            raise
+        finally:
+            if counted:
+                services.drain.leave()
+            seconds = time.perf_counter() - started
+            record_request(
+                services.metrics, request_id, "gRPC", self.route, status, seconds, report
+            )
 
-    @_rpc("key")
-    async def ServerMetadata(self, request: Any, context: Any, report: _Report) -> Any:
-        return pb.ServerMetadataResponse(**operations.server_metadata())
 
-    @_rpc("key")
-    async def ModelMetadata(self, request: Any, context: Any, report: _Report) -> Any:
-        version = _version(request.name, request.version)
-        metadata = operations.metadata(self.services, request.name, version)
-        return json_format.ParseDict(metadata, pb.ModelMetadataResponse())
-
-    @_rpc("key")
-    async def ModelConfig(self, request: Any, context: Any, report: _Report) -> Any:
-        version = _version(request.name, request.version)
-        config = operations.config(self.services, request.name, version)
-        return pb.ModelConfigResponse(
-            config=json_format.ParseDict(config, model_config_pb2.ModelConfig())
+def service_handler(services: Services) -> grpc.GenericRpcHandler:
+    """The service's calls, each taking the request's bytes and answering a message."""
+    handlers = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _Call(
+                services, name, method, access
+            ).handle,  # a coroutine function: grpc.aio awaits it
+            request_deserializer=None,  # bytes: decoded inside the call, errors answered
+            response_serializer=lambda message: message.SerializeToString(),
         )
-
-    @_rpc("key")
-    async def ModelInfer(self, request: Any, context: Any, report: _Report) -> Any:
-        settings = self.services.settings
-        remaining = context.time_remaining()
-        timeout_s = settings.request_timeout_ms / 1000
-        if remaining is not None:  # the client's gRPC deadline, within the server's limit
-            timeout_s = min(remaining, settings.max_request_timeout_ms / 1000)
-        call = InferenceCall(
-            request.model_name,
-            _version(request.model_name, request.model_version),
-            time.monotonic() + timeout_s,
-            report.inference,
-        )
-
-        async def read() -> InferRequest:
-            return infer_request(request)
-
-        answer = await operations.infer(self.services, call, read)
-        return infer_response(answer)
-
-    @_rpc("admin")
-    async def RepositoryIndex(self, request: Any, context: Any, report: _Report) -> Any:
-        index = operations.repository_index(self.services, request.ready)
-        return pb.RepositoryIndexResponse(
-            models=[pb.RepositoryIndexResponse.ModelIndex(**entry) for entry in index]
-        )
-
-    @_rpc("admin")
-    async def RepositoryModelLoad(self, request: Any, context: Any, report: _Report) -> Any:
-        await operations.load(self.services, request.model_name)
-        return pb.RepositoryModelLoadResponse()
-
-    @_rpc("admin")
-    async def RepositoryModelUnload(self, request: Any, context: Any, report: _Report) -> Any:
-        await operations.unload(self.services, request.model_name)
-        return pb.RepositoryModelUnloadResponse()
+        for name, (method, access) in METHODS.items()
+    }
+    return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
 def infer_request(request: Any) -> InferRequest:
@@ -246,30 +250,34 @@ def infer_request(request: Any) -> InferRequest:
         )
     inputs = []
     for index, item in enumerate(request.inputs):
+        if "shared_memory_region" in item.parameters:
+            raise errors.InvalidInput(f"input {item.name!r}: shared memory is not supported")
         shape = list(item.shape)
         if raw_contents:
+            if item.HasField("contents"):
+                raise errors.InvalidInput(
+                    f"input {item.name!r}: send raw_input_contents or contents, not both"
+                )
             inputs.append(from_raw(item.name, item.datatype, shape, raw_contents[index]))
             continue
         check_datatype(item.name, item.datatype)
         values = list(getattr(item.contents, _CONTENTS_FIELD[item.datatype]))
         inputs.append(from_json(item.name, item.datatype, shape, values))
-    outputs = [_requested(o) for o in request.outputs] or None
-    return InferRequest(inputs=inputs, outputs=outputs, id=request.id or None)
+    outputs = [_requested(output) for output in request.outputs]
+    return InferRequest(inputs=inputs, outputs=outputs or None, id=request.id or None)
 
 
 def _requested(output: Any) -> RequestedOutput:
     classification = None
     if "classification" in output.parameters:
         parameter = output.parameters["classification"]
-        if parameter.WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
-            raise errors.InvalidInput(f"output {output.name!r}: classification must be a count")
-        classification = getattr(parameter, parameter.WhichOneof("parameter_choice"))
-        if classification < 0:
-            raise errors.InvalidInput(f"output {output.name!r}: classification must be a count")
+        choice = parameter.WhichOneof("parameter_choice")
+        value = getattr(parameter, choice) if choice in ("int64_param", "uint64_param") else None
+        classification = classification_of(output.name, value)
     return RequestedOutput(output.name, None, classification)
 
 
-def infer_response(answer: operations.InferAnswer) -> Any:
+def infer_response(answer: operations.InferAnswer) -> Message:
     """A `ModelInferResponse`, every output in `raw_output_contents` as Triton answers."""
     response = pb.ModelInferResponse(
         model_name=answer.model_name, model_version=answer.model_version, id=answer.id or ""
@@ -278,6 +286,3 @@ def infer_response(answer: operations.InferAnswer) -> Any:
         response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         response.raw_output_contents.append(to_raw(tensor))
     return response
-
-
-assert set(_CONTENTS_FIELD) == {*NUMPY_BY_DATATYPE, "BYTES"}

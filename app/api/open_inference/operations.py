@@ -6,27 +6,34 @@ the answers in their own wire format. Inference goes through the same data plane
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import app
 from app.api.services import Services
 from app.codecs.open_inference import (
-    SERVER_EXTENSIONS,
+    CheckedRequest,
     InferRequest,
+    check_request,
     model_config,
-    model_input,
     model_metadata,
     output_tensors,
 )
 from app.codecs.tensors import Tensor
+from app.errors import InvalidInput
 from app.model_card import ModelCard
 from app.serving.data_plane import InferenceCall
 from app.serving.registry import ModelState
 from app.settings import Settings
 
 SERVER_NAME = "deepserve"
+SERVER_EXTENSIONS = [
+    "binary_tensor_data",
+    "classification",
+    "model_repository",
+    "model_configuration",
+]
 
 # The repository extension's states, as Triton names them.
 _REPOSITORY_STATE = {
@@ -68,8 +75,8 @@ def metadata(services: Services, model: str, version: int | None) -> dict[str, A
 
 
 def config(services: Services, model: str, version: int | None) -> dict[str, Any]:
-    card = served_card(services, model, version)
-    runtime = services.registry.resolve(model, card.version)
+    runtime = services.registry.resolve(model, version)
+    card = runtime.model_card
     return model_config(card, max_rows(card, services.settings), runtime.max_queue_delay_ms)
 
 
@@ -78,21 +85,20 @@ async def infer(
 ) -> InferAnswer:
     """Read the request once admitted, check it against the serving version's card, infer,
     and shape the outputs the request asked for."""
-    parsed: list[InferRequest] = []
 
-    async def read_input(card: ModelCard) -> Any:
-        request = await read()
-        parsed.append(request)
-        return model_input(request, card, max_rows(card, services.settings))
+    async def read_checked(card: ModelCard) -> CheckedRequest:
+        return check_request(await read(), card, max_rows(card, services.settings))
 
-    card, probabilities = await services.data_plane.infer(call, read_input)
-    (request,) = parsed
+    card, checked, probabilities = await services.data_plane.infer(call, read_checked)
+    request = checked.request
     return InferAnswer(
         card.name, str(card.version), request.id, output_tensors(request, card, probabilities)
     )
 
 
 def repository_index(services: Services, ready_only: bool) -> list[dict[str, Any]]:
+    """Every version the registry knows, with its state; versions unloaded on request stay
+    listed (`UNAVAILABLE`, "unloaded"), as Triton lists them, so they can be loaded again."""
     registry = services.registry
     index = []
     for name in registry.names():
@@ -104,16 +110,34 @@ def repository_index(services: Services, ready_only: bool) -> list[dict[str, Any
             if entry.reason:
                 item["reason"] = entry.reason
             index.append(item)
-    return index
+    if not ready_only:
+        for name, version in registry.unloaded():
+            index.append(
+                {
+                    "name": name,
+                    "version": str(version),
+                    "state": "UNAVAILABLE",
+                    "reason": "unloaded",
+                }
+            )
+    return sorted(index, key=lambda item: (item["name"], int(item["version"])))
 
 
-async def load(services: Services, model: str) -> None:
+async def load(services: Services, model: str, parameters: Iterable[str] = ()) -> None:
+    """Load the model's versions on disk; overrides (Triton's `config`, `file:...`) are
+    refused, not ignored: versions come from the repository only."""
+    overrides = sorted(parameters)
+    if overrides:
+        raise InvalidInput(
+            f"load takes no parameters here ({', '.join(overrides)}): versions load from "
+            "the model repository as they are"
+        )
     await services.registry.load(model)
 
 
-async def unload(services: Services, model: str) -> list[int]:
+async def unload(services: Services, model: str) -> None:
     """Unload every version; unloading a model twice is no error (as in Triton)."""
-    return await services.registry.unload(model)
+    await services.registry.unload(model)
 
 
 def max_rows(card: ModelCard, settings: Settings) -> int:

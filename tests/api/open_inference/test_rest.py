@@ -3,6 +3,7 @@ binary bodies both ways, the error shape, readiness bodies, and the OpenAPI docu
 
 from __future__ import annotations
 
+import gzip
 import struct
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import orjson
 from fastapi.testclient import TestClient
 
+from app.api.services import services_of
 from tests import model_factory
 from tests.conftest import ClientFactory, encoded_image
 
@@ -85,6 +87,58 @@ def test_errors_are_the_protocols_shape_and_statuses(client: TestClient) -> None
     assert isinstance(wrong_method.json()["error"], str)
 
 
+def test_input_that_could_have_crashed_is_a_400(client: TestClient) -> None:
+    nan = ROWS.copy()
+    nan[1, 4] = np.nan
+    header = {"inputs": [{**FEATURES, "parameters": {"binary_data_size": nan.nbytes}}]}
+    body, headers = _binary_body(header, nan.tobytes())
+    deep = b'{"inputs": [{"name": "features", "shape": [1], "datatype": "FP32", "data": '
+    deep += b"[" * 5000 + b"1" + b"]" * 5000 + b"}]}"
+    cases = [
+        (b'{"inputs": [{"name": "features", "shape": [1, 15], "datatype": "FP32", "data": '
+         b"[null, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]}]}", {}, "FP32 numbers"),
+        (b'{"inputs": [{"name": "features", "shape": [1, 15], "datatype": "FP32", "data": '
+         b"[1e300, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]}]}", {}, "must be finite"),
+        (body, headers, "must be finite"),
+        (deep, {}, "nested too deeply"),
+        (b"{}", {"Inference-Header-Content-Length": b"\xb2"},
+         "must be a number of bytes"),
+        (b"{}", {"Content-Encoding": "br"}, "Content-Encoding 'br' is not accepted"),
+        (b"{}", {"Content-Encoding": "gzip"}, "not valid gzip"),
+    ]  # fmt: skip
+    for content, extra, message in cases:
+        answer = client.post("/v2/models/tiny-fraud/infer", content=content, headers=extra)
+        assert answer.status_code == 400, (message, answer.text)
+        assert message in answer.json()["error"]
+    odd_version = client.get("/v2/models/tiny-fraud/versions/%C2%B2")
+    assert odd_version.status_code == 404
+    assert odd_version.json() == {"error": "model 'tiny-fraud' has no version '\u00b2'"}
+
+
+def test_a_gzip_body_is_read_and_no_outputs_listed_means_all(client: TestClient) -> None:
+    body = orjson.dumps({"inputs": [{**FEATURES, "data": ROWS.tolist()}], "outputs": []})
+    answer = client.post(
+        "/v2/models/tiny-fraud/infer",
+        content=gzip.compress(body),
+        headers={"Content-Encoding": "gzip"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert [o["name"] for o in answer.json()["outputs"]] == ["fraud_probability"]
+
+
+def test_unknown_v2_routes_and_refusals_while_draining_are_the_protocols_shape(
+    client: TestClient,
+) -> None:
+    unknown = client.get("/v2/models/tiny-fraud/stats")
+    assert unknown.status_code == 404 and isinstance(unknown.json()["error"], str)
+    services_of(client.app).drain.start()  # type: ignore[arg-type]
+    refused = client.post("/v2/models/tiny-fraud/infer", json={"inputs": []})
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert refused.json() == {"error": "the server is shutting down"}
+    assert client.get("/v2/health/ready").json()["ready"] is False
+    assert client.get("/v2/health/live").status_code == 200
+
+
 def test_leftover_binary_data_is_refused(client: TestClient) -> None:
     raw = ROWS.tobytes()
     header = {"inputs": [{**FEATURES, "parameters": {"binary_data_size": len(raw)}}]}
@@ -103,6 +157,22 @@ def test_readiness_answers_with_a_body_while_a_model_loads(make_client: ClientFa
     assert client.get("/v2/models/tiny-fraud/ready").status_code == 404
     ready = client.get("/v2/health/ready")
     assert ready.status_code == 200  # an unloaded model is not a missing one
+    index = client.post("/v2/repository/index", content=b"").json()
+    assert {
+        "name": "tiny-fraud",
+        "version": "1",
+        "state": "UNAVAILABLE",
+        "reason": "unloaded",
+    } in index
+    assert client.post("/v2/repository/index", json={"ready": True}).json() == [
+        {"name": "tiny-image", "version": "1", "state": "READY"}
+    ]
+    overridden = client.post(
+        "/v2/repository/models/tiny-fraud/load", json={"parameters": {"config": "{}"}}
+    )
+    assert overridden.status_code == 400 and "load takes no parameters" in overridden.text
+    assert client.post("/v2/repository/models/tiny-fraud/load").status_code == 200
+    assert client.get("/v2/models/tiny-fraud/ready").status_code == 200
 
 
 def test_a_model_that_failed_to_load_is_not_ready(

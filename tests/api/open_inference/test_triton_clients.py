@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc as grpc_module
 import httpx
 import numpy as np
 import pytest
@@ -247,6 +248,29 @@ def test_truncated_raw_contents_over_grpc_are_invalid_argument(
     assert failure.value.status() == "StatusCode.INVALID_ARGUMENT"
     assert "112 bytes of data; shape [2, 15] of FP32 takes 120" in failure.value.message()
     assert grpc.is_server_ready()
+
+
+def test_grpc_refuses_what_it_does_not_offer_cleanly(
+    server: RunningServer, grpc: grpcclient.InferenceServerClient
+) -> None:
+    channel = grpc_module.insecure_channel(server.grpc_target)
+    garbage = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+    with pytest.raises(grpc_module.RpcError) as failure:
+        garbage(b"\xff\xff\xff")
+    assert failure.value.code() == grpc_module.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest" in failure.value.details()
+    channel.close()
+
+    with pytest.raises(InferenceServerException) as unoffered:
+        grpc.get_inference_statistics("fraud")
+    assert unoffered.value.status() == "StatusCode.UNIMPLEMENTED"
+    shared = grpcclient.InferInput("features", [1, 15], "FP32")
+    shared.set_shared_memory("region", 60)
+    with pytest.raises(InferenceServerException, match="shared memory is not supported"):
+        grpc.infer("fraud", [shared])
+    with pytest.raises(InferenceServerException, match="load takes no parameters"):
+        grpc.load_model("fraud", config="{}")
+    assert "Traceback" not in server.output()
 
 
 def test_grpc_calls_are_counted_in_the_metrics(
