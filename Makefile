@@ -39,9 +39,13 @@ test: $(VENV)/.dev-installed
 	$(PY) -m pytest -q
 
 # The service beside in-process ONNX Runtime, a FastAPI no-op, Ray Serve and BentoML
-# (each peer in its own venv under bench/.venvs): bench/results/<date>-<host>.{json,md,png}.
+# (each peer in its own venv under bench/.venvs), and its v2 (Open Inference Protocol) beside
+# /v1, driven by wrk and Triton's perf_analyzer (in a venv there too; it links libb64-0d):
+# bench/results/<date>-<host>.{json,md,png}. The v2 rows alone, in minutes:
+# $(PY) -m bench --only open-inference
 bench: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
+	@dpkg -s libb64-0d >/dev/null 2>&1 || $(APT_INSTALL) libb64-0d || echo "no libb64-0d: no perf_analyzer rows"
 	$(PY) -m bench
 
 lint: $(VENV)/.dev-installed

@@ -1,10 +1,20 @@
-"""`make bench` / `python -m bench`: the service beside the hardware limit and its peers.
+"""`make bench` / `python -m bench`: the service beside the hardware limit and its peers,
+and its Open Inference Protocol (v2) beside its own `/v1`.
 
-For each system: start it, warm it up, then for each workload and concurrency level run wrk
-in windows until three in a row agree on throughput within 10% (as Triton's perf_analyzer
-decides stability), and keep the median of those three. The limits come from the same run:
-ONNX Runtime in process on the same model files, and a FastAPI no-op for HTTP alone.
-Writes `<out>/<date>-<host>.json`, `.md`, and one PNG per model.
+Two sections, both by default; `--only systems` or `--only open-inference` runs one.
+
+systems: for each system, start it, warm it up, then for each workload and concurrency
+level run wrk in windows until three in a row agree on throughput within 10% (as Triton's
+perf_analyzer decides stability), and keep the median of those three. The limits come from
+the same run: ONNX Runtime in process on the same model files, and a FastAPI no-op for HTTP
+alone.
+
+open-inference (`bench/open_inference.py`): one deepserve process; one image and one
+transaction per request at concurrency 1 and 64; `/v1` (wrk), v2 REST with binary tensors
+(wrk, and Triton's perf_analyzer) and v2 gRPC (perf_analyzer), side by side in rounds. A few
+minutes: `python -m bench --only open-inference`.
+
+Writes `<out>/<date>-<host>.json`, `.md`, and PNGs: one per model, one for open-inference.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.settings import Settings
-from bench import inprocess, report
+from bench import inprocess, open_inference, perf_analyzer, report
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
@@ -35,6 +45,7 @@ STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
 SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
+SECTIONS = ("systems", "open-inference")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -48,6 +59,17 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--window-s", type=float, default=5.0)
     parser.add_argument("--max-windows", type=int, default=6)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--only", choices=SECTIONS, help="run one section, not both")
+    parser.add_argument(
+        "--open-inference-levels",
+        nargs="+",
+        type=int,
+        default=[1, 64],
+        help="concurrency of the open-inference section",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="open-inference: rounds of every row, side by side"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -57,87 +79,52 @@ def main(argv: list[str] | None = None) -> Path:
     if args.quick:
         args.systems = [s for s in args.systems if s in ("deepserve", "fastapi-noop")]
         args.levels, args.peer_levels = [1, 8], [1, 8]
+        args.open_inference_levels = [1, 8]
         args.window_s, args.max_windows = 2.0, 1
     if shutil.which("wrk") is None:
         raise SystemExit("needs wrk (Debian/Ubuntu: apt-get install wrk)")
+
+    sections = [args.only] if args.only else list(SECTIONS)
 
     images, image_source = sample_images()
     transactions, transaction_source = sample_transactions()
     settings = Settings(_env_file=None)
     limit_seconds = 0.1 if args.quick else 1.0  # per batch size, in each of 3 rounds
-    print("in-process ONNX Runtime limits, at the start", flush=True)
-    at_start = _limits(settings, images, transactions, limit_seconds)
-
-    bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
+    bodies = 10 if args.quick else 50
+    at_start: dict[str, inprocess.Limit] = {}
+    at_end: dict[str, inprocess.Limit] = {}
     rows: list[dict] = []
     starts: dict[str, dict] = {}
+    v2: dict | None = None
+    bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     try:
-        for name in args.systems:
-            system = SYSTEMS[name]
-            workloads = [w for w in system.workloads if w in args.workloads]
-            if not workloads:
-                continue
-            requests = {
-                w: build(
-                    WORKLOADS[w],
-                    system.style,
-                    images,
-                    transactions,
-                    bodies_dir,
-                    bodies=10 if args.quick else 50,
-                )
-                for w in workloads
-            }
-            first = requests[workloads[0]]
-            probe = (first.path, first.content_type, first.bodies[0].read_bytes())
-            port = free_port()
-            print(f"{name}: starting", flush=True)
-            running = start(system, port, timeout_s=300, probe=probe)
-            starts[name] = {
-                "start_to_ready_s": round(running.start_to_ready_s, 2),
-                "rss_mb_idle": round(rss_mb(running.process.pid), 1),
-            }
-            try:
-                peer = name in ("ray-serve", "bentoml")
-                levels = args.peer_levels if peer else args.levels
-                if name == "deepserve-unbatched":
-                    levels = [64] if not args.quick else [8]
-                for workload in workloads:
-                    # Warm-up: first-call allocations, caches, JIT paths, connection pools.
-                    _window(running, requests[workload], 8, 1.0 if args.quick else 3.0)
-                    for concurrency in levels:
-                        row = _measure_level(
-                            running,
-                            workload,
-                            requests[workload],
-                            concurrency,
-                            args.window_s,
-                            args.max_windows,
-                        )
-                        rows.append(row)
-                        print(
-                            f"  {workload:9s} c={concurrency:<3d} {row['rps']:8.1f} req/s "
-                            f"p50 {row['p50_ms']:7.2f} p99 {row['p99_ms']:7.2f} ms "
-                            f"errors {row['errors']} server {row['server_cpu']:.2f} cores "
-                            f"wrk {row['generator_cpu']:.2f} cores"
-                            + ("" if row["stable"] else " (unstable)"),
-                            flush=True,
-                        )
-                starts[name]["rss_mb_peak"] = max(
-                    r["rss_mb_peak"] for r in rows if r["system"] == name
-                )
-            finally:
-                stop_process(running.process)
+        if "systems" in sections:
+            print("in-process ONNX Runtime limits, at the start", flush=True)
+            at_start = _limits(settings, images, transactions, limit_seconds)
+            rows, starts = _systems(args, images, transactions, bodies_dir, bodies)
+        if "open-inference" in sections:
+            print("open inference protocol (v2) beside /v1", flush=True)
+            v2 = open_inference.measure(
+                settings,
+                images,
+                transactions,
+                bodies_dir / "open-inference",
+                args.workloads,
+                args.open_inference_levels,
+                open_inference.Timing.of(args.rounds, STABLE_WITHIN, args.quick),
+                bodies,
+            )
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)
-
-    print("in-process ONNX Runtime limits, at the end", flush=True)
-    at_end = _limits(settings, images, transactions, limit_seconds)
+    if "systems" in sections:
+        print("in-process ONNX Runtime limits, at the end", flush=True)
+        at_end = _limits(settings, images, transactions, limit_seconds)
     limits = {model: inprocess.combined(at_start[model], at_end[model]) for model in at_start}
 
     results = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "quick": args.quick,
+        "sections": sections,
         "machine": _machine(),
         "settings": {
             "window_s": args.window_s,
@@ -164,15 +151,77 @@ def main(argv: list[str] | None = None) -> Path:
         "systems": starts,
         "results": rows,
     }
+    if v2 is not None:
+        results["open_inference"] = v2
     results["targets"] = report.targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     stem.with_suffix(".md").write_text(report.markdown(results))
-    report.plots(results, stem)
+    plots = report.plots(results, stem)
     print(report.markdown(results))
-    print(f"wrote {stem}.json, .md, -image.png, -fraud.png")
+    print(f"wrote {stem}.json, .md" + "".join(f", {p.name}" for p in plots))
     return stem.with_suffix(".json")
+
+
+def _systems(
+    args: argparse.Namespace,
+    images: list[bytes],
+    transactions: list[dict],
+    bodies_dir: Path,
+    bodies: int,
+) -> tuple[list[dict], dict[str, dict]]:
+    """The systems table: its rows, and each system's start-up time and memory."""
+    rows: list[dict] = []
+    starts: dict[str, dict] = {}
+    for name in args.systems:
+        system = SYSTEMS[name]
+        workloads = [w for w in system.workloads if w in args.workloads]
+        if not workloads:
+            continue
+        requests = {
+            w: build(WORKLOADS[w], system.style, images, transactions, bodies_dir, bodies)
+            for w in workloads
+        }
+        first = requests[workloads[0]]
+        probe = (first.path, first.content_type, first.bodies[0].read_bytes())
+        port = free_port()
+        print(f"{name}: starting", flush=True)
+        running = start(system, port, timeout_s=300, probe=probe)
+        starts[name] = {
+            "start_to_ready_s": round(running.start_to_ready_s, 2),
+            "rss_mb_idle": round(rss_mb(running.process.pid), 1),
+        }
+        try:
+            peer = name in ("ray-serve", "bentoml")
+            levels = args.peer_levels if peer else args.levels
+            if name == "deepserve-unbatched":
+                levels = [64] if not args.quick else [8]
+            for workload in workloads:
+                # Warm-up: first-call allocations, caches, JIT paths, connection pools.
+                _window(running, requests[workload], 8, 1.0 if args.quick else 3.0)
+                for concurrency in levels:
+                    row = _measure_level(
+                        running,
+                        workload,
+                        requests[workload],
+                        concurrency,
+                        args.window_s,
+                        args.max_windows,
+                    )
+                    rows.append(row)
+                    print(
+                        f"  {workload:9s} c={concurrency:<3d} {row['rps']:8.1f} req/s "
+                        f"p50 {row['p50_ms']:7.2f} p99 {row['p99_ms']:7.2f} ms "
+                        f"errors {row['errors']} server {row['server_cpu']:.2f} cores "
+                        f"wrk {row['generator_cpu']:.2f} cores"
+                        + ("" if row["stable"] else " (unstable)"),
+                        flush=True,
+                    )
+            starts[name]["rss_mb_peak"] = max(r["rss_mb_peak"] for r in rows if r["system"] == name)
+        finally:
+            stop_process(running.process)
+    return rows, starts
 
 
 def _limits(
@@ -311,4 +360,19 @@ def _machine() -> dict:
         "onnxruntime": ort.__version__,
         "providers": ort.get_available_providers(),
         "wrk": version(["wrk", "--version"]),
+        "perf_analyzer": perf_analyzer.VERSION,
+        "commit": _commit(),
     }
+
+
+def _commit() -> str:
+    """The code measured: its commit, with `-dirty` for uncommitted changes."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"

@@ -1,8 +1,13 @@
-"""Benchmark results as the issue's targets, a Markdown table, and plots per model."""
+"""Benchmark results as the issue's targets, Markdown tables, and plots."""
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
+
+V1_SYSTEM = "deepserve /v1 (HTTP, wrk)"  # bench/open_inference.py's rows, by name
+V2_HTTP_WRK = "deepserve v2 (HTTP, wrk)"
+V2_HTTP_PA = "deepserve v2 (HTTP, perf_analyzer)"
 
 
 def _row(results: dict, system: str, workload: str, concurrency: int) -> dict | None:
@@ -10,6 +15,30 @@ def _row(results: dict, system: str, workload: str, concurrency: int) -> dict | 
         if (row["system"], row["workload"], row["concurrency"]) == (system, workload, concurrency):
             return row
     return None
+
+
+def paired_ratio(row: dict, base: dict) -> tuple[float, float, float] | None:
+    """`row` over `base` in throughput: the median, lowest and highest over the rounds in
+    which both were measured (side by side, so a round's ratio is free of the drift)."""
+    ratios = [
+        a / b
+        for a, b in zip(row["rps_rounds"], base["rps_rounds"], strict=True)
+        if a is not None and b
+    ]
+    if not ratios:
+        return None
+    return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def _v2_rows(results: dict) -> list[tuple[dict, dict]]:
+    """Each open-inference row with the /v1 row of its workload and concurrency."""
+    rows = results.get("open_inference", {}).get("rows", [])
+    base = {(r["workload"], r["concurrency"]): r for r in rows if r["system"] == V1_SYSTEM}
+    return [
+        (r, base[(r["workload"], r["concurrency"])])
+        for r in rows
+        if r["system"] != V1_SYSTEM and (r["workload"], r["concurrency"]) in base
+    ]
 
 
 def targets(results: dict) -> list[dict]:
@@ -31,7 +60,7 @@ def targets(results: dict) -> list[dict]:
         )
 
     ours_image = _row(results, "deepserve", "image-1", 64)
-    if ours_image:
+    if ours_image and limits:
         add(
             "image, 1 per request, c=64: items/s over in-process ORT at its best batch",
             ours_image["items_per_s"] / limits["image"]["best_items_per_s"],
@@ -50,7 +79,7 @@ def targets(results: dict) -> list[dict]:
             True,
         )
     ours_fraud_100 = _row(results, "deepserve", "fraud-100", 64)
-    if ours_fraud_100:
+    if ours_fraud_100 and limits:
         add(
             "fraud, 100 per request, c=64: rows/s over in-process ORT at its best batch",
             ours_fraud_100["items_per_s"] / limits["fraud"]["best_items_per_s"],
@@ -73,7 +102,7 @@ def targets(results: dict) -> list[dict]:
                 )
     for workload, model in (("image-1", "image"), ("fraud-1", "fraud")):
         ours = _row(results, "deepserve", workload, 1)
-        if ours:
+        if ours and limits:
             add(
                 f"{workload}, c=1: p50 minus in-process single inference (ms)",
                 ours["p50_ms"] - limits[model]["single_p50_ms"],
@@ -99,17 +128,50 @@ def targets(results: dict) -> list[dict]:
                     "met": None,
                 }
             )
+    # The issue: v2 at least 0.9 of /v1's req/s, image and fraud, c=1 and c=64.
+    for row, base in _v2_rows(results):
+        ratio = paired_ratio(row, base)
+        if ratio is not None:
+            add(
+                f"{row['workload']}, c={row['concurrency']}: {row['system']} req/s over "
+                f"{base['system']} (same process, side by side)",
+                ratio[0],
+                0.9,
+                True,
+            )
     return out
 
 
 def markdown(results: dict) -> str:
-    machine, settings = results["machine"], results["settings"]
+    machine = results["machine"]
     lines = [
         f"# Benchmark {results['date']}"
         + (" (quick mode: not a measurement)" if results["quick"] else ""),
         "",
         f"{machine['cpus']} x {machine['cpu']}; Python {machine['python']}, "
-        f"ONNX Runtime {machine['onnxruntime']}, {machine['wrk']}. "
+        f"ONNX Runtime {machine['onnxruntime']}, {machine['wrk']}"
+        + (f", perf_analyzer of {machine['perf_analyzer']}" if "perf_analyzer" in machine else "")
+        + (f"; code at {machine['commit']}" if "commit" in machine else "")
+        + f". Images: {results['data']['images']}; "
+        f"transactions: {results['data']['transactions']}.",
+    ]
+    if results["results"] or results["limits"]:
+        lines += _systems_markdown(results)
+    if "open_inference" in results:
+        lines += _open_inference_markdown(results)
+    lines += ["", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
+    for t in results["targets"]:
+        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        lines.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def _systems_markdown(results: dict) -> list[str]:
+    settings = results["settings"]
+    lines = [
+        "",
+        "## Systems",
+        "",
         f"Windows of {settings['window_s']} s (longer when "
         f"{settings.get('latencies_per_window', '-')} median latencies"
         + (
@@ -119,16 +181,18 @@ def markdown(results: dict) -> str:
         )
         + f" do not fit, up to {settings.get('max_window_s', '-')} s) until three agree on "
         f"successful req/s within {settings['stable_within']:.0%} "
-        f"(at most {settings['max_windows']}). "
-        f"Images: {results['data']['images']}; transactions: {results['data']['transactions']}.",
-        "",
-        "In-process ONNX Runtime (no HTTP), measured at the start of the run and at its end; "
-        "per batch size, the median of the rounds of both (the ratios above use these):",
-        "",
-        "| model | best items/s | at batch | one item p50 ms | at start: best; one item "
-        "| at end: best; one item |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"(at most {settings['max_windows']}). wrk drives every row.",
     ]
+    if results["limits"]:
+        lines += [
+            "",
+            "In-process ONNX Runtime (no HTTP), measured at the start of the run and at its "
+            "end; per batch size, the median of the rounds of both (the targets use these):",
+            "",
+            "| model | best items/s | at batch | one item p50 ms | at start: best; one item "
+            "| at end: best; one item |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
     for model, limit in results["limits"].items():
         ends = [results.get(f"limits_at_{when}", {}).get(model) for when in ("start", "end")]
         lines.append(
@@ -163,20 +227,83 @@ def markdown(results: dict) -> str:
     for name, s in results["systems"].items():
         peak = s.get("rss_mb_peak", "")
         lines.append(f"| {name} | {s['start_to_ready_s']} | {s['rss_mb_idle']} | {peak} |")
-    lines += ["", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
-    for t in results["targets"]:
-        met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
-        lines.append(f"| {t['target']} | {t['value']} | {t['goal']} | {met} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def plots(results: dict, stem: Path) -> None:
-    """Per model: throughput against concurrency, and p99 against throughput."""
+def _open_inference_markdown(results: dict) -> list[str]:
+    section = results["open_inference"]
+    settings, pa = section["settings"], section["settings"]["perf_analyzer"]
+    lines = [
+        "",
+        "## Open Inference Protocol (v2) beside /v1",
+        "",
+        f"One deepserve process ({settings['service']}). Per workload and concurrency, "
+        f"{settings['rounds']} round(s): {settings['order']}. Each row names its load "
+        f"generator. wrk: one window of {settings['wrk_window_s']:g} s per round, the v2 "
+        "bodies byte for byte those perf_analyzer sends (binary tensor data extension). "
+        f"perf_analyzer ({pa['version']}, {pa['mode']}, HTTP with the {pa['http']}): windows "
+        f"of {pa['measurement_interval_ms']} ms until three agree within "
+        f"{pa['stability_percentage']:g}% on throughput and mean latency (at most "
+        f"{pa['max_trials']}), reporting those three; 'no' under stable when they never did "
+        "(then three windows, unchecked). A row shows its median round (latencies too); "
+        "'over /v1' is the median over rounds of the row's req/s over the /v1 row's in the "
+        "same round, lowest to highest in brackets. /v1 sends the raw JPEG or the "
+        "transaction as JSON; v2 the same JPEG as `images` BYTES, or the 15 features /v1 "
+        "derives from the transaction as `features` FP32.",
+    ]
+    if section.get("perf_analyzer_unavailable"):
+        lines += ["", f"No perf_analyzer rows: {section['perf_analyzer_unavailable']}"]
+    lines += [
+        "",
+        "| workload | concurrency | system | generator | req/s | p50 ms | p90 ms | p99 ms "
+        "| errors | server cores | generator cores | stable | req/s per round | over /v1 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = section["rows"]
+    by_key = {(r["system"], r["workload"], r["concurrency"]): r for r in rows}
+    for r in rows:
+        stable = "—" if r["stable"] is None else ("yes" if r["stable"] else "no")
+        rounds = ", ".join("-" if x is None else f"{x:,.0f}" for x in r["rps_rounds"])
+        over = "—"
+        v1 = by_key.get((V1_SYSTEM, r["workload"], r["concurrency"]))
+        ratio = paired_ratio(r, v1) if v1 is not None and r is not v1 else None
+        if ratio is not None:
+            over = f"{ratio[0]:.3f} ({ratio[1]:.3f}-{ratio[2]:.3f})"
+        lines.append(
+            f"| {r['workload']} | {r['concurrency']} | {r['system']} | {r['generator']} "
+            f"| {r['rps']:,.0f} | {r['p50_ms']} | {r['p90_ms']} | {r['p99_ms']} | {r['errors']} "
+            f"| {r['server_cpu']} | {r['generator_cpu']} | {stable} | {rounds} | {over} |"
+        )
+    # The generator's share: the same v2 HTTP requests from perf_analyzer and from wrk.
+    shares = []
+    for r in rows:
+        wrk_row = by_key.get((V2_HTTP_WRK, r["workload"], r["concurrency"]))
+        ratio = paired_ratio(r, wrk_row) if r["system"] == V2_HTTP_PA and wrk_row else None
+        if ratio is not None:
+            shares.append(
+                f"- {r['workload']}, c={r['concurrency']}: the same v2 HTTP requests from "
+                f"perf_analyzer over from wrk: {ratio[0]:.3f} ({ratio[1]:.3f}-{ratio[2]:.3f})"
+            )
+    if shares:
+        lines += ["", *shares]
+    for failure in section.get("failures", []):
+        lines.append(
+            f"- failed: {failure['workload']}, c={failure['concurrency']}, "
+            f"{failure['system']}, round {failure['round'] + 1}: "
+            + failure["error"].strip().splitlines()[-1]
+        )
+    return lines
+
+
+def plots(results: dict, stem: Path) -> list[Path]:
+    """Per model: throughput against concurrency, and p99 against throughput; the open
+    inference rows as bars. The paths written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    written = []
     for model in ("image", "fraud"):
         rows = [r for r in results["results"] if r["workload"].startswith(model)]
         if not rows:
@@ -210,5 +337,56 @@ def plots(results: dict, stem: Path) -> None:
         left.legend(fontsize=7)
         right.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(f"{stem}-{model}.png", dpi=100)
+        path = Path(f"{stem}-{model}.png")
+        fig.savefig(path, dpi=100)
         plt.close(fig)
+        written.append(path)
+    if results.get("open_inference", {}).get("rows"):
+        written.append(_open_inference_plot(results, Path(f"{stem}-open-inference.png")))
+    return written
+
+
+def _open_inference_plot(results: dict, path: Path) -> Path:
+    """One panel per workload and concurrency: each row's req/s (every round a dot on its
+    bar of the median), the ratio over /v1 above it."""
+    import matplotlib.pyplot as plt
+
+    rows = results["open_inference"]["rows"]
+    groups = sorted(
+        {(r["workload"], r["concurrency"]) for r in rows},
+        key=lambda g: (not g[0].startswith("image"), g[1]),
+    )
+    systems = list(dict.fromkeys(r["system"] for r in rows))
+    columns = max(1, len({c for _, c in groups}))
+    lines = -(-len(groups) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(6 * columns, 4.2 * lines), squeeze=False)
+    base = {(b["workload"], b["concurrency"]): b for _, b in _v2_rows(results)}
+    for ax, (workload, concurrency) in zip(axes.flat, groups, strict=False):
+        here = {
+            r["system"]: r
+            for r in rows
+            if (r["workload"], r["concurrency"]) == (workload, concurrency)
+        }
+        for i, system in enumerate(systems):
+            r = here.get(system)
+            if r is None:
+                continue
+            ax.bar(i, r["rps"], color=f"C{i}", label=system)
+            rounds = [x for x in r["rps_rounds"] if x is not None]
+            ax.plot([i] * len(rounds), rounds, "k.", markersize=4)
+            b = base.get((workload, concurrency))
+            ratio = paired_ratio(r, b) if b is not None and r is not b else None
+            if ratio is not None:
+                top = max([r["rps"], *rounds])
+                ax.annotate(f"{ratio[0]:.2f}x", (i, top), ha="center", va="bottom", fontsize=8)
+        ax.set_xticks([])
+        ax.set(ylabel="req/s", title=f"{workload}, concurrency {concurrency}")
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle("Open Inference Protocol (v2) beside /v1: one process, side by side")
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

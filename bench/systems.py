@@ -1,7 +1,8 @@
 """The servers the benchmark compares, each started on 127.0.0.1 and stopped after its turn.
 
 Peers run from their own virtual environments under `bench/.venvs/` (or `$BENCH_VENVS`),
-created on first use; they are not dependencies of the project.
+created on first use; they are not dependencies of the project. So does Triton's
+perf_analyzer (`bench/perf_analyzer.py`), a load generator rather than a server.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from bench.procs import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = Path(os.environ.get("BENCH_VENVS", ROOT / "bench" / ".venvs"))
 
@@ -31,6 +34,9 @@ PEER_PACKAGES = {
         "numpy",
     ],
     "bentoml": ["bentoml==1.4.39", f"onnxruntime=={ort.__version__}", "pillow", "numpy"],
+    # The binary ships in the tritonclient wheel; 2.52 and later need glibc 2.38. It links
+    # libcudart even on CPU (this package) and libb64 (Debian's libb64-0d).
+    "perf-analyzer": ["tritonclient==2.50.0", "nvidia-cuda-runtime-cu12"],
 }
 
 
@@ -66,6 +72,7 @@ class Running:
     process: subprocess.Popen[bytes]
     port: int
     start_to_ready_s: float
+    grpc_port: int = 0  # deepserve's Open Inference Protocol gRPC port; 0: none
 
     @property
     def base(self) -> str:
@@ -96,8 +103,17 @@ def start(
     """Start `system` and wait until it is ready: deepserve's /readyz, or for the others a
     real request (`probe`: path, type, body), answers 200."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    grpc_port = 0
     if system.name.startswith("deepserve"):
-        env.update(DEEPSERVE_PORT=str(port), DEEPSERVE_LOG_LEVEL="warning", **system.env)
+        # gRPC is on by default, on 8001: another port, so that nothing else's 8001 (or a
+        # second benchmark's) stops the server from starting.
+        grpc_port = free_port()
+        env.update(
+            DEEPSERVE_PORT=str(port),
+            DEEPSERVE_GRPC_PORT=str(grpc_port),
+            DEEPSERVE_LOG_LEVEL="warning",
+            **system.env,
+        )
         command = [sys.executable, "-m", "app"]
     elif system.name == "fastapi-noop":
         command = [sys.executable, "-m", "bench.noop_app", str(port)]
@@ -152,7 +168,7 @@ def start(
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.05)
-    return Running(system, process, port, time.monotonic() - started)
+    return Running(system, process, port, time.monotonic() - started, grpc_port)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

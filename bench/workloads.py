@@ -1,15 +1,21 @@
 """The requests the benchmark sends: real CIFAR-10 test JPEGs and real transactions.
 
 Bodies are written to files once and rotated through by wrk. Each system gets the same
-items in the request format it documents (deepserve's own, or BentoML's named fields).
+items in the request format it documents (deepserve's own, or BentoML's named fields), and
+deepserve's Open Inference Protocol (v2) the items of `/v1`'s one-item bodies as tensors.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from app.model_card import ModelCard
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
@@ -40,6 +46,18 @@ class Requests:
     path: str
     content_type: str
     bodies: list[Path]
+    headers: list[dict[str, str]] | None = None  # per body, besides the Content-Type
+
+
+@dataclass(frozen=True)
+class V2Input:
+    """One request's input tensor in the Open Inference Protocol."""
+
+    name: str
+    datatype: str
+    shape: list[int]  # the batch axis first
+    raw: bytes  # little-endian elements; BYTES as a 4-byte length, then the bytes
+    values: tuple[float, ...] = ()  # numbers, for JSON
 
 
 def sample_images(count: int = 100) -> tuple[list[bytes], str]:
@@ -104,6 +122,61 @@ def build(
     else:
         route = "/classify" if workload.model == "image" else "/score"
     return Requests(route, content_type, paths)
+
+
+def v2_inputs(
+    workload: Workload,
+    images: list[bytes],
+    transactions: list[dict],
+    card: ModelCard,
+    bodies: int = 50,
+) -> list[V2Input]:
+    """The items of `build`'s first `bodies` one-item bodies, as the model's v2 input: an
+    image as `images` BYTES [1, 1], encoded as sent to `/v1`; a transaction as the features
+    `/v1` derives from it, the model's own input FP32 [1, 15] in the card's column order."""
+    if workload.items != 1:
+        raise ValueError(f"v2 requests carry one item each, not {workload.items}")
+    if workload.model == "image":
+        return [
+            V2Input("images", "BYTES", [1, 1], struct.pack("<I", len(data)) + data)
+            for data in (images[i % len(images)] for i in range(bodies))
+        ]
+    from app.codecs.transactions import decode_transactions
+
+    chosen = [transactions[i % len(transactions)] for i in range(bodies)]
+    body = json.dumps({"transactions": chosen}).encode()
+    rows = decode_transactions(body, len(chosen)).columns_for(card).astype("<f4")  # [bodies, 15]
+    return [
+        V2Input(card.input.name, "FP32", [1, rows.shape[1]], row.tobytes(), tuple(row.tolist()))
+        for row in rows
+    ]
+
+
+def build_v2(inputs: list[V2Input], model: str, output: str, folder: Path) -> Requests:
+    """Infer bodies in the binary tensor data extension, as perf_analyzer writes them: the
+    JSON header (its length in `Inference-Header-Content-Length`), then the input's bytes;
+    the output asked for as binary data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, headers = [], []
+    for index, tensor in enumerate(inputs):
+        header = {
+            "id": "",
+            "inputs": [
+                {
+                    "name": tensor.name,
+                    "datatype": tensor.datatype,
+                    "shape": tensor.shape,
+                    "parameters": {"binary_data_size": len(tensor.raw)},
+                }
+            ],
+            "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+        }
+        head = json.dumps(header, separators=(",", ":")).encode()
+        path = folder / f"v2-{model}-{index}.body"
+        path.write_bytes(head + tensor.raw)
+        paths.append(path)
+        headers.append({"Inference-Header-Content-Length": str(len(head))})
+    return Requests(f"/v2/models/{model}/infer", "application/octet-stream", paths, headers)
 
 
 def _multipart(field: str, images: list[bytes], boundary: str) -> tuple[bytes, str]:

@@ -26,11 +26,23 @@ class Window:
 
 
 def run_window(
-    url: str, content_type: str, bodies: list[Path], concurrency: int, seconds: float
+    url: str,
+    content_type: str,
+    bodies: list[Path],
+    concurrency: int,
+    seconds: float,
+    headers: list[dict[str, str]] | None = None,
 ) -> Window:
-    """Run wrk against `url` for about `seconds`, rotating through `bodies`."""
+    """Run wrk against `url` for about `seconds`, rotating through `bodies` (each sent with
+    its own `headers`, when given)."""
+    lines = [str(p) for p in bodies]
+    if headers is not None:
+        lines = [
+            "\t".join([line, *(f"{name}: {value}" for name, value in these.items())])
+            for line, these in zip(lines, headers, strict=True)
+        ]
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as listing:
-        listing.write("\n".join(str(p) for p in bodies) + "\n")
+        listing.write("\n".join(lines) + "\n")
     threads = 1 if concurrency < 16 else 2
     seconds = max(1, round(seconds))  # wrk takes whole seconds
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
