@@ -121,6 +121,12 @@ class EndpointTable:
         self._literal = {
             (e.method, e.path): e for e in endpoints if not any("{" in s for s in e.segments)
         }
+        # Templates by length and last segment (`infer`, `ready`...; None where the last
+        # is a parameter), so that a path is matched against a few templates, not all.
+        self._templates: dict[tuple[int, str | None], list[Endpoint]] = {}
+        for e in endpoints:
+            last = None if e.segments[-1].startswith("{") else e.segments[-1]
+            self._templates.setdefault((len(e.segments), last), []).append(e)
 
     def match(
         self, method: str, path: str
@@ -131,8 +137,10 @@ class EndpointTable:
         if literal is not None:
             return literal, {}
         parts = path.split("/")
+        candidates = self._templates.get((len(parts), parts[-1]), [])
+        candidates = candidates + self._templates.get((len(parts), None), [])
         others: list[Endpoint] = []
-        for endpoint in self.endpoints:
+        for endpoint in candidates:
             params = endpoint.match(parts)
             if params is None:
                 continue

@@ -87,21 +87,50 @@ def classification_of(output: str, value: object) -> int:
     return value
 
 
+@dataclass(frozen=True, slots=True)
+class ModelTensors:
+    """What the protocol sees of one model card, worked out once per card: the inputs it
+    accepts, the output it answers, and how many classes that output has."""
+
+    inputs: tuple[TensorMetadata, ...]
+    output: TensorMetadata
+    classes: int  # the output's width, or two for a single sigmoid column
+
+    @classmethod
+    def of(cls, card: ModelCard) -> ModelTensors:
+        cached = _TENSORS_BY_CARD.get(id(card))
+        if cached is not None and cached[0] is card:
+            return cached[1]
+        spec = card.input
+        own = TensorMetadata(spec.name, datatype_of(spec.dtype), _dims(spec.shape))
+        inputs: tuple[TensorMetadata, ...] = (own,)
+        if card.kind == "image_classifier":
+            # Either one serves a request: both are optional, one of them required.
+            inputs = (
+                TensorMetadata(own.name, own.datatype, own.shape, optional=True),
+                TensorMetadata(IMAGES_INPUT, BYTES, [-1, 1], optional=True),
+            )
+        out = card.outputs[0]  # the output the runtime serves
+        output = TensorMetadata(out.name, "FP32", _dims(out.shape))
+        width = output.shape[-1]
+        classes = 2 if width == 1 and len(card.labels) == 2 else width
+        tensors = cls(inputs, output, classes)
+        _TENSORS_BY_CARD[id(card)] = (card, tensors)  # holding the card keeps its id unique
+        return tensors
+
+    def input_named(self, name: str) -> TensorMetadata | None:
+        return next((m for m in self.inputs if m.name == name), None)
+
+
+_TENSORS_BY_CARD: dict[int, tuple[ModelCard, ModelTensors]] = {}
+
+
 def input_metadata(card: ModelCard) -> list[TensorMetadata]:
-    spec = card.input
-    own = TensorMetadata(spec.name, datatype_of(spec.dtype), _dims(spec.shape))
-    if card.kind != "image_classifier":
-        return [own]
-    # Either one serves a request: both are optional, one of them required.
-    return [
-        TensorMetadata(own.name, own.datatype, own.shape, optional=True),
-        TensorMetadata(IMAGES_INPUT, BYTES, [-1, 1], optional=True),
-    ]
+    return list(ModelTensors.of(card).inputs)
 
 
 def output_metadata(card: ModelCard) -> list[TensorMetadata]:
-    spec = card.outputs[0]  # the output the runtime serves
-    return [TensorMetadata(spec.name, "FP32", _dims(spec.shape))]
+    return [ModelTensors.of(card).output]
 
 
 def model_metadata(card: ModelCard, versions: list[int]) -> dict[str, Any]:
@@ -148,38 +177,39 @@ def model_config(card: ModelCard, max_rows: int, max_queue_delay_ms: float) -> d
 def check_request(request: InferRequest, card: ModelCard, max_rows: int) -> CheckedRequest:
     """The request checked against the model's card: its one input, and the outputs it
     asks for; or a clear error naming what is wrong."""
-    accepted = input_metadata(card)
-    names = [m.name for m in accepted]
-    wanted = " or ".join(repr(n) for n in names)
+    tensors = ModelTensors.of(card)
     if len(request.inputs) != 1:
         raise InvalidInput(
-            f"model {card.name!r} takes one input, {wanted}; the request has {len(request.inputs)}"
+            f"model {card.name!r} takes one input, {_names(tensors)}; the request has "
+            f"{len(request.inputs)}"
         )
-    (tensor,) = request.inputs
-    if tensor.name not in names:
+    tensor = request.inputs[0]
+    meta = tensors.input_named(tensor.name)
+    if meta is None:
         raise InvalidInput(
-            f"unexpected inference input {tensor.name!r} for model {card.name!r}; it takes {wanted}"
+            f"unexpected inference input {tensor.name!r} for model {card.name!r}; "
+            f"it takes {_names(tensors)}"
         )
-    meta = accepted[names.index(tensor.name)]
     if tensor.datatype != meta.datatype:
         raise InvalidInput(
             f"input {tensor.name!r}: datatype {tensor.datatype}, expected {meta.datatype}"
         )
-    shape = list(tensor.shape)
+    shape = tensor.shape
     if meta.name == IMAGES_INPUT:
-        fits = len(shape) in (1, 2) and shape[1:] in ([], [1])
-        expected = "[N] or [N, 1]"
-    else:
-        fits = len(shape) == len(meta.shape) and shape[1:] == meta.shape[1:]
-        expected = str(["N", *meta.shape[1:]]).replace("'", "")
-    if not fits:
-        raise InvalidInput(f"input {tensor.name!r}: shape {shape}, expected {expected}")
+        if len(shape) not in (1, 2) or shape[1:] not in ((), (1,)):
+            raise InvalidInput(
+                f"input {tensor.name!r}: shape {list(shape)}, expected [N] or [N, 1]"
+            )
+    elif len(shape) != len(meta.shape) or list(shape[1:]) != meta.shape[1:]:
+        expected = ", ".join(["N", *map(str, meta.shape[1:])])
+        raise InvalidInput(f"input {tensor.name!r}: shape {list(shape)}, expected [{expected}]")
     if not 1 <= shape[0] <= max_rows:
         raise ValidationFailed(
             f"input {tensor.name!r}: {shape[0]} rows; send 1 to {max_rows} per request",
             [{"field": f"inputs.{tensor.name}.shape", "message": f"1 to {max_rows} rows"}],
         )
-    _check_outputs(request, card)  # before the model runs, not after
+    if request.outputs:
+        _check_outputs(request.outputs, card.name, tensors)  # before the model runs
     if isinstance(tensor.data, list):
         return CheckedRequest(request, images=tensor.data)
     if tensor.data.dtype.kind == "f" and not np.isfinite(tensor.data).all():
@@ -189,30 +219,27 @@ def check_request(request: InferRequest, card: ModelCard, max_rows: int) -> Chec
     return CheckedRequest(request, rows=tensor.data)
 
 
-def _check_outputs(request: InferRequest, card: ModelCard) -> None:
-    (meta,) = output_metadata(card)
+def _names(tensors: ModelTensors) -> str:
+    return " or ".join(repr(m.name) for m in tensors.inputs)
+
+
+def _check_outputs(outputs: list[RequestedOutput], model: str, tensors: ModelTensors) -> None:
+    meta = tensors.output
     seen: set[str] = set()
-    for output in request.outputs or ():
+    for output in outputs:
         if output.name != meta.name:
             raise InvalidInput(
-                f"unexpected inference output {output.name!r} for model {card.name!r}; "
+                f"unexpected inference output {output.name!r} for model {model!r}; "
                 f"it has {meta.name!r}"
             )
         if output.name in seen:
             raise InvalidInput(f"output {output.name!r} is requested twice")
         seen.add(output.name)
-        classes = _classes(card)
-        if output.classification is not None and output.classification > classes:
+        if output.classification is not None and output.classification > tensors.classes:
             raise InvalidInput(
-                f"output {output.name!r}: classification must be 1 to {classes}, "
+                f"output {output.name!r}: classification must be 1 to {tensors.classes}, "
                 f"not {output.classification}"
             )
-
-
-def _classes(card: ModelCard) -> int:
-    """Classes of the model's output: its width, or two for a single sigmoid column."""
-    width = card.outputs[0].shape[-1] or 1
-    return 2 if width == 1 and len(card.labels) == 2 else width
 
 
 def output_tensors(
@@ -220,16 +247,16 @@ def output_tensors(
 ) -> list[tuple[Tensor, bool]]:
     """The answer's tensors, each with whether it goes as binary data (the request was
     checked by `check_request`)."""
-    (meta,) = output_metadata(card)
-    requested = request.outputs or [RequestedOutput(meta.name)]
+    tensors = ModelTensors.of(card)
+    requested = request.outputs or [RequestedOutput(tensors.output.name)]
     answer = []
     for output in requested:
         binary = request.binary_output if output.binary is None else output.binary
         if output.classification is None:
             data = np.ascontiguousarray(probabilities, np.float32)
-            tensor = Tensor(meta.name, "FP32", tuple(data.shape), data)
+            tensor = Tensor(output.name, "FP32", data.shape, data)
         else:
-            tensor = _classification(meta.name, card, probabilities, output.classification)
+            tensor = _classification(output.name, card, probabilities, output.classification)
         answer.append((tensor, binary))
     return answer
 
@@ -237,7 +264,7 @@ def output_tensors(
 def _classification(name: str, card: ModelCard, probabilities: np.ndarray, k: int) -> Tensor:
     """Triton's classification extension: the top k of each row, `"score:index:label"`."""
     scores = probabilities.reshape(len(probabilities), -1)
-    if scores.shape[1] < _classes(card):  # one sigmoid column: P(second label)
+    if scores.shape[1] < ModelTensors.of(card).classes:  # one sigmoid column: P(second label)
         scores = np.concatenate([1.0 - scores, scores], axis=1)
     classes = scores.shape[1]
     best = np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -269,6 +269,8 @@ def _decode_nth(
 
 def _check_finite(probabilities: np.ndarray | list[float]) -> None:
     # For a few rows, Python floats are checked in a tenth of numpy's call overhead.
+    if isinstance(probabilities, np.ndarray) and probabilities.size <= 64:
+        probabilities = probabilities.ravel().tolist()
     if isinstance(probabilities, list):
         finite = all(map(math.isfinite, probabilities))
     else:
