@@ -80,9 +80,16 @@ class Endpoint:
     schemas: tuple[type[BaseModel], ...] = ()  # more that the request body refers to
     about_model: bool = True  # False where no model is concerned (`GET /v2`)
     segments: tuple[str, ...] = field(init=False, repr=False)
+    _literals: tuple[tuple[int, str], ...] = field(init=False, repr=False)
+    _parameters: tuple[tuple[int, str], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "segments", tuple(self.path.split("/")))
+        segments = tuple(self.path.split("/"))
+        object.__setattr__(self, "segments", segments)
+        parameters = tuple((i, s[1:-1]) for i, s in enumerate(segments) if s.startswith("{"))
+        literals = tuple((i, s) for i, s in enumerate(segments) if not s.startswith("{"))
+        object.__setattr__(self, "_parameters", parameters)
+        object.__setattr__(self, "_literals", literals[::-1])  # the last differ most
         names_model = self.default_model is not None or "{model}" in self.segments
         if self.about_model and not names_model:
             raise ValueError(f"{self.path}: name a model in the path or a default_model")
@@ -98,15 +105,11 @@ class Endpoint:
         """Path parameters when `parts` (a path split at `/`) fits the template."""
         if len(parts) != len(self.segments):
             return None
-        params = {}
-        for part, segment in zip(parts, self.segments, strict=True):
-            if segment.startswith("{"):
-                if not part:
-                    return None
-                params[segment[1:-1]] = part
-            elif part != segment:
+        for index, segment in self._literals:
+            if parts[index] != segment:
                 return None
-        return params
+        params = {name: parts[index] for index, name in self._parameters}
+        return params if all(params.values()) else None
 
 
 class EndpointTable:
@@ -137,10 +140,10 @@ class EndpointTable:
         if literal is not None:
             return literal, {}
         parts = path.split("/")
-        candidates = self._templates.get((len(parts), parts[-1]), [])
-        candidates = candidates + self._templates.get((len(parts), None), [])
+        by_last = self._templates.get((len(parts), parts[-1]), ())
+        by_length = self._templates.get((len(parts), None), ())
         others: list[Endpoint] = []
-        for endpoint in candidates:
+        for endpoint in (*by_last, *by_length):
             params = endpoint.match(parts)
             if params is None:
                 continue

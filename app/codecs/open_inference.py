@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from app.codecs.tensors import BYTES, Tensor, datatype_of
+from app.codecs.tensors import BYTES, Tensor, all_finite, datatype_of
 from app.errors import InvalidInput, ModelNotFound, ValidationFailed
 from app.model_card import ModelCard
 
@@ -212,7 +212,7 @@ def check_request(request: InferRequest, card: ModelCard, max_rows: int) -> Chec
         _check_outputs(request.outputs, card.name, tensors)  # before the model runs
     if isinstance(tensor.data, list):
         return CheckedRequest(request, images=tensor.data)
-    if tensor.data.dtype.kind == "f" and not np.isfinite(tensor.data).all():
+    if tensor.data.dtype.kind == "f" and not all_finite(tensor.data):
         raise InvalidInput(
             f"input {tensor.name!r}: values must be finite numbers within {tensor.datatype}'s range"
         )

@@ -135,6 +135,14 @@ def unpack_bytes(name: str, raw: bytes | memoryview) -> list[bytes]:
     return elements
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every element is a finite number; for a few elements, Python floats are
+    checked in half of numpy's call overhead."""
+    if array.size <= 64:
+        return all(map(math.isfinite, array.ravel().tolist()))
+    return bool(np.isfinite(array).all())
+
+
 def pack_bytes(elements: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(e)) + e for e in elements)
 

@@ -93,9 +93,7 @@ class DataPlane:
                 )
 
         async def to_rows(model_card: ModelCard, images: list[bytes]) -> np.ndarray:
-            assert model_card.image is not None
-            decoded = await self._decode(images, model_card.image)
-            return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
+            return await self._image_rows(images, model_card)
 
         runtime, _, probabilities = await self._serve(
             call, "image_classifier", lambda _: read_images(), to_rows, check
@@ -136,12 +134,12 @@ class DataPlane:
         rows of the model's own input, or encoded images for image models. `read` is given
         the card of the version that serves the request, to check the request against."""
 
-        async def to_rows(model_card: ModelCard, checked: CheckedRequest) -> np.ndarray:
+        def to_rows(
+            model_card: ModelCard, checked: CheckedRequest
+        ) -> np.ndarray | Awaitable[np.ndarray]:
             if checked.rows is not None:
                 return checked.rows
-            assert model_card.image is not None  # only image models take images
-            decoded = await self._decode(checked.images, model_card.image)
-            return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
+            return self._image_rows(checked.images, model_card)
 
         runtime, checked, probabilities = await self._serve(call, None, read, to_rows)
         _check_finite(probabilities)
@@ -191,6 +189,11 @@ class DataPlane:
                 raise
             _report(call, successor)
             return successor, await successor.batcher.infer(rows, call.deadline)
+
+    async def _image_rows(self, images: list[bytes], model_card: ModelCard) -> np.ndarray:
+        assert model_card.image is not None  # only image models take images
+        decoded = await self._decode(images, model_card.image)
+        return to_input_rows(np.stack(decoded), model_card.image, model_card.input)
 
     async def _decode(self, images: list[bytes], prep: ImagePreprocessing) -> list[np.ndarray]:
         """Pixels of each image; small ones on the event loop, others in the decode threads."""

@@ -207,8 +207,6 @@ def infer_response(answer: InferAnswer) -> Response:
     if not raws:
         return json_response(header)
     head = msgspec.json.encode(header)
-    return Response(
-        b"".join([head, *raws]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(head))},
-    )
+    response = Response(b"".join([head, *raws]), media_type="application/octet-stream")
+    response.raw_headers.append((b"inference-header-content-length", b"%d" % len(head)))
+    return response
