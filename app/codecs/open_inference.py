@@ -35,7 +35,7 @@ SERVER_EXTENSIONS = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: a frozen dataclass costs twice as much to build
 class RequestedOutput:
     name: str
     binary: bool | None = None  # None: as the request's `binary_data_output` says

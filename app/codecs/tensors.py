@@ -45,7 +45,7 @@ def datatype_of(dtype: str | np.dtype[Any]) -> str:
     return _DATATYPE_BY_NAME[np.dtype(dtype).name]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: a frozen dataclass costs twice as much to build
 class Tensor:
     """One named tensor: numeric data as a numpy array of its shape, BYTES as a flat list."""
 
