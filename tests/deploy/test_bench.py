@@ -44,3 +44,17 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     assert "| deepserve | fraud-100 | 8 |" in stem.with_suffix(".md").read_text()
     assert Path(f"{stem}-image.png").stat().st_size > 0
     assert Path(f"{stem}-fraud.png").stat().st_size > 0
+
+    # The Open Inference Protocol beside /v1: every row answered without an error, wrk's
+    # always, perf_analyzer's where it could be installed (else the report says why).
+    v2 = results["open_inference"]
+    assert not v2["failures"], v2["failures"]
+    systems = {(r["system"], r["workload"]) for r in v2["rows"]}
+    for workload in ("image-1", "fraud-1"):
+        assert ("deepserve /v1 (HTTP, wrk)", workload) in systems
+        assert ("deepserve v2 (HTTP, wrk)", workload) in systems
+        if not v2["perf_analyzer_unavailable"]:
+            assert ("deepserve v2 (gRPC, perf_analyzer)", workload) in systems
+    for row in v2["rows"]:
+        assert row["rps"] > 0 and row["errors"] == 0, row
+    assert Path(f"{stem}-open-inference.png").stat().st_size > 0
