@@ -4,14 +4,15 @@
 # Works without any registry: when BASE_IMAGE is not given, a Debian bookworm base with
 # Python 3.11 is built locally with mmdebstrap (from the Debian mirror) and imported.
 # Steps: base image -> `podman build` -> `podman run` -> ready, one image, one transaction,
-# non-root, no torch, health check -> clean up.
-#   deploy/container-test.sh            (BASE_IMAGE, IMAGE, PORT may be set)
+# the Open Inference Protocol over REST and gRPC, non-root, no torch, health check -> clean up.
+#   deploy/container-test.sh            (BASE_IMAGE, IMAGE, PORT, GRPC_PORT may be set)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASE_IMAGE=${BASE_IMAGE:-localhost/deepserve-base:bookworm}
 IMAGE=${IMAGE:-localhost/deepserve:test}
 PORT=${PORT:-18000}
+GRPC_PORT=${GRPC_PORT:-18001}
 NAME=deepserve-container-test
 # Sandboxed hosts (no systemd, no user namespaces) need runc and explicit limits.
 RUN_FLAGS=(--runtime runc --ulimit nofile=1024:1024 --ulimit nproc=4096:4096)
@@ -57,7 +58,8 @@ cleanup() { podman rm -f "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup
 # Host networking: sandboxes without a container network stack still run it.
-podman run -d --name "$NAME" "${RUN_FLAGS[@]}" --network host -e "DEEPSERVE_PORT=$PORT" "$IMAGE" >/dev/null
+podman run -d --name "$NAME" "${RUN_FLAGS[@]}" --network host -e "DEEPSERVE_PORT=$PORT" \
+  -e "DEEPSERVE_GRPC_PORT=$GRPC_PORT" "$IMAGE" >/dev/null
 BASE="http://127.0.0.1:$PORT"
 
 echo "waiting for $BASE/readyz"
@@ -89,6 +91,12 @@ check "scores one transaction" \
 check "bad input is a 4xx JSON error" \
   "curl -s -o - -w ' %{http_code}' -H 'Content-Type: image/jpeg' --data-binary 'not a jpeg' $BASE/v1/classify" \
   ' 400'
+check "v2 REST infers" \
+  "curl -sf -d '{\"inputs\": [{\"name\": \"features\", \"shape\": [1, 15], \"datatype\": \"FP32\", \"data\": [57.23, 0, 1, 4, 112.4, 17, 115.4, 79, 94.3, 0, 0, 11, 0, 44, 0]}]}' $BASE/v2/models/fraud/infer" \
+  '"name":"fraud_probability"'
+check "v2 gRPC answers ServerReady" \
+  "podman exec $NAME python3 -c 'import grpc; from app.api.open_inference.stubs import grpc_service_pb2 as pb; ready = grpc.insecure_channel(\"127.0.0.1:$GRPC_PORT\").unary_unary(\"/inference.GRPCInferenceService/ServerReady\", request_serializer=pb.ServerReadyRequest.SerializeToString, response_deserializer=pb.ServerReadyResponse.FromString); print(ready(pb.ServerReadyRequest(), timeout=5).ready)'" \
+  "True"
 check "runs as a non-root user" "podman exec $NAME id -u" "10001"
 check "ships no torch" \
   "podman exec $NAME python3 -c 'import importlib.util as u; print(u.find_spec(\"torch\") is None)'" \
