@@ -107,3 +107,16 @@ class ClientGone(ServingError):
 
 class ShuttingDown(ServingError):
     code = "shutting_down"
+
+
+class PaymentConflict(ServingError):
+    """A transaction id already recorded with other content."""
+
+    code = "payment_conflict"
+
+
+class StoreUnavailable(ServingError):
+    """The fraud history cannot be read or written now (a disk full or read-only, a Redis
+    that is gone); nothing of the request was recorded, so a retry is safe."""
+
+    code = "store_unavailable"

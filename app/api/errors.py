@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.ModelNotFound: 404,
+    errors.PaymentConflict: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.ValidationFailed: 422,
@@ -32,6 +33,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.ModelNotReady: 503,
     errors.Overloaded: 503,
     errors.ShuttingDown: 503,
+    errors.StoreUnavailable: 503,
     errors.DeadlineExceeded: 504,
     errors.ClientGone: 499,  # nginx's status for it: nobody reads it, logs and metrics do
 }

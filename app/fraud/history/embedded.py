@@ -1,0 +1,232 @@
+"""The embedded history store: SQLite on local disk for durability, the history in memory
+for reads.
+
+Every payment recorded is in SQLite (WAL journal) before `record` returns, so a payment
+that was answered survives a killed process; on opening, the payments within the retention
+are read back into memory, where windows are computed without a query. One process owns
+the file: replicas that share a history use the Redis store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
+from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
+from app.fraud.history.windows import HistoryIndex
+
+LabelOutcome = Literal["applied", "unchanged", "unknown"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS payments (
+    transaction_id TEXT PRIMARY KEY,  -- JSON: 123 or "abc", so ids keep their type
+    customer_id TEXT NOT NULL,
+    terminal_id TEXT NOT NULL,
+    amount REAL NOT NULL,
+    time_us INTEGER NOT NULL,
+    fraud INTEGER,                    -- NULL until a label arrives
+    answer BLOB                       -- the answer given, for a retry of the same payment
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS payments_by_time ON payments (time_us);
+"""
+
+
+@dataclass(slots=True)
+class Recorded:
+    """A payment after `record`: its windows, or, when it had been recorded before (a
+    client's retry), the answer it got then."""
+
+    payment: Payment
+    windows: Windows | None
+    earlier_answer: bytes | None = None
+
+
+class EmbeddedHistory:
+    def __init__(self, path: Path, retention_days: int = 37) -> None:
+        self.path = path
+        self.retention_us = retention_days * DAY_US
+        self.index = HistoryIndex()
+        self.newest_us: int | None = None  # the latest event time recorded
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        """Open (or create) the file and read the retained history into memory."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL: a commit is in the WAL when it returns, which a killed process keeps.
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.executescript(_SCHEMA)
+            newest = db.execute("SELECT max(time_us) FROM payments").fetchone()[0]
+            rows = db.execute(
+                "SELECT transaction_id, customer_id, terminal_id, amount, time_us, fraud "
+                "FROM payments WHERE time_us >= ? ORDER BY time_us",
+                (0 if newest is None else newest - self.retention_us,),
+            )
+            for row in rows:
+                fraud = None if row[5] is None else bool(row[5])
+                self.index.add(_payment(row), fraud)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"the history at {self.path} cannot be opened: {exc}") from exc
+        self.newest_us = newest
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def record(self, payments: Iterable[Payment]) -> list[Recorded]:
+        """Record a batch in time order (ties by id) and compute each new payment's windows,
+        each seeing the earlier ones; in request order. All or nothing: a batch that cannot
+        be written leaves no trace."""
+        payments = list(payments)
+        self._check_retention(payments)
+        known: dict[TransactionId, Recorded] = {}
+        new: dict[TransactionId, Payment] = {}
+        for payment in payments:
+            earlier = self.index.payments.get(payment.transaction_id)
+            same_id = new.get(payment.transaction_id) or (earlier and earlier.payment)
+            if same_id is None:
+                new[payment.transaction_id] = payment
+                continue
+            if same_id != payment:
+                raise PaymentConflict(
+                    f"transaction {payment.transaction_id!r} was recorded before with other "
+                    "content; send a new transaction_id for a new payment"
+                )
+            if earlier is not None:
+                known[payment.transaction_id] = Recorded(payment, None, b"")
+        for payment in new.values():
+            self.index.add(payment)
+        try:
+            self._write(list(new.values()))
+        except sqlite3.Error as exc:
+            for transaction_id in new:
+                self.index.remove(transaction_id)
+            raise StoreUnavailable(f"the history could not be written: {exc}") from exc
+        if new:
+            newest = max(p.time_us for p in new.values())
+            self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
+        results = {i: Recorded(p, self.index.windows(p)) for i, p in new.items()}
+        if known:
+            for transaction_id, answer in self._answers(list(known)).items():
+                known[transaction_id].earlier_answer = answer
+        return [results.get(p.transaction_id) or known[p.transaction_id] for p in payments]
+
+    def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
+        """Keep the answer each payment got, for retries of the same payment."""
+        rows = [(answer, _text(i)) for i, answer in answers.items()]
+        try:
+            self._connection().executemany(
+                "UPDATE payments SET answer = ? WHERE transaction_id = ?", rows
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the history could not be written: {exc}") from exc
+
+    def label(self, labels: Iterable[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
+        """Apply fraud labels (chargebacks, investigations); a later one corrects an
+        earlier one. Per label: applied, unchanged, or unknown (no such payment)."""
+        outcomes: list[LabelOutcome] = []
+        changed: list[tuple[int, str]] = []
+        undo: list[tuple[TransactionId, bool | None]] = []  # to restore if the write fails
+        for transaction_id, fraud in labels:
+            try:
+                previous = self.index.set_label(transaction_id, fraud)
+            except KeyError:
+                outcomes.append("unknown")
+                continue
+            if previous == fraud:
+                outcomes.append("unchanged")
+                continue
+            outcomes.append("applied")
+            undo.append((transaction_id, previous))
+            changed.append((int(fraud), _text(transaction_id)))
+        try:
+            self._connection().executemany(
+                "UPDATE payments SET fraud = ? WHERE transaction_id = ?", changed
+            )
+        except sqlite3.Error as exc:
+            for transaction_id, previous in reversed(undo):
+                self.index.set_label(transaction_id, bool(previous))
+                self.index.payments[transaction_id].fraud = previous  # None stays None
+            raise StoreUnavailable(f"the labels could not be written: {exc}") from exc
+        return outcomes
+
+    def prune(self) -> int:
+        """Forget payments older than the retention, before the newest event time."""
+        if self.newest_us is None:
+            return 0
+        horizon = self.newest_us - self.retention_us
+        forgotten = self.index.drop_before(horizon)
+        try:
+            self._connection().execute("DELETE FROM payments WHERE time_us < ?", (horizon,))
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the history could not be pruned: {exc}") from exc
+        return forgotten
+
+    def _check_retention(self, payments: list[Payment]) -> None:
+        if self.newest_us is None:
+            return
+        horizon = self.newest_us - self.retention_us
+        for payment in payments:
+            if payment.time_us < horizon:
+                raise ValidationFailed(
+                    f"transaction {payment.transaction_id!r}: its timestamp is older than the "
+                    f"history keeps ({self.retention_us // DAY_US} days before the newest)",
+                    [{"field": "timestamp", "message": "older than the retention"}],
+                )
+
+    def _write(self, payments: list[Payment]) -> None:
+        if not payments:
+            return
+        rows = [
+            (
+                _text(p.transaction_id),
+                _text(p.customer_id),
+                _text(p.terminal_id),
+                p.amount,
+                p.time_us,
+            )
+            for p in payments
+        ]
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT INTO payments (transaction_id, customer_id, terminal_id, amount, "
+                "time_us) VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _answers(self, transaction_ids: list[TransactionId]) -> dict[TransactionId, bytes]:
+        marks = ",".join("?" * len(transaction_ids))
+        rows = self._connection().execute(
+            f"SELECT transaction_id, answer FROM payments WHERE transaction_id IN ({marks})",
+            [_text(i) for i in transaction_ids],
+        )
+        return {orjson.loads(text): answer or b"" for text, answer in rows}
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreUnavailable("the history is not open")
+        return self._db
+
+
+def _text(identifier: TransactionId) -> str:
+    return orjson.dumps(identifier).decode()
+
+
+def _payment(row: tuple[str, str, str, float, int, int | None]) -> Payment:
+    return Payment(orjson.loads(row[0]), orjson.loads(row[1]), orjson.loads(row[2]), row[3], row[4])

@@ -1,0 +1,70 @@
+"""Online equals offline: payments of the real dataset replayed in time order into the
+embedded store, in batches of 100 with each label sent once its payment is a week old,
+get exactly the window features `training/` computes over the whole file.
+
+A slice (600 cards over seven weeks) runs here; the full replay through HTTP is its own
+make target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.fraud.history.embedded import EmbeddedHistory
+from app.fraud.history.records import DAY_US, Payment, event_time_us
+from tests.conftest import REPO_ROOT
+
+DATA = REPO_ROOT.parent / "shared" / "datasets" / "fraud-transactions.csv.gz"
+pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"needs the dataset at {DATA}")
+
+
+def test_replayed_windows_equal_the_offline_features(tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    from training.fraud_data import COLUMNS, add_features
+
+    frame = pd.read_csv(DATA, usecols=COLUMNS, parse_dates=["TX_DATETIME"], nrows=400_000)
+    cards = np.sort(frame["CUSTOMER_ID"].unique())[:600]
+    frame = frame[frame["CUSTOMER_ID"].isin(cards) & (frame["TX_DATETIME"] < "2018-05-20")]
+    offline = add_features(frame)  # sorted by time, then id
+    times = [event_time_us(t.to_pydatetime()) for t in offline["TX_DATETIME"]]
+    ids = offline["TRANSACTION_ID"].to_numpy()
+    frauds = offline["TX_FRAUD"].to_numpy()
+    payments = [
+        Payment(int(i), int(c), int(t), float(a), when)
+        for i, c, t, a, when in zip(
+            ids, offline["CUSTOMER_ID"], offline["TERMINAL_ID"], offline["TX_AMOUNT"], times,
+            strict=True,
+        )
+    ]  # fmt: skip
+
+    store = EmbeddedHistory(tmp_path / "history.db")
+    store.open()
+    online, labelled = [], 0
+    for start in range(0, len(payments), 100):
+        batch = payments[start : start + 100]
+        due = batch[-1].time_us - 7 * DAY_US
+        labels = []
+        while labelled < len(payments) and times[labelled] <= due:
+            labels.append((int(ids[labelled]), bool(frauds[labelled])))
+            labelled += 1
+        store.label(labels)
+        online += [r.windows for r in store.record(batch)]
+
+    checked = offline["TX_DATETIME"] >= offline["TX_DATETIME"].min() + pd.Timedelta(days=37)
+    assert checked.sum() > 5000
+    for n, days in enumerate((1, 7, 30)):
+        for column, values, exact in [
+            (f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW", [w.customer_nb_tx[n] for w in online], True),
+            (f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_WINDOW",
+             [w.customer_avg_amount[n] for w in online], False),
+            (f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW", [w.terminal_nb_tx[n] for w in online], True),
+            (f"TERMINAL_ID_RISK_{days}DAY_WINDOW", [w.terminal_risk[n] for w in online], False),
+        ]:  # fmt: skip
+            expected = offline[column].to_numpy()[checked]
+            got = np.array(values)[checked.to_numpy()]
+            if exact:
+                np.testing.assert_array_equal(got, expected, err_msg=column)
+            else:
+                np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=column)
