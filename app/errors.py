@@ -120,3 +120,9 @@ class StoreUnavailable(ServingError):
     that is gone); nothing of the request was recorded, so a retry is safe."""
 
     code = "store_unavailable"
+
+
+class NotInHistory(ServingError):
+    """No transaction of that card or terminal is in the fraud history."""
+
+    code = "not_in_history"

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__ as app_version
-from app.api import admin, health, inference, metrics, models
+from app.api import admin, fraud, health, inference, metrics, models
 from app.api.auth import require_admin, require_key
 from app.api.dispatch import EndpointDispatcher
 from app.api.docs import install_docs
@@ -23,6 +23,8 @@ from app.api.open_inference import rest as open_inference_rest
 from app.api.open_inference.grpc_server import GrpcServer
 from app.api.request_log import RequestLogMiddleware
 from app.api.services import Services
+from app.errors import StoreUnavailable
+from app.fraud.history.embedded import EmbeddedHistory
 from app.serving.registry import ModelRegistry
 from app.settings import Settings
 
@@ -43,16 +45,28 @@ async def _load_then_poll(registry: ModelRegistry, poll_interval_s: float) -> No
             logger.exception("model repository scan failed")
 
 
+async def _open_history(history: EmbeddedHistory) -> None:
+    """Read the fraud history into memory; a store that cannot open leaves the stateful
+    fraud routes answering 503 and everything else serving."""
+    try:
+        await asyncio.to_thread(history.open)
+    except StoreUnavailable as exc:
+        logger.error("%s", exc.message)
+        return
+    logger.info("fraud history: %d payments from %s", len(history.index.payments), history.path)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.build(settings)
-    table = EndpointTable([*inference.ENDPOINTS, *open_inference_rest.ENDPOINTS])
+    table = EndpointTable([*inference.ENDPOINTS, *fraud.ENDPOINTS, *open_inference_rest.ENDPOINTS])
 
     grpc_server = GrpcServer(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.data_plane.start()
+        await _open_history(services.history)
         # Load in the background so /healthz answers at once; /readyz tells when done.
         loading = asyncio.create_task(
             _load_then_poll(services.registry, settings.poll_interval_s), name="models"
@@ -70,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await loading
             await services.registry.close()
             services.data_plane.close()
+            services.history.close()
 
     app = FastAPI(
         title="deepserve",

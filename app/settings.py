@@ -54,6 +54,18 @@ class Settings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
+    state_dir: Path = Field(
+        default=Path("state"),
+        description="Where the service keeps what it must not lose: the fraud history.",
+    )
+    fraud_retention_days: int = Field(
+        default=37,
+        ge=31,
+        le=3650,
+        description="Days of event time the fraud history keeps (30-day windows plus the "
+        "7-day label delay at least).",
+    )
+    max_labels_per_request: int = Field(default=10_000, ge=1, description="Labels per request.")
     grpc_port: int = Field(
         default=8001,
         ge=0,

@@ -36,7 +36,7 @@ ClientFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(model_repo: Path) -> Iterator[ClientFactory]:
+def make_client(model_repo: Path, tmp_path: Path) -> Iterator[ClientFactory]:
     """Start the real app (lifespan included) and wait until model loading has finished."""
     clients: list[TestClient] = []
 
@@ -46,6 +46,7 @@ def make_client(model_repo: Path) -> Iterator[ClientFactory]:
             "default_image_model": "tiny-image",
             "default_fraud_model": "tiny-fraud",
             "grpc_port": 0,  # in-process apps speak HTTP; gRPC tests start a real server
+            "state_dir": tmp_path / "state",
         }
         settings = Settings(_env_file=None, **{**values, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)

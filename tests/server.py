@@ -60,6 +60,7 @@ def running_server(**settings: str) -> Iterator[RunningServer]:
         **{f"DEEPSERVE_{k.upper()}": v for k, v in settings.items()},
     }
     with tempfile.TemporaryDirectory(prefix="deepserve-server-") as folder:
+        env.setdefault("DEEPSERVE_STATE_DIR", str(Path(folder) / "state"))
         base = RunningServer(f"http://127.0.0.1:{port}")
         grpc_port = int(settings["grpc_port"])
         base.grpc_target = f"127.0.0.1:{grpc_port}" if grpc_port else ""

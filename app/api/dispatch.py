@@ -90,17 +90,24 @@ class EndpointDispatcher:
         )
 
 
-def _query(request: Request, endpoint: Endpoint) -> dict[str, int | None]:
-    """The endpoint's query parameters, each an optional positive integer."""
+def _query(request: Request, endpoint: Endpoint) -> dict[str, int | str | None]:
+    """The endpoint's query parameters, each optional: a positive integer, or a choice."""
     names = [parameter.name for parameter in endpoint.query]
     if not request.scope["query_string"]:
         return dict.fromkeys(names)  # the usual case: nothing to parse
-    values: dict[str, int | None] = {}
+    values: dict[str, int | str | None] = {}
     problems: list[dict[str, Any]] = []
-    for name in names:
+    for parameter in endpoint.query:
+        name = parameter.name
         raw = request.query_params.get(name)
         if raw is None:
             values[name] = None
+            continue
+        if parameter.choices:
+            if raw not in parameter.choices:
+                message = "must be one of " + ", ".join(parameter.choices)
+                problems.append({"loc": ("query", name), "msg": message})
+            values[name] = raw
             continue
         try:
             values[name] = _positive.validate_python(raw, strict=False)

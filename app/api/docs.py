@@ -87,7 +87,9 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "in": "query",
             "required": False,
             "description": query.description,
-            "schema": {"type": "integer", "minimum": 1},
+            "schema": {"type": "string", "enum": list(query.choices)}
+            if query.choices
+            else {"type": "integer", "minimum": 1},
         }
         for query in endpoint.query
     ]

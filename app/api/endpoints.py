@@ -27,10 +27,11 @@ from app.settings import Settings
 
 @dataclass(frozen=True)
 class QueryParameter:
-    """An optional positive integer in the query string."""
+    """An optional query parameter: a positive integer, or one of `choices`."""
 
     name: str
     description: str
+    choices: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)  # one per request: a frozen dataclass costs twice as much to build
@@ -41,7 +42,7 @@ class EndpointCall:
     services: Services
     model: str | None  # None where the endpoint is about no model (`GET /v2`)
     params: Mapping[str, str]  # from the path
-    query: Mapping[str, int | None]
+    query: Mapping[str, int | str | None]
     deadline: float  # on time.monotonic()
     report: RequestReport
     client_gone: Callable[[], Awaitable[object]]
@@ -53,10 +54,15 @@ class EndpointCall:
             self.model, self.version(), self.deadline, self.report, self.client_gone
         )
 
+    def number(self, name: str) -> int | None:
+        """A positive-integer query parameter (checked by the dispatcher)."""
+        value = self.query.get(name)
+        return value if isinstance(value, int) else None
+
     def version(self) -> int | None:
         raw = self.params.get("version")
         if raw is None:
-            return self.query.get("version")
+            return self.number("version")
         return parse_version(str(self.model), raw)
 
 

@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
     errors.ModelNotFound: 404,
+    errors.NotInHistory: 404,
     errors.PaymentConflict: 409,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,

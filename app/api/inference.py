@@ -54,7 +54,7 @@ async def classify(call: EndpointCall) -> Response:
             call.request, settings.max_body_bytes, settings.max_images_per_request
         )
 
-    answer = await call.services.data_plane.classify(call.inference(), read, call.query["top_k"])
+    answer = await call.services.data_plane.classify(call.inference(), read, call.number("top_k"))
     return json_response(answer)
 
 

@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 
 from app.api.draining import Drain
 from app.api.refusals import RefusalPacer
+from app.fraud.history.embedded import EmbeddedHistory
 from app.serving.data_plane import DataPlane
 from app.serving.metrics import ServingMetrics
 from app.serving.registry import ModelRegistry
@@ -22,17 +23,22 @@ class Services:
     data_plane: DataPlane
     drain: Drain
     refusals: RefusalPacer
+    history: EmbeddedHistory
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         metrics = ServingMetrics()
         registry = ModelRegistry(settings.registry_config(), metrics)
         metrics.watch(registry.snapshot)
+        history = EmbeddedHistory(
+            settings.state_dir / "fraud-history.db", settings.fraud_retention_days
+        )
         return cls(
             settings=settings,
             metrics=metrics,
             registry=registry,
-            data_plane=DataPlane(registry, settings.decode_config()),
+            history=history,
+            data_plane=DataPlane(registry, settings.decode_config(), history),
             drain=Drain(),
             refusals=RefusalPacer(settings.prompt_refusals_per_s, settings.refusal_pause_ms / 1000),
         )

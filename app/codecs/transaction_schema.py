@@ -18,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StrictFloat,
     StrictInt,
     StrictStr,
@@ -112,6 +113,35 @@ _BATCH_FIELDS: dict[str, Any] = {
 TransactionBatch: type[BaseModel] = _pydantic_model(
     "TransactionBatch", __config__=_FORBID_EXTRA, **_BATCH_FIELDS
 )
+
+# A raw payment, as a card processor sends it: the service keeps the history itself.
+PAYMENT_FIELDS = ("transaction_id", "customer_id", "terminal_id", "amount", "timestamp")
+RawTransaction: type[BaseModel] = _pydantic_model(
+    "RawTransaction",
+    __config__=_FORBID_EXTRA,
+    __doc__="One card payment as it happens; the service computes its features from history.",
+    **{name: _TRANSACTION_FIELDS[name] for name in PAYMENT_FIELDS},
+)
+_RAW_BATCH_FIELDS: dict[str, Any] = {
+    "transactions": (Annotated[list[RawTransaction], Field(min_length=1)], ...)  # type: ignore[valid-type]
+}
+RawTransactionBatch: type[BaseModel] = _pydantic_model(
+    "RawTransactionBatch", __config__=_FORBID_EXTRA, **_RAW_BATCH_FIELDS
+)
+
+
+class Label(BaseModel):
+    """What an investigation or a chargeback found of one recorded transaction."""
+
+    model_config = _FORBID_EXTRA
+    transaction_id: Identifier  # type: ignore[valid-type]
+    fraud: StrictBool
+
+
+class LabelBatch(BaseModel):
+    model_config = _FORBID_EXTRA
+    labels: Annotated[list[Label], Field(min_length=1)]
+
 
 # gc=False: the structs hold only numbers and strings, so the collector need not track them.
 WireTransaction: Any = msgspec.defstruct(

@@ -63,7 +63,7 @@ def decode_transactions(body: bytes, max_transactions: int) -> TransactionRows:
         try:
             transactions = decode_by_pydantic(body)
         except ValidationError as exc:
-            raise _body_error(exc.errors(include_url=False), body) from None
+            raise body_error(exc.errors(include_url=False), body) from None
     if len(transactions) > max_transactions:
         raise PayloadTooLarge(
             f"{len(transactions)} transactions; at most {max_transactions} per request"
@@ -136,7 +136,7 @@ def _card_columns(features: tuple[str, ...]) -> list[int] | None:
     return None if features == FEATURES else [FEATURES.index(f) for f in features]
 
 
-def _body_error(problems: list[Any], body: bytes) -> ServingError:
+def body_error(problems: list[Any], body: bytes) -> ServingError:
     """The error for a body pydantic refused: InvalidInput for what is not JSON (NaN and
     Infinity included), ValidationFailed for fields."""
     types = {p["type"] for p in problems}

@@ -59,6 +59,15 @@ FEATURES: tuple[str, ...] = (
 )
 
 
+# Model column -> its name in answers (`?include=features`) and the customer view.
+FEATURE_NAMES: dict[str, str] = {
+    "TX_AMOUNT": "amount",
+    "TX_DURING_WEEKEND": "during_weekend",
+    "TX_DURING_NIGHT": "during_night",
+    **BEHAVIOURAL_FIELDS,
+}
+
+
 def is_weekend(timestamp: datetime) -> bool:
     """Saturday or Sunday, in the timestamp's own wall-clock time."""
     return timestamp.weekday() >= 5

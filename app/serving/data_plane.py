@@ -18,12 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
+import orjson
 
 from app.codecs.images import decode_image, to_input_rows
 from app.codecs.open_inference import CheckedRequest
+from app.codecs.payments import PaymentBatch
 from app.codecs.transactions import TransactionRows
-from app.errors import ClientGone, InferenceFailed, ServingError, ShuttingDown, ValidationFailed
+from app.errors import (
+    ClientGone,
+    InferenceFailed,
+    ServingError,
+    ShuttingDown,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from app.fraud.decisions import decide
+from app.fraud.features import FEATURE_NAMES, FEATURES
+from app.fraud.history.embedded import EmbeddedHistory, Recorded
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission
 from app.serving.config import DecodeConfig
@@ -62,9 +73,15 @@ class InferenceCall:
 
 
 class DataPlane:
-    def __init__(self, registry: ModelRegistry, decode: DecodeConfig) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        decode: DecodeConfig,
+        history: EmbeddedHistory | None = None,
+    ) -> None:
         self._registry = registry
         self._decode_config = decode
+        self._history = history
         self._decoders: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
@@ -125,6 +142,67 @@ class DataPlane:
             {"transaction_id": t, "fraud_probability": p, "decision": decide(p, thresholds)}
             for t, p in zip(transactions.ids, fraud, strict=True)
         ]
+        return {"model": model_card.name, "version": model_card.version, "results": results}
+
+    async def record_and_score(
+        self,
+        call: InferenceCall,
+        read_payments: Callable[[], Awaitable[PaymentBatch]],
+        include_features: bool,
+    ) -> dict[str, Any]:
+        """Record raw payments in the history and score each with the features computed
+        from it. A payment is recorded and scored, or neither; one sent again gets the
+        answer it got the first time."""
+        history = self._history
+        if history is None:
+            raise StoreUnavailable("this server keeps no fraud history")
+        recorded: list[Recorded] = []
+
+        def to_rows(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
+            recorded.extend(history.record(p.payment for p in batch))
+            inputs = [
+                # A retried payment is scored again only to keep the batch whole: its
+                # answer is the one it got first.
+                (r.windows or history.index.windows(p.payment)).model_inputs(
+                    p.payment.amount, p.weekend, p.night
+                )
+                for p, r in zip(batch, recorded, strict=True)
+            ]
+            rows = np.asarray(inputs, dtype=np.float32)
+            return _in_card_order(rows, model_card)
+
+        try:
+            runtime, batch, outputs = await self._serve(
+                call, "tabular_classifier", lambda _: read_payments(), to_rows
+            )
+        except BaseException:
+            history.forget(r.payment.transaction_id for r in recorded if r.windows is not None)
+            raise
+        model_card = runtime.model_card
+        assert model_card.thresholds is not None
+        fraud = outputs.reshape(len(batch), -1)[:, -1].tolist()
+        _check_finite(fraud)
+        results, answers = [], {}
+        for incoming, record, probability in zip(batch, recorded, fraud, strict=True):
+            transaction_id = incoming.payment.transaction_id
+            if record.windows is None and record.earlier_answer:
+                result = orjson.loads(record.earlier_answer)
+            else:
+                windows = record.windows or history.index.windows(incoming.payment)
+                values = windows.model_inputs(
+                    incoming.payment.amount, incoming.weekend, incoming.night
+                )
+                result = {
+                    "transaction_id": transaction_id,
+                    "fraud_probability": probability,
+                    "decision": decide(probability, model_card.thresholds),
+                    "features": dict(zip(FEATURE_NAMES.values(), values, strict=True)),
+                }
+                answers[transaction_id] = orjson.dumps(result)
+            if not include_features:
+                result = {k: v for k, v in result.items() if k != "features"}
+            results.append(result)
+        history.save_answers(answers)
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
     async def infer(
@@ -221,6 +299,15 @@ class DataPlane:
 
 def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:
     return transactions.columns_for(model_card)
+
+
+def _in_card_order(rows: np.ndarray, model_card: ModelCard) -> np.ndarray:
+    """Rows in FEATURES order, in the column order the model card lists."""
+    assert model_card.tabular is not None
+    columns = model_card.tabular.features
+    if tuple(columns) == FEATURES:
+        return rows
+    return rows[:, [FEATURES.index(c) for c in columns]]
 
 
 def _report(call: InferenceCall, runtime: ModelRuntime) -> None:

@@ -78,6 +78,10 @@ class EmbeddedHistory:
         self.newest_us = newest
         self._db = db
 
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
@@ -88,6 +92,7 @@ class EmbeddedHistory:
         each seeing the earlier ones; in request order. All or nothing: a batch that cannot
         be written leaves no trace."""
         payments = list(payments)
+        self._connection()  # open, or nothing happens
         self._check_retention(payments)
         known: dict[TransactionId, Recorded] = {}
         new: dict[TransactionId, Payment] = {}
@@ -120,6 +125,18 @@ class EmbeddedHistory:
             for transaction_id, answer in self._answers(list(known)).items():
                 known[transaction_id].earlier_answer = answer
         return [results.get(p.transaction_id) or known[p.transaction_id] for p in payments]
+
+    def forget(self, transaction_ids: Iterable[TransactionId]) -> None:
+        """Undo `record` for payments whose scoring failed: recorded and scored, or neither."""
+        ids = [i for i in transaction_ids if i in self.index.payments]
+        for transaction_id in ids:
+            self.index.remove(transaction_id)
+        try:
+            self._connection().executemany(
+                "DELETE FROM payments WHERE transaction_id = ?", [(_text(i),) for i in ids]
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the history could not be written: {exc}") from exc
 
     def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
         """Keep the answer each payment got, for retries of the same payment."""

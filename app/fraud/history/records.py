@@ -38,3 +38,12 @@ class Windows:
     customer_avg_amount: tuple[float, float, float]
     terminal_nb_tx: tuple[int, int, int]
     terminal_risk: tuple[float, float, float]
+
+    def model_inputs(self, amount: float, weekend: bool, night: bool) -> list[float]:
+        """The fifteen model inputs in `app.fraud.features.FEATURES` order."""
+        values = [amount, float(weekend), float(night)]
+        for n in range(3):
+            values += [self.customer_nb_tx[n], self.customer_avg_amount[n]]
+        for n in range(3):
+            values += [self.terminal_nb_tx[n], self.terminal_risk[n]]
+        return values

@@ -41,18 +41,24 @@ def _after(time_us: int) -> int:
 class Timeline:
     """One card's or terminal's payments in order: keys, amounts, fraud flags."""
 
-    __slots__ = ("amounts", "frauds", "keys")
+    __slots__ = ("amounts", "frauds", "ids", "keys")
 
     def __init__(self) -> None:
         self.keys: list[int] = []
+        self.ids: list[TransactionId] = []
         self.amounts = array("d")
         self.frauds = bytearray()
 
-    def insert(self, key: int, amount: float, fraud: bool) -> None:
+    def insert(self, key: int, transaction_id: TransactionId, amount: float, fraud: bool) -> None:
         at = bisect_right(self.keys, key)  # late payments take their place in time
         self.keys.insert(at, key)
+        self.ids.insert(at, transaction_id)
         self.amounts.insert(at, amount)
         self.frauds.insert(at, fraud)
+
+    def remove(self, key: int) -> None:
+        at = bisect_right(self.keys, key) - 1
+        del self.keys[at], self.ids[at], self.amounts[at], self.frauds[at]
 
     def set_fraud(self, key: int, fraud: bool) -> None:
         at = bisect_right(self.keys, key) - 1
@@ -63,7 +69,7 @@ class Timeline:
         """Forget payments older than `time_us`; how many there were."""
         cut = bisect_right(self.keys, _after(time_us - 1))
         if cut:
-            del self.keys[:cut], self.amounts[:cut], self.frauds[:cut]
+            del self.keys[:cut], self.ids[:cut], self.amounts[:cut], self.frauds[:cut]
         return cut
 
 
@@ -86,11 +92,12 @@ class HistoryIndex:
     def add(self, payment: Payment, fraud: bool | None = None) -> None:
         key = order_key(payment.time_us, payment.transaction_id)
         self.payments[payment.transaction_id] = Known(payment, fraud)
+        transaction_id = payment.transaction_id
         self.customers.setdefault(payment.customer_id, Timeline()).insert(
-            key, payment.amount, False
+            key, transaction_id, payment.amount, False
         )
         self.terminals.setdefault(payment.terminal_id, Timeline()).insert(
-            key, payment.amount, bool(fraud)
+            key, transaction_id, payment.amount, bool(fraud)
         )
 
     def remove(self, transaction_id: TransactionId) -> None:
@@ -98,9 +105,8 @@ class HistoryIndex:
         known = self.payments.pop(transaction_id)
         payment = known.payment
         key = order_key(payment.time_us, payment.transaction_id)
-        for timeline in (self.customers[payment.customer_id], self.terminals[payment.terminal_id]):
-            at = bisect_right(timeline.keys, key) - 1
-            del timeline.keys[at], timeline.amounts[at], timeline.frauds[at]
+        self.customers[payment.customer_id].remove(key)
+        self.terminals[payment.terminal_id].remove(key)
 
     def set_label(self, transaction_id: TransactionId, fraud: bool) -> bool | None:
         """Record a label; the previous one (None: there was none). Raises KeyError for a

@@ -1,0 +1,222 @@
+"""The stateful fraud routes: raw payments recorded and scored from the history the service
+keeps, label feedback, and what the history knows of a card or a terminal.
+
+`/v1/fraud/score` (in `inference.py`) stays stateless: explicit features, nothing recorded.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from app.api.bodies import read_json
+from app.api.endpoints import Endpoint, EndpointCall, QueryParameter
+from app.api.inference import VERSION, ScoreResult
+from app.api.responses import json_response
+from app.codecs.payments import PaymentBatch, decode_labels, decode_payments
+from app.codecs.transaction_schema import Identifier, LabelBatch, RawTransactionBatch
+from app.errors import NotInHistory, StoreUnavailable
+from app.fraud.features import FEATURE_NAMES
+from app.fraud.history.embedded import EmbeddedHistory
+from app.fraud.history.records import TransactionId
+from app.fraud.history.windows import Timeline
+
+DEFAULT_PAGE = 20
+INCLUDE = QueryParameter(
+    "include", "`features`: each result also carries the 15 model inputs.", ("features",)
+)
+LIMIT = QueryParameter("limit", f"How many of the newest transactions; default {DEFAULT_PAGE}.")
+
+
+class PaymentResult(ScoreResult):
+    features: dict[str, float] | None = None
+
+
+class PaymentsResponse(BaseModel):
+    model: str
+    version: int
+    results: list[PaymentResult]
+
+
+class LabelsResponse(BaseModel):
+    results: list[dict[str, Any]]
+
+
+class HistoryView(BaseModel):
+    id: Identifier  # type: ignore[valid-type]
+    features: dict[str, float] | None
+    transactions: list[dict[str, Any]]
+
+
+async def record_and_score(call: EndpointCall) -> Response:
+    settings = call.services.settings
+
+    async def read() -> PaymentBatch:
+        body = await read_json(call.request, settings.max_body_bytes)
+        return decode_payments(body, settings.max_transactions_per_request)
+
+    include = call.query.get("include") == "features"
+    answer = await call.services.data_plane.record_and_score(call.inference(), read, include)
+    return json_response(answer)
+
+
+async def labels(call: EndpointCall) -> Response:
+    settings = call.services.settings
+    body = await read_json(call.request, settings.max_body_bytes)
+    given = decode_labels(body, settings.max_labels_per_request)
+    outcomes = _open(call).label(given)
+    results = [
+        {"transaction_id": transaction_id, "fraud": fraud, "outcome": outcome}
+        for (transaction_id, fraud), outcome in zip(given, outcomes, strict=True)
+    ]
+    return json_response({"results": results})
+
+
+async def customer(call: EndpointCall) -> Response:
+    history = _open(call)
+    return _view(call, history, history.index.customers, call.params["customer_id"], "customer")
+
+
+async def terminal(call: EndpointCall) -> Response:
+    history = _open(call)
+    return _view(call, history, history.index.terminals, call.params["terminal_id"], "terminal")
+
+
+def _open(call: EndpointCall) -> EmbeddedHistory:
+    history = call.services.history
+    if not history.is_open:
+        raise StoreUnavailable("the fraud history is not available (see the server's log)")
+    return history
+
+
+def _view(
+    call: EndpointCall,
+    history: EmbeddedHistory,
+    timelines: dict[TransactionId, Timeline],
+    raw_id: str,
+    kind: str,
+) -> Response:
+    """The window features as of the entity's newest payment, and its newest payments."""
+    entity = _identifier(raw_id, timelines)
+    timeline = timelines.get(entity)
+    if timeline is None or not timeline.ids:
+        raise NotInHistory(f"the history holds no transaction of {kind} {raw_id!r}")
+    limit = call.number("limit") or DEFAULT_PAGE
+    newest = history.index.payments[timeline.ids[-1]]
+    windows = history.index.windows(newest.payment)
+    values = windows.model_inputs(newest.payment.amount, False, False)
+    names = list(FEATURE_NAMES.values())
+    prefix = f"{kind}_"
+    features = {n: v for n, v in zip(names, values, strict=True) if n.startswith(prefix)}
+    transactions = []
+    for transaction_id in reversed(timeline.ids[-limit:]):
+        known = history.index.payments[transaction_id]
+        payment = known.payment
+        transactions.append(
+            {
+                "transaction_id": transaction_id,
+                "customer_id": payment.customer_id,
+                "terminal_id": payment.terminal_id,
+                "amount": payment.amount,
+                "timestamp": datetime.fromtimestamp(payment.time_us / 1e6, UTC).isoformat(),
+                "fraud": known.fraud,
+            }
+        )
+    return json_response({"id": entity, "features": features, "transactions": transactions})
+
+
+def _identifier(raw: str, timelines: dict[TransactionId, Timeline]) -> TransactionId:
+    """A path segment as the id it names: an integer where the history has one so written,
+    else the string."""
+    if raw.lstrip("-").isascii() and raw.lstrip("-").isdigit():
+        number = int(raw)
+        if number in timelines:
+            return number
+    return raw
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
+    }
+
+
+PAYMENT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    {"$ref": "#/components/schemas/RawTransaction"},
+                    {"$ref": "#/components/schemas/RawTransactionBatch"},
+                ]
+            }
+        }
+    },
+}
+
+ENDPOINTS = [
+    Endpoint(
+        "POST",
+        "/v1/models/{model}/transactions",
+        record_and_score,
+        "Record raw payments in the history and score them",
+        PaymentsResponse,
+        PAYMENT_BODY,
+        query=(VERSION, INCLUDE),
+        tags=("fraud",),
+        schemas=(RawTransactionBatch,),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/fraud/transactions",
+        record_and_score,
+        "Record raw payments and score them with the default fraud model",
+        PaymentsResponse,
+        PAYMENT_BODY,
+        query=(VERSION, INCLUDE),
+        default_model=lambda settings: settings.default_fraud_model,
+        tags=("fraud",),
+        name="record_and_score_default",
+        schemas=(RawTransactionBatch,),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/fraud/labels",
+        labels,
+        "Fraud labels for recorded transactions (chargebacks, investigations)",
+        LabelsResponse,
+        _body(LabelBatch),
+        tags=("fraud",),
+        about_model=False,
+        schemas=(LabelBatch,),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/fraud/customers/{customer_id}",
+        customer,
+        "What the history knows of a card",
+        HistoryView,
+        None,
+        query=(LIMIT,),
+        tags=("fraud",),
+        about_model=False,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/fraud/terminals/{terminal_id}",
+        terminal,
+        "What the history knows of a terminal",
+        HistoryView,
+        None,
+        query=(LIMIT,),
+        tags=("fraud",),
+        about_model=False,
+    ),
+]
