@@ -30,6 +30,8 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+PRUNE_EVERY_S = 60.0
+
 DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
 
@@ -56,6 +58,21 @@ async def _open_history(history: EmbeddedHistory) -> None:
     logger.info("fraud history: %d payments from %s", len(history.index.payments), history.path)
 
 
+async def _prune_every(history: EmbeddedHistory, interval_s: float) -> None:
+    """Keep the history within its retention of event time."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if not history.is_open:
+            continue
+        try:
+            forgotten = history.prune()
+        except StoreUnavailable as exc:
+            logger.error("%s", exc.message)
+            continue
+        if forgotten:
+            logger.info("fraud history: %d payments past the retention forgotten", forgotten)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.build(settings)
@@ -67,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.data_plane.start()
         await _open_history(services.history)
+        pruning = asyncio.create_task(_prune_every(services.history, PRUNE_EVERY_S), name="prune")
         # Load in the background so /healthz answers at once; /readyz tells when done.
         loading = asyncio.create_task(
             _load_then_poll(services.registry, settings.poll_interval_s), name="models"
@@ -79,9 +97,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # After a SIGTERM the drain has waited for the calls in flight already; otherwise
             # (SIGINT, a drain that ran out of time) they get the grace period.
             await grpc_server.stop(settings.shutdown_grace_s)
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in (loading, pruning):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await services.registry.close()
             services.data_plane.close()
             services.history.close()

@@ -33,6 +33,7 @@ class Services:
         history = EmbeddedHistory(
             settings.state_dir / "fraud-history.db", settings.fraud_retention_days
         )
+        metrics.watch_history(history.size)
         return cls(
             settings=settings,
             metrics=metrics,

@@ -96,6 +96,11 @@ class ServingMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def watch_history(self, read: Callable[[], tuple[int, int, int | None]]) -> None:
+        """Report the fraud history's size, read at scrape time as `(payments kept, bytes on
+        disk, newest event time in microseconds or None)`."""
+        self.registry.register(_HistoryCollector(read))
+
     def watch(self, read_models: Callable[[], Iterable[tuple[str, int, str, int]]]) -> None:
         """Report model states and queue depths, read at scrape time from
         `(name, version, state, queued rows)` tuples."""
@@ -145,3 +150,23 @@ class _ModelStateCollector(Collector):
             depth.add_metric([name, str(version)], float(queued))
         yield state
         yield depth
+
+
+class _HistoryCollector(Collector):
+    def __init__(self, read: Callable[[], tuple[int, int, int | None]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        payments, size, newest_us = self._read()
+        yield GaugeMetricFamily(
+            "deepserve_fraud_history_payments", "Payments kept in the fraud history.", payments
+        )
+        yield GaugeMetricFamily(
+            "deepserve_fraud_history_bytes", "Bytes the fraud history takes on disk.", size
+        )
+        if newest_us is not None:
+            yield GaugeMetricFamily(
+                "deepserve_fraud_history_newest_event_seconds",
+                "Event time of the newest payment recorded, in seconds since the epoch.",
+                newest_us / 1e6,
+            )

@@ -141,3 +141,12 @@ def test_an_unopenable_history_is_503_while_the_rest_serves(
     assert answer.headers["retry-after"] == "1"
     assert client.get("/v1/fraud/customers/17").status_code == 503
     assert client.post("/v1/fraud/score", json={"transactions": []}).status_code == 422
+
+
+def test_the_history_size_is_in_the_metrics(client: TestClient) -> None:
+    client.post("/v1/fraud/transactions", json={"transactions": [payment(1), payment(2)]})
+    metrics = client.get("/metrics").text
+    assert "deepserve_fraud_history_payments 2.0" in metrics
+    size = next(m for m in metrics.splitlines() if m.startswith("deepserve_fraud_history_bytes "))
+    assert float(size.split()[1]) > 0
+    assert "deepserve_fraud_history_newest_event_seconds 1.5367626e+09" in metrics

@@ -78,6 +78,12 @@ class EmbeddedHistory:
         self.newest_us = newest
         self._db = db
 
+    def size(self) -> tuple[int, int, int | None]:
+        """Payments kept, bytes on disk (the file and its journal), newest event time."""
+        files = [self.path, self.path.with_name(self.path.name + "-wal")]
+        size = sum(f.stat().st_size for f in files if f.exists())
+        return len(self.index.payments), size, self.newest_us
+
     @property
     def is_open(self) -> bool:
         return self._db is not None
