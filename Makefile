@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint diagram grpc-stubs train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint diagram grpc-stubs load-history train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,10 @@ soak: $(VENV)/.dev-installed
 # apt-get when run as root).
 container-test:
 	deploy/container-test.sh
+
+# Start the fraud history with the dataset's last 37 days (the server must be stopped).
+load-history: $(VENV)/.serve-installed
+	$(PY) -m app.fraud.history.bulk_load --csv $(DATASETS)/fraud-transactions.csv.gz
 
 # The architecture picture in the README, from its Graphviz source.
 diagram: $(DIAGRAM)

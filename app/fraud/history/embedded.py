@@ -98,7 +98,7 @@ class EmbeddedHistory:
         each seeing the earlier ones; in request order. All or nothing: a batch that cannot
         be written leaves no trace."""
         payments = list(payments)
-        self._connection()  # open, or nothing happens
+        self.connection()  # open, or nothing happens
         self._check_retention(payments)
         known: dict[TransactionId, Recorded] = {}
         new: dict[TransactionId, Payment] = {}
@@ -138,7 +138,7 @@ class EmbeddedHistory:
         for transaction_id in ids:
             self.index.remove(transaction_id)
         try:
-            self._connection().executemany(
+            self.connection().executemany(
                 "DELETE FROM payments WHERE transaction_id = ?", [(_text(i),) for i in ids]
             )
         except sqlite3.Error as exc:
@@ -148,7 +148,7 @@ class EmbeddedHistory:
         """Keep the answer each payment got, for retries of the same payment."""
         rows = [(answer, _text(i)) for i, answer in answers.items()]
         try:
-            self._connection().executemany(
+            self.connection().executemany(
                 "UPDATE payments SET answer = ? WHERE transaction_id = ?", rows
             )
         except sqlite3.Error as exc:
@@ -173,7 +173,7 @@ class EmbeddedHistory:
             undo.append((transaction_id, previous))
             changed.append((int(fraud), _text(transaction_id)))
         try:
-            self._connection().executemany(
+            self.connection().executemany(
                 "UPDATE payments SET fraud = ? WHERE transaction_id = ?", changed
             )
         except sqlite3.Error as exc:
@@ -190,7 +190,7 @@ class EmbeddedHistory:
         horizon = self.newest_us - self.retention_us
         forgotten = self.index.drop_before(horizon)
         try:
-            self._connection().execute("DELETE FROM payments WHERE time_us < ?", (horizon,))
+            self.connection().execute("DELETE FROM payments WHERE time_us < ?", (horizon,))
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be pruned: {exc}") from exc
         return forgotten
@@ -220,7 +220,7 @@ class EmbeddedHistory:
             )
             for p in payments
         ]
-        db = self._connection()
+        db = self.connection()
         db.execute("BEGIN")
         try:
             db.executemany(
@@ -235,13 +235,13 @@ class EmbeddedHistory:
 
     def _answers(self, transaction_ids: list[TransactionId]) -> dict[TransactionId, bytes]:
         marks = ",".join("?" * len(transaction_ids))
-        rows = self._connection().execute(
+        rows = self.connection().execute(
             f"SELECT transaction_id, answer FROM payments WHERE transaction_id IN ({marks})",
             [_text(i) for i in transaction_ids],
         )
         return {orjson.loads(text): answer or b"" for text, answer in rows}
 
-    def _connection(self) -> sqlite3.Connection:
+    def connection(self) -> sqlite3.Connection:
         if self._db is None:
             raise StoreUnavailable("the history is not open")
         return self._db

@@ -84,7 +84,7 @@ def test_history_older_than_the_retention_is_refused_and_pruned(tmp_path: Path) 
 def test_a_full_disk_answers_unavailable_and_keeps_nothing(tmp_path: Path) -> None:
     store = opened(tmp_path / "history.db")
     store.record([pay(1)])
-    db = store._connection()
+    db = store.connection()
     db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
     with pytest.raises(StoreUnavailable, match="could not be written"):
         store.record([pay(10_000 + i, customer=i) for i in range(2000)])
