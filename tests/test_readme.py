@@ -14,7 +14,7 @@ from tests.conftest import REPO_ROOT
 from tests.server import RunningServer, running_server
 
 # Pages whose examples run against the committed models, as the README's do.
-PAGES = ["README.md", "docs/open-inference.md"]
+PAGES = ["README.md", "docs/open-inference.md", "docs/fraud-history.md"]
 
 
 def readme_curl_commands() -> list[str]:
