@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint diagram grpc-stubs load-history train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint diagram grpc-stubs load-history replay train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,12 @@ soak: $(VENV)/.dev-installed
 # apt-get when run as root).
 container-test:
 	deploy/container-test.sh
+
+# The dataset's transactions from 2018-06-01 to 2018-08-14 replayed through HTTP into an
+# empty history, checked against training/'s offline features and evaluation, with the
+# throughput: bench/results/replay-<date>.{json,md}.
+replay: $(VENV)/.dev-installed
+	$(PY) -m bench.replay
 
 # Start the fraud history with the dataset's last 37 days (the server must be stopped).
 load-history: $(VENV)/.serve-installed

@@ -22,7 +22,7 @@ from app.fraud.features import (
 )
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
-FEATURES_VERSION = 2  # part of the cache key: bump when the feature code changes
+FEATURES_VERSION = 3  # part of the cache key: bump when the feature code changes
 COLUMNS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 
 
@@ -75,7 +75,10 @@ class _Windows:
 
     Rows are sorted by (entity, time, TRANSACTION_ID) and keyed by entity and time in
     seconds, so a window's bounds are two binary searches and its sum a difference of
-    cumulative sums. `frame` must already be in (time, TRANSACTION_ID) order.
+    cumulative sums. The sums restart at each entity: a cumulative sum over the whole file
+    reaches 1e8, where float64 keeps only 1e-8 of a transaction's amount, which is what
+    the service's online sums would then be measured against. `frame` must already be in
+    (time, TRANSACTION_ID) order.
     """
 
     def __init__(self, frame: pd.DataFrame, entity: str) -> None:
@@ -86,11 +89,20 @@ class _Windows:
         self.order = np.lexsort((np.arange(len(frame)), seconds, ids))  # stable by frame order
         span = int(seconds.max()) + 100 * 86400  # room for windows reaching below zero
         self.keys = ids[self.order] * span + seconds[self.order] + 50 * 86400
+        sorted_ids = ids[self.order]
+        self.entity_start = np.searchsorted(sorted_ids, sorted_ids, side="left")
+        self.sorted_ids = sorted_ids
         self.frame = frame
 
     def _sums(self, column: str) -> np.ndarray:
+        """Per row, the sum of `column` over its entity's rows up to it (inclusive)."""
         values = self.frame[column].to_numpy(np.float64)[self.order]
-        return np.concatenate([[0.0], np.cumsum(values)])
+        return pd.Series(values).groupby(self.sorted_ids).cumsum().to_numpy()
+
+    def _before(self, sums: np.ndarray, index: np.ndarray) -> np.ndarray:
+        """The entity's sum over its rows before `index` (0 at the entity's first row)."""
+        inside = index > self.entity_start
+        return np.where(inside, sums[np.maximum(index - 1, 0)], 0.0)
 
     def _scatter(self, sorted_values: np.ndarray) -> np.ndarray:
         out = np.empty_like(sorted_values)
@@ -103,16 +115,15 @@ class _Windows:
         start = np.searchsorted(self.keys, self.keys - days * 86400, side="right")
         sums = self._sums(column)
         count = (position + 1 - start).astype(np.float64)
-        return self._scatter(count), self._scatter(sums[position + 1] - sums[start])
+        return self._scatter(count), self._scatter(sums - self._before(sums, start))
 
     def between(self, far_days: int, near_days: int, column: str) -> tuple[np.ndarray, np.ndarray]:
         """Count and sum of `column` over (t - far_days, t - near_days]."""
         start = np.searchsorted(self.keys, self.keys - far_days * 86400, side="right")
         stop = np.searchsorted(self.keys, self.keys - near_days * 86400, side="right")
         sums = self._sums(column)
-        return self._scatter((stop - start).astype(np.float64)), self._scatter(
-            sums[stop] - sums[start]
-        )
+        total = self._before(sums, stop) - self._before(sums, start)
+        return self._scatter((stop - start).astype(np.float64)), self._scatter(total)
 
 
 @dataclass

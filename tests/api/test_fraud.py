@@ -3,6 +3,7 @@ and scored, retries, conflicts, labels, and the card and terminal views."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -150,3 +151,43 @@ def test_the_history_size_is_in_the_metrics(client: TestClient) -> None:
     size = next(m for m in metrics.splitlines() if m.startswith("deepserve_fraud_history_bytes "))
     assert float(size.split()[1]) > 0
     assert "deepserve_fraud_history_newest_event_seconds 1.5367626e+09" in metrics
+
+
+def test_every_answered_payment_survives_a_kill_during_load(tmp_path: Any) -> None:
+    import signal
+    import sqlite3
+    import threading
+
+    import httpx
+
+    from tests.server import running_server
+
+    state = tmp_path / "state"
+    answered: list[int] = []
+
+    def send(base: str) -> None:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            for i in range(100_000):
+                stamp = f"2018-09-12T{i // 3600 % 24:02d}:{i // 60 % 60:02d}:{i % 60:02d}"
+                try:
+                    answer = http.post(
+                        "/v1/fraud/transactions",
+                        json=payment(i, customer_id=i % 13, timestamp=stamp),
+                    )
+                except httpx.TransportError:
+                    return  # the server is gone
+                if answer.status_code == 200:
+                    answered.append(i)
+
+    with running_server(state_dir=str(state), log_level="warning") as base:
+        sender = threading.Thread(target=send, args=(base,))
+        sender.start()
+        while len(answered) < 300:
+            time.sleep(0.01)
+        base.process.send_signal(signal.SIGKILL)  # with a request in flight, most likely
+        base.process.wait()
+        sender.join()
+    with sqlite3.connect(state / "fraud-history.db") as db:
+        kept = [int(row[0]) for row in db.execute("SELECT transaction_id FROM payments")]
+    assert len(kept) == len(set(kept))
+    assert set(answered) <= set(kept)  # every answered payment, once

@@ -1,0 +1,254 @@
+"""`make replay`: the dataset's raw transactions replayed in time order through HTTP into an
+empty history, checked against `training/`'s offline features and evaluation.
+
+    python -m bench.replay [--start 2018-06-01] [--end 2018-08-15] [--cards N] [--out DIR]
+
+One `python -m app` on `models/` with a fresh state directory. Transactions go in batches
+of 100 to `POST /v1/fraud/transactions?include=features`, one request at a time (parity
+needs each transaction recorded before the next of its card is scored); before each batch,
+the labels of every transaction a week older than the batch's last one go to
+`POST /v1/fraud/labels`. Then:
+
+- every feature of every transaction from the first with 37 days of history on must equal
+  the offline value: counts exactly, the rest to 1e-9 relative;
+- the 2018-07-25 fold's test week, scored by the service, must give the offline
+  evaluation's metrics for the same model (its ONNX file run on the offline features);
+- throughput: transactions/s through HTTP of the replay (one request at a time), and of
+  the same transactions sent by 8 concurrent clients into another empty history.
+
+Writes `<out>/replay-<date>.json` and `.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from tqdm import tqdm
+
+from app.fraud.features import FEATURE_NAMES, FEATURES
+from app.serving.repository import discover, read_card
+from tests.server import running_server
+from training.fraud_data import load_transactions, split_window
+from training.fraud_metrics import fraud_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "datasets" / "fraud-transactions.csv.gz"
+BATCH = 100
+LABEL_DELAY = pd.Timedelta(days=7)
+HISTORY_NEEDED = pd.Timedelta(days=37)
+FOLD_START = "2018-07-25"
+EXACT = {c for c in FEATURES if "_NB_TX_" in c or c in ("TX_DURING_WEEKEND", "TX_DURING_NIGHT")}
+
+
+@dataclass
+class Replay:
+    frame: pd.DataFrame  # the replayed transactions, offline features included, in time order
+    served: pd.DataFrame  # what the service answered, one row per transaction, same order
+    seconds: float
+
+
+def transactions(start: str, end: str, cards: int | None) -> pd.DataFrame:
+    """The dataset's transactions in [start, end) with the offline features, computed on the
+    whole file (or on the first `cards` cards' transactions, for a short slice)."""
+    frame = load_transactions(str(DATA))
+    if cards is not None:
+        from training.fraud_data import COLUMNS, add_features
+
+        kept = np.sort(frame["CUSTOMER_ID"].unique())[:cards]
+        frame = add_features(frame.loc[frame["CUSTOMER_ID"].isin(kept), COLUMNS])
+    when = frame["TX_DATETIME"]
+    return frame[(when >= start) & (when < end)].reset_index(drop=True)
+
+
+def body(rows: pd.DataFrame) -> dict[str, Any]:
+    return {
+        "transactions": [
+            {
+                "transaction_id": int(r.TRANSACTION_ID),
+                "customer_id": int(r.CUSTOMER_ID),
+                "terminal_id": int(r.TERMINAL_ID),
+                "amount": float(r.TX_AMOUNT),
+                "timestamp": r.TX_DATETIME.isoformat(),
+            }
+            for r in rows.itertuples()
+        ]
+    }
+
+
+def replay(base: str, frame: pd.DataFrame, progress: bool = True) -> Replay:
+    """Send the transactions in order, labels a week late; what the service answered."""
+    answers: list[dict[str, Any]] = []
+    labelled = 0
+    times = frame["TX_DATETIME"]
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=60) as client:
+        batches = range(0, len(frame), BATCH)
+        for start in tqdm(batches, desc="replay", unit="batch", disable=not progress):
+            rows = frame.iloc[start : start + BATCH]
+            due = rows["TX_DATETIME"].iloc[-1] - LABEL_DELAY
+            end = int(np.searchsorted(times.to_numpy(), np.datetime64(due), side="right"))
+            if end > labelled:
+                labels = [
+                    {"transaction_id": int(i), "fraud": bool(f)}
+                    for i, f in zip(
+                        frame["TRANSACTION_ID"].iloc[labelled:end],
+                        frame["TX_FRAUD"].iloc[labelled:end],
+                        strict=True,
+                    )
+                ]
+                client.post("/v1/fraud/labels", json={"labels": labels}).raise_for_status()
+                labelled = end
+            answer = client.post("/v1/fraud/transactions?include=features", json=body(rows))
+            answer.raise_for_status()
+            answers += answer.json()["results"]
+    seconds = time.perf_counter() - started
+    served = pd.DataFrame(
+        {
+            "fraud_probability": [a["fraud_probability"] for a in answers],
+            **{
+                column: [a["features"][name] for a in answers]
+                for column, name in FEATURE_NAMES.items()
+            },
+        }
+    )
+    return Replay(frame, served, seconds)
+
+
+def feature_mismatches(result: Replay) -> dict[str, int]:
+    """Per feature, the transactions (with 37 days of history) whose served value differs."""
+    frame, served = result.frame, result.served
+    checked = (frame["TX_DATETIME"] >= frame["TX_DATETIME"].min() + HISTORY_NEEDED).to_numpy()
+    mismatches = {}
+    for column in FEATURES:
+        offline = frame[column].to_numpy(np.float64)[checked]
+        online = served[column].to_numpy(np.float64)[checked]
+        if column in EXACT:
+            wrong = offline != online
+        else:
+            wrong = ~np.isclose(online, offline, rtol=1e-9, atol=1e-12)
+        mismatches[column] = int(wrong.sum())
+    mismatches["checked"] = int(checked.sum())
+    return mismatches
+
+
+def fold_metrics(result: Replay, everything: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """The 2018-07-25 fold's test week: metrics of the served scores, and of the served
+    model run offline on the offline features."""
+    window = split_window(everything, FOLD_START)
+    test = window.test
+    by_id = pd.Series(
+        result.served["fraud_probability"].to_numpy(), index=result.frame["TRANSACTION_ID"]
+    )
+    served_scores = by_id.loc[test["TRANSACTION_ID"]].to_numpy()
+    versions = discover(ROOT / "models")["fraud"]
+    newest = max(versions, key=lambda v: v.version)
+    card = read_card(newest)
+    assert card.tabular is not None
+    session = ort.InferenceSession(str(newest.onnx_path), providers=["CPUExecutionProvider"])
+    rows = test[list(card.tabular.features)].to_numpy(np.float32)
+    (offline_scores,) = session.run([card.outputs[0].name], {card.input.name: rows})
+    return {
+        "served": fraud_metrics(test, served_scores),
+        "offline": fraud_metrics(test, offline_scores.reshape(len(test), -1)[:, -1]),
+        "test_transactions": {"count": float(len(test))},
+        "model": {"version": float(card.version)},
+    }
+
+
+async def concurrent_throughput(base: str, frame: pd.DataFrame, clients: int = 8) -> float:
+    """Transactions/s of the same batches from `clients` concurrent senders (no labels, no
+    parity: a measure of throughput only)."""
+    bodies = [body(frame.iloc[s : s + BATCH]) for s in range(0, len(frame), BATCH)]
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    for item in bodies:
+        queue.put_nowait(item)
+
+    async def sender(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            answer = await client.post("/v1/fraud/transactions", json=queue.get_nowait())
+            answer.raise_for_status()
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        await asyncio.gather(*(sender(client) for _ in range(clients)))
+    return len(frame) / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__)
+    parser.add_argument("--start", default="2018-06-01")
+    parser.add_argument("--end", default="2018-08-15")
+    parser.add_argument("--cards", type=int, default=None, help="only the first N cards")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+
+    frame = transactions(args.start, args.end, args.cards)
+    print(f"{len(frame):,} transactions from {args.start} to {args.end}")
+    with running_server(log_level="warning", grpc_port="0") as base:
+        result = replay(base, frame)
+    mismatches = feature_mismatches(result)
+    metrics = None
+    if args.cards is None and args.start <= FOLD_START:
+        metrics = fold_metrics(result, load_transactions(str(DATA)))
+    with running_server(log_level="warning", grpc_port="0") as base:
+        concurrent = asyncio.run(concurrent_throughput(base, frame))
+
+    report = {
+        "transactions": len(frame),
+        "period": [args.start, args.end],
+        "cards": args.cards,
+        "one_request_at_a_time_tx_per_s": len(frame) / result.seconds,
+        "eight_concurrent_tx_per_s": concurrent,
+        "feature_mismatches": mismatches,
+        "fold_2018_07_25": metrics,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.out / f"replay-{time.strftime('%Y%m%d-%H%M%S')}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    stem.with_suffix(".md").write_text(_markdown(report))
+    print(_markdown(report))
+    return stem
+
+
+def _markdown(report: dict[str, Any]) -> str:
+    mismatches = report["feature_mismatches"]
+    wrong = sum(v for k, v in mismatches.items() if k != "checked")
+    lines = [
+        f"# Replay {report['period'][0]} to {report['period'][1]}",
+        "",
+        f"{report['transactions']:,} transactions through HTTP in batches of {BATCH}, labels a "
+        "week late, into an empty embedded history (`python -m bench.replay`).",
+        "",
+        f"- features checked: {mismatches['checked']:,} transactions x {len(FEATURES)} "
+        f"features; values different from the offline ones: {wrong}",
+        f"- one request at a time: {report['one_request_at_a_time_tx_per_s']:,.0f} transactions/s",
+        f"- 8 concurrent clients: {report['eight_concurrent_tx_per_s']:,.0f} transactions/s",
+    ]
+    metrics = report["fold_2018_07_25"]
+    if metrics:
+        lines += [
+            "",
+            "| 2018-07-25 fold, test week | AUC ROC | AP | CP@100 |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in ("served", "offline"):
+            m = metrics[name]
+            lines.append(
+                f"| {name} | {m['auc_roc']:.6f} | {m['average_precision']:.6f} | "
+                f"{m['card_precision_top_100']:.6f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
