@@ -40,6 +40,21 @@ class ModelVersion:
     reason: str | None = None
     model_card: ModelCard | None = None
     runtime: ModelRuntime | None = None
+    # For a failed version: its files as they were; changed files are loaded again.
+    files_seen: tuple[tuple[int, int], ...] | None = None
+
+
+def _files_now(version_dir: VersionDir) -> tuple[tuple[int, int], ...]:
+    """(modification time, size) of a version's card and graph; (0, 0) where absent."""
+    seen = []
+    for path in (version_dir.card_path, version_dir.onnx_path):
+        try:
+            stat = path.stat()
+        except OSError:
+            seen.append((0, 0))
+        else:
+            seen.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(seen)
 
 
 class ModelRegistry:
@@ -73,6 +88,12 @@ class ModelRegistry:
             new: list[tuple[int, VersionDir]] = []
             for name, versions in found.items():
                 known = self._models.setdefault(name, {})
+                for v in versions:
+                    entry = known.get(v.version)
+                    # A version copied in while we looked may have failed half-written.
+                    failed = entry is not None and entry.state is ModelState.FAILED
+                    if failed and entry.files_seen != _files_now(v):  # type: ignore[union-attr]
+                        del known[v.version]
                 for age, v in enumerate(sorted(versions, key=lambda v: -v.version)):
                     if v.version not in known and (name, v.version) not in self._unloaded:
                         known[v.version] = ModelVersion(name, v.version, ModelState.LOADING)
@@ -148,6 +169,7 @@ class ModelRegistry:
             warm_s = await asyncio.to_thread(runtime.warm_up)
         except (InvalidModelCard, ModelLoadError) as exc:
             entry.state, entry.reason = ModelState.FAILED, str(exc)
+            entry.files_seen = _files_now(version_dir)
             logger.error("model %s/%s failed to load: %s", entry.name, entry.version, exc)
             return
         runtime.batcher.start()

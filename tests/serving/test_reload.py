@@ -10,10 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from app.api.services import services_of
 from tests import model_factory
-from tests.conftest import transaction
+from tests.conftest import ClientFactory, transaction
 from tests.server import running_server
 
 ADMIN, USER = "a" * 20, "u" * 20
@@ -147,3 +148,21 @@ def test_load_retries_a_version_that_failed(model_repo, make_client) -> None:
     loaded = client.post("/v1/models/tiny-fraud/load").json()
     assert [v["state"] for v in loaded["versions"]] == ["ready", "ready"]
     assert served_version(client) == 2
+
+
+def test_a_version_seen_half_copied_loads_once_its_files_are_complete(
+    model_repo: Path, make_client: ClientFactory
+) -> None:
+    client = make_client(poll_interval_s=0.05)
+    half = model_repo / "tiny-fraud" / "2"
+    half.mkdir()
+    (half / "model.json").write_text('{"name": "tiny-fr')  # the copy has only begun
+    wait_for(lambda: _state(client, 2) == "failed")
+    model_factory.fraud_model(model_repo, version=2)  # the copy completes
+    wait_for(lambda: _state(client, 2) == "ready")
+    assert served_version(client) == 2
+
+
+def _state(client: TestClient, version: int) -> str | None:
+    versions = client.get("/v1/models/tiny-fraud").json()["versions"]
+    return next((v["state"] for v in versions if v["version"] == version), None)
