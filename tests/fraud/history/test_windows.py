@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 
 from app.fraud.history.records import DAY_US, Payment, event_time_us
-from app.fraud.history.windows import HistoryIndex, order_key
+from app.fraud.history.windows import HistoryIndex, tie_key
 
 T0 = event_time_us(datetime(2018, 6, 1, 12, 0, 0))
 
@@ -48,7 +48,7 @@ def test_ties_at_one_instant_are_ordered_by_transaction_id() -> None:
     index.add(first)
     assert index.windows(first).customer_nb_tx == (1, 1, 1)
     assert index.windows(second).customer_nb_tx == (2, 2, 2)
-    assert order_key(5, 2) < order_key(5, 10) < order_key(5, "a") < order_key(6, -1)
+    assert tie_key(2) < tie_key(10) < tie_key("10") < tie_key("a")
 
 
 def test_terminal_windows_look_a_week_back_and_count_labels() -> None:
@@ -85,4 +85,4 @@ def test_forgetting_old_payments_and_undoing_one() -> None:
     assert index.drop_before(T0 - 37 * DAY_US) == 2
     assert set(index.payments) == {2}
     index.remove(2)
-    assert not index.payments and not index.customers[7].keys and not index.terminals[9].keys
+    assert not index.payments and not index.customers[7].ids and not index.terminals[9].ids
