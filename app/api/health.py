@@ -18,7 +18,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Every configured model is loaded and warmed",
+    summary="Every configured model is loaded and warmed (and what works less well)",
     responses={503: {"description": "Some models are not ready; they are listed."}},
 )
 async def readyz(services: ServicesDep) -> Response:
@@ -29,4 +29,7 @@ async def readyz(services: ServicesDep) -> Response:
         return json_response(
             {"status": "not ready", "not_ready": problems}, 503, {"Retry-After": "1"}
         )
+    # Images and stateless scoring serve without the fraud history: said, not failed on.
+    if services.history.problem is not None:
+        return json_response({"status": "ready", "degraded": [services.history.problem]})
     return json_response({"status": "ready"})

@@ -142,6 +142,8 @@ def test_an_unopenable_history_is_503_while_the_rest_serves(
     assert answer.headers["retry-after"] == "1"
     assert client.get("/v1/fraud/customers/17").status_code == 503
     assert client.post("/v1/fraud/score", json={"transactions": []}).status_code == 422
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and "cannot be opened" in ready.json()["degraded"][0]
 
 
 def test_the_history_size_is_in_the_metrics(client: TestClient) -> None:

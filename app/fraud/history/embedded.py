@@ -53,6 +53,7 @@ class EmbeddedHistory:
         self.retention_us = retention_days * DAY_US
         self.index = HistoryIndex()
         self.newest_us: int | None = None  # the latest event time recorded
+        self.problem: str | None = None  # why the history is not available, if it is not
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
@@ -74,8 +75,10 @@ class EmbeddedHistory:
                 fraud = None if row[5] is None else bool(row[5])
                 self.index.add(_payment(row), fraud)
         except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"the history at {self.path} cannot be opened: {exc}") from exc
+            self.problem = f"the history at {self.path} cannot be opened: {exc}"
+            raise StoreUnavailable(self.problem) from exc
         self.newest_us = newest
+        self.problem = None
         self._db = db
 
     def size(self) -> tuple[int, int, int | None]:
