@@ -4,12 +4,11 @@ contract of `app.codecs.transaction_schema`: strict types, every refusal worded 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
-from app.codecs.transaction_schema import LabelBatch, RawTransaction, RawTransactionBatch, is_batch
-from app.codecs.transactions import body_error
+from app.codecs.transaction_schema import LabelBatch, RawTransaction, RawTransactionBatch
+from app.codecs.transactions import body_error, validate_one_or_batch
 from app.errors import InvalidInput, PayloadTooLarge
 from app.fraud.features import is_night, is_weekend
 from app.fraud.history.records import Payment, TransactionId, event_time_us
@@ -34,7 +33,7 @@ def decode_payments(body: bytes, max_transactions: int) -> PaymentBatch:
     if not body:
         raise InvalidInput("the body is empty; send a transaction as JSON")
     try:
-        models = _validate(body)
+        models = validate_one_or_batch(body, RawTransaction, RawTransactionBatch)
     except ValidationError as exc:
         raise body_error(exc.errors(include_url=False), body) from None
     if len(models) > max_transactions:
@@ -66,15 +65,3 @@ def decode_labels(body: bytes, max_labels: int) -> list[tuple[TransactionId, boo
     if len(labels) > max_labels:
         raise PayloadTooLarge(f"{len(labels)} labels; at most {max_labels} per request")
     return [(label.transaction_id, label.fraud) for label in labels]
-
-
-def _validate(body: bytes) -> list[Any]:
-    if is_batch(body):
-        try:
-            return RawTransactionBatch.model_validate_json(body).transactions  # type: ignore[attr-defined, no-any-return]
-        except ValidationError as exc:
-            if not any(
-                p["type"] == "missing" and p["loc"] == ("transactions",) for p in exc.errors()
-            ):
-                raise
-    return [RawTransaction.model_validate_json(body)]

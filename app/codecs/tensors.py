@@ -34,14 +34,11 @@ BYTES = "BYTES"
 DATATYPES = (*NUMPY_BY_DATATYPE, BYTES)
 
 _DATATYPE_BY_NAME = {dtype.name: name for name, dtype in NUMPY_BY_DATATYPE.items()}
-_DATATYPE_BY_DTYPE = {dtype: name for name, dtype in NUMPY_BY_DATATYPE.items()}
 _LENGTH = struct.Struct("<I")
 
 
 def datatype_of(dtype: str | np.dtype[Any]) -> str:
     """The protocol's name for a numpy type (`float32` -> `FP32`)."""
-    if isinstance(dtype, np.dtype) and dtype in _DATATYPE_BY_DTYPE:
-        return _DATATYPE_BY_DTYPE[dtype]
     return _DATATYPE_BY_NAME[np.dtype(dtype).name]
 
 

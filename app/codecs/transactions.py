@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.codecs.transaction_schema import (
     IDENTIFIER_MAX_LENGTH,
@@ -48,9 +48,14 @@ class TransactionRows:
 
     def columns_for(self, model_card: ModelCard) -> np.ndarray:
         """The features in the column order the model card lists."""
-        assert model_card.tabular is not None
-        columns = _card_columns(tuple(model_card.tabular.features))
-        return self.features if columns is None else self.features[:, columns]
+        return in_card_order(self.features, model_card)
+
+
+def in_card_order(rows: np.ndarray, model_card: ModelCard) -> np.ndarray:
+    """Rows in FEATURES order, in the column order the model card lists."""
+    assert model_card.tabular is not None
+    columns = _card_columns(tuple(model_card.tabular.features))
+    return rows if columns is None else rows[:, columns]
 
 
 def decode_transactions(body: bytes, max_transactions: int) -> TransactionRows:
@@ -119,15 +124,20 @@ def decode_by_pydantic(body: bytes) -> TransactionRows:
 
 
 def _validate(body: bytes) -> list[Any]:
+    return validate_one_or_batch(body, Transaction, TransactionBatch)
+
+
+def validate_one_or_batch(body: bytes, one: type[BaseModel], batch: type[BaseModel]) -> list[Any]:
+    """pydantic's reading of one object, or of `{"transactions": [...]}`."""
     if is_batch(body):  # a batch, or a lone transaction with that word in a value
         try:
-            return TransactionBatch.model_validate_json(body).transactions  # type: ignore[attr-defined, no-any-return]
+            return batch.model_validate_json(body).transactions  # type: ignore[attr-defined, no-any-return]
         except ValidationError as exc:
             if not any(
                 p["type"] == "missing" and p["loc"] == ("transactions",) for p in exc.errors()
             ):
                 raise
-    return [Transaction.model_validate_json(body)]
+    return [one.model_validate_json(body)]
 
 
 @lru_cache(maxsize=64)

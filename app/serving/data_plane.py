@@ -23,17 +23,16 @@ import orjson
 from app.codecs.images import decode_image, to_input_rows
 from app.codecs.open_inference import CheckedRequest
 from app.codecs.payments import PaymentBatch
-from app.codecs.transactions import TransactionRows
+from app.codecs.transactions import TransactionRows, in_card_order
 from app.errors import (
     ClientGone,
     InferenceFailed,
     ServingError,
     ShuttingDown,
-    StoreUnavailable,
     ValidationFailed,
 )
 from app.fraud.decisions import decide
-from app.fraud.features import FEATURE_NAMES, FEATURES
+from app.fraud.features import FEATURE_NAMES
 from app.fraud.history.embedded import EmbeddedHistory, Recorded
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission
@@ -77,7 +76,7 @@ class DataPlane:
         self,
         registry: ModelRegistry,
         decode: DecodeConfig,
-        history: EmbeddedHistory | None = None,
+        history: EmbeddedHistory,
     ) -> None:
         self._registry = registry
         self._decode_config = decode
@@ -154,22 +153,20 @@ class DataPlane:
         from it. A payment is recorded and scored, or neither; one sent again gets the
         answer it got the first time."""
         history = self._history
-        if history is None:
-            raise StoreUnavailable("this server keeps no fraud history")
         recorded: list[Recorded] = []
+        inputs: list[list[float]] = []  # per payment, in FEATURES order
 
         def to_rows(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
             recorded.extend(history.record(p.payment for p in batch))
-            inputs = [
+            inputs.extend(
                 # A retried payment is scored again only to keep the batch whole: its
                 # answer is the one it got first.
                 (r.windows or history.index.windows(p.payment)).model_inputs(
                     p.payment.amount, p.weekend, p.night
                 )
                 for p, r in zip(batch, recorded, strict=True)
-            ]
-            rows = np.asarray(inputs, dtype=np.float32)
-            return _in_card_order(rows, model_card)
+            )
+            return in_card_order(np.asarray(inputs, dtype=np.float32), model_card)
 
         try:
             runtime, batch, outputs = await self._serve(
@@ -183,15 +180,13 @@ class DataPlane:
         fraud = outputs.reshape(len(batch), -1)[:, -1].tolist()
         _check_finite(fraud)
         results, answers = [], {}
-        for incoming, record, probability in zip(batch, recorded, fraud, strict=True):
+        for incoming, record, values, probability in zip(
+            batch, recorded, inputs, fraud, strict=True
+        ):
             transaction_id = incoming.payment.transaction_id
             if record.windows is None and record.earlier_answer:
                 result = orjson.loads(record.earlier_answer)
             else:
-                windows = record.windows or history.index.windows(incoming.payment)
-                values = windows.model_inputs(
-                    incoming.payment.amount, incoming.weekend, incoming.night
-                )
                 result = {
                     "transaction_id": transaction_id,
                     "fraud_probability": probability,
@@ -299,15 +294,6 @@ class DataPlane:
 
 def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:
     return transactions.columns_for(model_card)
-
-
-def _in_card_order(rows: np.ndarray, model_card: ModelCard) -> np.ndarray:
-    """Rows in FEATURES order, in the column order the model card lists."""
-    assert model_card.tabular is not None
-    columns = model_card.tabular.features
-    if tuple(columns) == FEATURES:
-        return rows
-    return rows[:, [FEATURES.index(c) for c in columns]]
 
 
 def _report(call: InferenceCall, runtime: ModelRuntime) -> None:

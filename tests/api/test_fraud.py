@@ -184,8 +184,10 @@ def test_every_answered_payment_survives_a_kill_during_load(tmp_path: Any) -> No
     with running_server(state_dir=str(state), log_level="warning") as base:
         sender = threading.Thread(target=send, args=(base,))
         sender.start()
-        while len(answered) < 300:
+        deadline = time.monotonic() + 60
+        while len(answered) < 300 and sender.is_alive() and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert len(answered) >= 300, base.output()
         base.process.send_signal(signal.SIGKILL)  # with a request in flight, most likely
         base.process.wait()
         sender.join()
