@@ -31,8 +31,12 @@ $(VENV)/.dev-installed: pyproject.toml | $(VENV)/bin/python
 run: $(VENV)/.serve-installed
 	$(PY) -m app
 
+# Real servers the tests start: Redis (the shared fraud history) and nginx (two replicas
+# behind it); without them those tests skip and say why.
 test: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk || echo "no wrk: the benchmark test skips"
+	@command -v redis-server >/dev/null || $(APT_INSTALL) redis-server || echo "no redis-server: the Redis tests skip"
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || $(APT_INSTALL) nginx-light || echo "no nginx: the scale-out test skips"
 	$(PY) -m ruff check app training tests bench
 	$(PY) -m mypy app
 	$(VENV)/bin/lint-imports

@@ -24,13 +24,14 @@ from app.api.open_inference.grpc_server import GrpcServer
 from app.api.request_log import RequestLogMiddleware
 from app.api.services import Services
 from app.errors import StoreUnavailable
-from app.fraud.history.embedded import EmbeddedHistory
+from app.fraud.history.store import HistoryStore
 from app.serving.registry import ModelRegistry
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 PRUNE_EVERY_S = 60.0
+WATCH_EVERY_S = 1.0
 
 DESCRIPTION = """Image classification and card-fraud scoring on ONNX Runtime, with
 server-side dynamic batching. Errors share one shape: `{"error": {"code", "message"}}`."""
@@ -47,25 +48,39 @@ async def _load_then_poll(registry: ModelRegistry, poll_interval_s: float) -> No
             logger.exception("model repository scan failed")
 
 
-async def _open_history(history: EmbeddedHistory) -> None:
-    """Read the fraud history into memory; a store that cannot open leaves the stateful
-    fraud routes answering 503 and everything else serving."""
+async def _open_history(history: HistoryStore) -> None:
+    """Open the fraud history; a store that cannot open leaves the stateful fraud routes
+    answering 503 and everything else serving, until `_watch_history` sees it back."""
     try:
-        await asyncio.to_thread(history.open)
+        await history.open()
     except StoreUnavailable as exc:
         logger.error("%s", exc.message)
         return
-    logger.info("fraud history: %d payments from %s", len(history.index.payments), history.path)
+    logger.info("fraud history: %d payments at %s", history.size().payments, history.where)
 
 
-async def _prune_every(history: EmbeddedHistory, interval_s: float) -> None:
+async def _watch_history(history: HistoryStore, interval_s: float) -> None:
+    """Keep `history.problem` (and so /readyz) current, and reconnect when the store is
+    back; every request also tries on its own."""
+    while True:
+        await asyncio.sleep(interval_s)
+        before = history.problem
+        await history.check()
+        if history.problem != before:
+            if history.problem is None:
+                logger.info("fraud history available again at %s", history.where)
+            else:
+                logger.error("%s", history.problem)
+
+
+async def _prune_every(history: HistoryStore, interval_s: float) -> None:
     """Keep the history within its retention of event time."""
     while True:
         await asyncio.sleep(interval_s)
-        if not history.is_open:
+        if history.problem is not None:
             continue
         try:
-            forgotten = history.prune()
+            forgotten = await history.prune()
         except StoreUnavailable as exc:
             logger.error("%s", exc.message)
             continue
@@ -84,7 +99,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         services.data_plane.start()
         await _open_history(services.history)
-        pruning = asyncio.create_task(_prune_every(services.history, PRUNE_EVERY_S), name="prune")
+        history_tasks = [
+            asyncio.create_task(_prune_every(services.history, PRUNE_EVERY_S), name="prune"),
+            asyncio.create_task(_watch_history(services.history, WATCH_EVERY_S), name="watch"),
+        ]
         # Load in the background so /healthz answers at once; /readyz tells when done.
         loading = asyncio.create_task(
             _load_then_poll(services.registry, settings.poll_interval_s), name="models"
@@ -97,13 +115,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # After a SIGTERM the drain has waited for the calls in flight already; otherwise
             # (SIGINT, a drain that ran out of time) they get the grace period.
             await grpc_server.stop(settings.shutdown_grace_s)
-            for task in (loading, pruning):
+            for task in (loading, *history_tasks):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await services.registry.close()
             services.data_plane.close()
-            services.history.close()
+            await services.history.close()
 
     app = FastAPI(
         title="deepserve",

@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         default=Path("state"),
         description="Where the service keeps what it must not lose: the fraud history.",
     )
+    fraud_store: str = Field(
+        default="",
+        description="Where the fraud history lives: empty for the embedded store (SQLite "
+        "under the state directory, one process), or a `redis://` (`rediss://`) URL that "
+        "replicas share.",
+        pattern=r"^$|^rediss?://",
+    )
     fraud_retention_days: int = Field(
         default=37,
         ge=31,

@@ -13,6 +13,7 @@ from app.api.services import services_of
 from app.main import create_app
 from app.settings import Settings
 from tests import model_factory
+from tests.redis_server import RedisServer, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -99,3 +100,16 @@ def transaction(**changes: Any) -> dict[str, Any]:
     }
     body.update(changes)
     return body
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisServer]:
+    """One real redis-server for the whole run; `redis_url` empties it for each test."""
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_session: RedisServer) -> str:
+    redis_session.flush()
+    return redis_session.url

@@ -18,11 +18,9 @@ from app.api.inference import VERSION, ScoreResult
 from app.api.responses import json_response
 from app.codecs.payments import PaymentBatch, decode_labels, decode_payments
 from app.codecs.transaction_schema import Identifier, LabelBatch, RawTransactionBatch
-from app.errors import NotInHistory, StoreUnavailable
+from app.errors import NotInHistory
 from app.fraud.features import FEATURE_NAMES
-from app.fraud.history.embedded import EmbeddedHistory
-from app.fraud.history.records import TransactionId
-from app.fraud.history.windows import Timeline
+from app.fraud.history.store import EntityKind
 
 DEFAULT_PAGE = 20
 INCLUDE = QueryParameter(
@@ -67,7 +65,7 @@ async def labels(call: EndpointCall) -> Response:
     settings = call.services.settings
     body = await read_json(call.request, settings.max_body_bytes)
     given = decode_labels(body, settings.max_labels_per_request)
-    outcomes = _open(call).label(given)
+    outcomes = await call.services.history.label(given)
     results = [
         {"transaction_id": transaction_id, "fraud": fraud, "outcome": outcome}
         for (transaction_id, fraud), outcome in zip(given, outcomes, strict=True)
@@ -76,66 +74,39 @@ async def labels(call: EndpointCall) -> Response:
 
 
 async def customer(call: EndpointCall) -> Response:
-    history = _open(call)
-    return _view(call, history, history.index.customers, call.params["customer_id"], "customer")
+    return await _view(call, "customer", call.params["customer_id"])
 
 
 async def terminal(call: EndpointCall) -> Response:
-    history = _open(call)
-    return _view(call, history, history.index.terminals, call.params["terminal_id"], "terminal")
+    return await _view(call, "terminal", call.params["terminal_id"])
 
 
-def _open(call: EndpointCall) -> EmbeddedHistory:
-    history = call.services.history
-    if not history.is_open:
-        raise StoreUnavailable("the fraud history is not available (see the server's log)")
-    return history
-
-
-def _view(
-    call: EndpointCall,
-    history: EmbeddedHistory,
-    timelines: dict[TransactionId, Timeline],
-    raw_id: str,
-    kind: str,
-) -> Response:
+async def _view(call: EndpointCall, kind: EntityKind, raw_id: str) -> Response:
     """The window features as of the entity's newest payment, and its newest payments."""
-    entity = _identifier(raw_id, timelines)
-    timeline = timelines.get(entity)
-    if timeline is None or not timeline.ids:
-        raise NotInHistory(f"the history holds no transaction of {kind} {raw_id!r}")
     limit = call.number("limit") or DEFAULT_PAGE
-    newest = history.index.payments[timeline.ids[-1]]
-    windows = history.index.windows(newest.payment)
-    values = windows.model_inputs(newest.payment.amount, False, False)
-    names = list(FEATURE_NAMES.values())
+    view = await call.services.history.view(kind, raw_id, limit)
+    if view is None:
+        raise NotInHistory(f"the history holds no transaction of {kind} {raw_id!r}")
+    newest = view.newest[0].payment
+    values = view.windows.model_inputs(newest.amount, False, False)
     prefix = f"{kind}_"
-    features = {n: v for n, v in zip(names, values, strict=True) if n.startswith(prefix)}
-    transactions = []
-    for transaction_id in reversed(timeline.ids[-limit:]):
-        known = history.index.payments[transaction_id]
-        payment = known.payment
-        transactions.append(
-            {
-                "transaction_id": transaction_id,
-                "customer_id": payment.customer_id,
-                "terminal_id": payment.terminal_id,
-                "amount": payment.amount,
-                "timestamp": datetime.fromtimestamp(payment.time_us / 1e6, UTC).isoformat(),
-                "fraud": known.fraud,
-            }
-        )
-    return json_response({"id": entity, "features": features, "transactions": transactions})
-
-
-def _identifier(raw: str, timelines: dict[TransactionId, Timeline]) -> TransactionId:
-    """A path segment as the id it names: an integer where the history has one so written,
-    else the string."""
-    if raw.lstrip("-").isascii() and raw.lstrip("-").isdigit():
-        number = int(raw)
-        if number in timelines:
-            return number
-    return raw
+    features = {
+        name: value
+        for name, value in zip(FEATURE_NAMES.values(), values, strict=True)
+        if name.startswith(prefix)
+    }
+    transactions = [
+        {
+            "transaction_id": known.payment.transaction_id,
+            "customer_id": known.payment.customer_id,
+            "terminal_id": known.payment.terminal_id,
+            "amount": known.payment.amount,
+            "timestamp": datetime.fromtimestamp(known.payment.time_us / 1e6, UTC).isoformat(),
+            "fraud": known.fraud,
+        }
+        for known in view.newest
+    ]
+    return json_response({"id": view.entity, "features": features, "transactions": transactions})
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from starlette.applications import Starlette
 from app.api.draining import Drain
 from app.api.refusals import RefusalPacer
 from app.fraud.history.embedded import EmbeddedHistory
+from app.fraud.history.redis_store import RedisHistory
+from app.fraud.history.store import HistoryStore
 from app.serving.data_plane import DataPlane
 from app.serving.metrics import ServingMetrics
 from app.serving.registry import ModelRegistry
@@ -23,16 +25,14 @@ class Services:
     data_plane: DataPlane
     drain: Drain
     refusals: RefusalPacer
-    history: EmbeddedHistory
+    history: HistoryStore
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         metrics = ServingMetrics()
         registry = ModelRegistry(settings.registry_config(), metrics)
         metrics.watch(registry.snapshot)
-        history = EmbeddedHistory(
-            settings.state_dir / "fraud-history.db", settings.fraud_retention_days
-        )
+        history = history_store(settings)
         metrics.watch_history(history.size)
         return cls(
             settings=settings,
@@ -43,6 +43,12 @@ class Services:
             drain=Drain(),
             refusals=RefusalPacer(settings.prompt_refusals_per_s, settings.refusal_pause_ms / 1000),
         )
+
+
+def history_store(settings: Settings) -> HistoryStore:
+    if settings.fraud_store:
+        return RedisHistory(settings.fraud_store, settings.fraud_retention_days)
+    return EmbeddedHistory(settings.state_dir / "fraud-history.db", settings.fraud_retention_days)
 
 
 def services_of(app: Starlette) -> Services:

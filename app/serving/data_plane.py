@@ -11,6 +11,7 @@ callables and turn the plain answers into their own wire format.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -29,16 +30,20 @@ from app.errors import (
     InferenceFailed,
     ServingError,
     ShuttingDown,
+    StoreUnavailable,
     ValidationFailed,
 )
 from app.fraud.decisions import decide
 from app.fraud.features import FEATURE_NAMES
-from app.fraud.history.embedded import EmbeddedHistory, Recorded
+from app.fraud.history.records import TransactionId
+from app.fraud.history.store import HistoryStore, Recorded
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission
 from app.serving.config import DecodeConfig
 from app.serving.registry import Kind, ModelRegistry
 from app.serving.runtime import ModelRuntime
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 # Watching for a hang-up costs a task per request (a few percent of the event loop with a
@@ -76,7 +81,7 @@ class DataPlane:
         self,
         registry: ModelRegistry,
         decode: DecodeConfig,
-        history: EmbeddedHistory,
+        history: HistoryStore,
     ) -> None:
         self._registry = registry
         self._decode_config = decode
@@ -156,14 +161,12 @@ class DataPlane:
         recorded: list[Recorded] = []
         inputs: list[list[float]] = []  # per payment, in FEATURES order
 
-        def to_rows(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
-            recorded.extend(history.record(p.payment for p in batch))
+        async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
+            recorded.extend(await history.record([p.payment for p in batch]))
+            # A retried payment is scored again only to keep the batch whole: its answer
+            # is the one it got first, where that was kept.
             inputs.extend(
-                # A retried payment is scored again only to keep the batch whole: its
-                # answer is the one it got first.
-                (r.windows or history.index.windows(p.payment)).model_inputs(
-                    p.payment.amount, p.weekend, p.night
-                )
+                r.windows.model_inputs(p.payment.amount, p.weekend, p.night)
                 for p, r in zip(batch, recorded, strict=True)
             )
             return in_card_order(np.asarray(inputs, dtype=np.float32), model_card)
@@ -173,32 +176,39 @@ class DataPlane:
                 call, "tabular_classifier", lambda _: read_payments(), to_rows
             )
         except BaseException:
-            history.forget(r.payment.transaction_id for r in recorded if r.windows is not None)
+            await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
         model_card = runtime.model_card
         assert model_card.thresholds is not None
         fraud = outputs.reshape(len(batch), -1)[:, -1].tolist()
         _check_finite(fraud)
         results, answers = [], {}
-        for incoming, record, values, probability in zip(
-            batch, recorded, inputs, fraud, strict=True
-        ):
-            transaction_id = incoming.payment.transaction_id
-            if record.windows is None and record.earlier_answer:
+        for record, values, probability in zip(recorded, inputs, fraud, strict=True):
+            if record.earlier_answer:
                 result = orjson.loads(record.earlier_answer)
             else:
                 result = {
-                    "transaction_id": transaction_id,
+                    "transaction_id": record.payment.transaction_id,
                     "fraud_probability": probability,
                     "decision": decide(probability, model_card.thresholds),
                     "features": dict(zip(FEATURE_NAMES.values(), values, strict=True)),
                 }
-                answers[transaction_id] = orjson.dumps(result)
+                if record.new:
+                    answers[record.payment.transaction_id] = orjson.dumps(result)
             if not include_features:
                 result = {k: v for k, v in result.items() if k != "features"}
             results.append(result)
-        history.save_answers(answers)
+        await self._keep_answers(answers)
         return {"model": model_card.name, "version": model_card.version, "results": results}
+
+    async def _keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
+        """The payments are recorded and scored: an answer that cannot be kept now costs a
+        retry only its exact repetition (it is scored again from the history), so it does
+        not fail the request."""
+        try:
+            await self._history.save_answers(answers)
+        except StoreUnavailable as exc:
+            logger.warning("answers not kept for retries: %s", exc.message)
 
     async def infer(
         self, call: InferenceCall, read: Callable[[ModelCard], Awaitable[CheckedRequest]]

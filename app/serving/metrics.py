@@ -97,8 +97,8 @@ class ServingMetrics:
         children[1].observe(seconds)
 
     def watch_history(self, read: Callable[[], tuple[int, int, int | None]]) -> None:
-        """Report the fraud history's size, read at scrape time as `(payments kept, bytes on
-        disk, newest event time in microseconds or None)`."""
+        """Report the fraud history's size, read at scrape time as `(payments kept, bytes
+        taken, newest event time in microseconds or None)`."""
         self.registry.register(_HistoryCollector(read))
 
     def watch(self, read_models: Callable[[], Iterable[tuple[str, int, str, int]]]) -> None:
@@ -162,7 +162,9 @@ class _HistoryCollector(Collector):
             "deepserve_fraud_history_payments", "Payments kept in the fraud history.", payments
         )
         yield GaugeMetricFamily(
-            "deepserve_fraud_history_bytes", "Bytes the fraud history takes on disk.", size
+            "deepserve_fraud_history_bytes",
+            "Bytes the fraud history takes: on disk (embedded), or Redis's memory.",
+            size,
         )
         if newest_us is not None:
             yield GaugeMetricFamily(

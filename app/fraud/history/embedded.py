@@ -9,19 +9,26 @@ the file: replicas that share a history use the Redis store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
 import orjson
 
 from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
-from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
-from app.fraud.history.windows import HistoryIndex
-
-LabelOutcome = Literal["applied", "unchanged", "unknown"]
+from app.fraud.history.records import DAY_US, Payment, TransactionId
+from app.fraud.history.store import (
+    EntityKind,
+    EntityView,
+    HistorySize,
+    KnownPayment,
+    LabelOutcome,
+    LoadRow,
+    Recorded,
+)
+from app.fraud.history.windows import HistoryIndex, Timeline
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -37,16 +44,6 @@ CREATE INDEX IF NOT EXISTS payments_by_time ON payments (time_us);
 """
 
 
-@dataclass(slots=True)
-class Recorded:
-    """A payment after `record`: its windows, or, when it had been recorded before (a
-    client's retry), the answer it got then."""
-
-    payment: Payment
-    windows: Windows | None
-    earlier_answer: bytes | None = None
-
-
 class EmbeddedHistory:
     def __init__(self, path: Path, retention_days: int = 37) -> None:
         self.path = path
@@ -56,8 +53,17 @@ class EmbeddedHistory:
         self.problem: str | None = None  # why the history is not available, if it is not
         self._db: sqlite3.Connection | None = None
 
-    def open(self) -> None:
-        """Open (or create) the file and read the retained history into memory."""
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    async def open(self) -> None:
+        """Open (or create) the file and read the retained history into memory (seconds
+        for weeks of payments: in a thread)."""
+        await asyncio.to_thread(self.open_now)
+
+    def open_now(self) -> None:
+        self.index = HistoryIndex()  # a failed attempt may have left half of it
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -81,26 +87,31 @@ class EmbeddedHistory:
         self.problem = None
         self._db = db
 
-    def size(self) -> tuple[int, int, int | None]:
+    def size(self) -> HistorySize:
         """Payments kept, bytes on disk (the file and its journal), newest event time."""
         files = [self.path, self.path.with_name(self.path.name + "-wal")]
         size = sum(f.stat().st_size for f in files if f.exists())
-        return len(self.index.payments), size, self.newest_us
+        return HistorySize(len(self.index.payments), size, self.newest_us)
 
     @property
     def is_open(self) -> bool:
         return self._db is not None
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
-    def record(self, payments: Iterable[Payment]) -> list[Recorded]:
-        """Record a batch in time order (ties by id) and compute each new payment's windows,
-        each seeing the earlier ones; in request order. All or nothing: a batch that cannot
-        be written leaves no trace."""
-        payments = list(payments)
+    async def check(self) -> None:
+        """A file that could not be opened at start is tried again."""
+        if self._db is None:
+            with contextlib.suppress(StoreUnavailable):
+                await self.open()
+
+    async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
         self.connection()  # open, or nothing happens
         self._check_retention(payments)
         known: dict[TransactionId, Recorded] = {}
@@ -117,7 +128,8 @@ class EmbeddedHistory:
                     "content; send a new transaction_id for a new payment"
                 )
             if earlier is not None:
-                known[payment.transaction_id] = Recorded(payment, None, b"")
+                windows = self.index.windows(payment)
+                known[payment.transaction_id] = Recorded(payment, windows, new=False)
         for payment in new.values():
             self.index.add(payment)
         try:
@@ -135,8 +147,7 @@ class EmbeddedHistory:
                 known[transaction_id].earlier_answer = answer
         return [results.get(p.transaction_id) or known[p.transaction_id] for p in payments]
 
-    def forget(self, transaction_ids: Iterable[TransactionId]) -> None:
-        """Undo `record` for payments whose scoring failed: recorded and scored, or neither."""
+    async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
         ids = [i for i in transaction_ids if i in self.index.payments]
         for transaction_id in ids:
             self.index.remove(transaction_id)
@@ -147,8 +158,7 @@ class EmbeddedHistory:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be written: {exc}") from exc
 
-    def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
-        """Keep the answer each payment got, for retries of the same payment."""
+    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
         rows = [(answer, _text(i)) for i, answer in answers.items()]
         try:
             self.connection().executemany(
@@ -157,9 +167,8 @@ class EmbeddedHistory:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be written: {exc}") from exc
 
-    def label(self, labels: Iterable[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
-        """Apply fraud labels (chargebacks, investigations); a later one corrects an
-        earlier one. Per label: applied, unchanged, or unknown (no such payment)."""
+    async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
+        self.connection()  # open, or nothing happens
         outcomes: list[LabelOutcome] = []
         changed: list[tuple[int, str]] = []
         undo: list[tuple[TransactionId, bool | None]] = []  # to restore if the write fails
@@ -186,8 +195,24 @@ class EmbeddedHistory:
             raise StoreUnavailable(f"the labels could not be written: {exc}") from exc
         return outcomes
 
-    def prune(self) -> int:
-        """Forget payments older than the retention, before the newest event time."""
+    async def view(self, kind: EntityKind, raw_id: str, limit: int) -> EntityView | None:
+        self.connection()
+        timelines = self.index.customers if kind == "customer" else self.index.terminals
+        timeline = timelines.get(_identifier(raw_id, timelines))
+        if timeline is None or not timeline.ids:
+            return None
+        newest = self.index.payments[timeline.ids[-1]].payment
+        payments = self.index.payments
+        return EntityView(
+            timeline.entity,
+            self.index.windows(newest),
+            [
+                KnownPayment(payments[i].payment, payments[i].fraud)
+                for i in reversed(timeline.ids[-limit:])
+            ],
+        )
+
+    async def prune(self) -> int:
         if self.newest_us is None:
             return 0
         horizon = self.newest_us - self.retention_us
@@ -198,7 +223,26 @@ class EmbeddedHistory:
             raise StoreUnavailable(f"the history could not be pruned: {exc}") from exc
         return forgotten
 
-    def _check_retention(self, payments: list[Payment]) -> None:
+    async def load(self, rows: Sequence[LoadRow]) -> int:
+        """Straight into the file (fast enough for 100,000 rows a second): the payments in
+        memory are not updated, so load before the server starts."""
+        db = self.connection()
+        before = db.total_changes
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR IGNORE INTO payments "
+                "(transaction_id, customer_id, terminal_id, amount, time_us, fraud) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return db.total_changes - before
+
+    def _check_retention(self, payments: Sequence[Payment]) -> None:
         if self.newest_us is None:
             return
         horizon = self.newest_us - self.retention_us
@@ -252,6 +296,15 @@ class EmbeddedHistory:
 
 def _text(identifier: TransactionId) -> str:
     return orjson.dumps(identifier).decode()
+
+
+def _identifier(raw: str, timelines: dict[TransactionId, Timeline]) -> TransactionId:
+    """A path segment as the id it names: an integer where the history has one so written,
+    else the string."""
+    digits = raw.removeprefix("-")
+    if digits.isascii() and digits.isdigit() and int(raw) in timelines:
+        return int(raw)
+    return raw
 
 
 def _payment(row: tuple[str, str, str, float, int, int | None]) -> Payment:

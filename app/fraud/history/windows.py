@@ -24,6 +24,23 @@ def tie_key(transaction_id: TransactionId) -> tuple[int, int | str]:
     return (1, transaction_id)
 
 
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+
+
+def sortable_id(transaction_id: TransactionId) -> str:
+    """The id as text that sorts bytewise (UTF-8) as `tie_key` orders ids, and that ends
+    before any NUL that follows it: for stores that order members as bytes (Redis)."""
+    if isinstance(transaction_id, int):
+        digits = str(abs(transaction_id))
+        if transaction_id >= 0:
+            return f"0p{len(digits):04d}{digits}"
+        # Negative: more digits, or larger ones, sort first.
+        return f"0n{9999 - len(digits):04d}{digits.translate(_COMPLEMENT)}"
+    # NUL and \x01 are escaped to sort below every other character, so that a prefix
+    # still sorts first.
+    return "1" + transaction_id.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
 class Timeline:
     """One card's or terminal's payments in (time, transaction id) order, in arrays: some
     350,000 payments of 37 days take tens of megabytes, not hundreds."""

@@ -1,5 +1,5 @@
-"""Online equals offline: payments of the real dataset replayed in time order into the
-embedded store, in batches of 100 with each label sent once its payment is a week old,
+"""Online equals offline: payments of the real dataset replayed in time order into each
+store (embedded and Redis), in batches of 100 with each label sent once its payment is a week old,
 get exactly the window features `training/` computes over the whole file.
 
 A slice (600 cards over seven weeks) runs here; the full replay through HTTP is its own
@@ -14,13 +14,19 @@ import pytest
 
 from app.fraud.history.embedded import EmbeddedHistory
 from app.fraud.history.records import DAY_US, Payment, event_time_us
+from app.fraud.history.redis_store import RedisHistory
+from app.fraud.history.store import HistoryStore
 from tests.conftest import REPO_ROOT
 
 DATA = REPO_ROOT.parent / "shared" / "datasets" / "fraud-transactions.csv.gz"
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"needs the dataset at {DATA}")
 
 
-def test_replayed_windows_equal_the_offline_features(tmp_path: Path) -> None:
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["embedded", "redis"])
+async def test_replayed_windows_equal_the_offline_features(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     pd = pytest.importorskip("pandas")
     from training.fraud_data import COLUMNS, add_features
 
@@ -39,8 +45,12 @@ def test_replayed_windows_equal_the_offline_features(tmp_path: Path) -> None:
         )
     ]  # fmt: skip
 
-    store = EmbeddedHistory(tmp_path / "history.db")
-    store.open()
+    store: HistoryStore
+    if kind == "redis":
+        store = RedisHistory(request.getfixturevalue("redis_url"))
+    else:
+        store = EmbeddedHistory(tmp_path / "history.db")
+    await store.open()
     online, labelled = [], 0
     for start in range(0, len(payments), 100):
         batch = payments[start : start + 100]
@@ -49,8 +59,9 @@ def test_replayed_windows_equal_the_offline_features(tmp_path: Path) -> None:
         while labelled < len(payments) and times[labelled] <= due:
             labels.append((int(ids[labelled]), bool(frauds[labelled])))
             labelled += 1
-        store.label(labels)
-        online += [r.windows for r in store.record(batch)]
+        await store.label(labels)
+        online += [r.windows for r in await store.record(batch)]
+    await store.close()
 
     checked = offline["TX_DATETIME"] >= offline["TX_DATETIME"].min() + pd.Timedelta(days=37)
     assert checked.sum() > 5000

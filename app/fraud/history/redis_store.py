@@ -1,0 +1,247 @@
+"""The Redis history store, for replicas that share one history: every batch is one
+atomic script call (`redis_scripts.py`), so two replicas recording one card's payments at
+once see each other's in time order, and a retry is safe whatever was lost on the way.
+
+When Redis is unreachable the store raises `StoreUnavailable` (503, Retry-After) and says
+why in `problem`; every call tries the connection afresh, so service returns as soon as
+Redis does. Durability is Redis's own: run it with an append-only file (`appendonly yes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
+from app.fraud.history import redis_scripts
+from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
+from app.fraud.history.store import (
+    EntityKind,
+    EntityView,
+    HistorySize,
+    KnownPayment,
+    LabelOutcome,
+    LoadRow,
+    Recorded,
+)
+from app.fraud.history.windows import sortable_id
+
+PRUNE_BATCH = 1000
+
+
+class RedisHistory:
+    def __init__(
+        self, url: str, retention_days: int = 37, prefix: str = "deepserve:fraud:"
+    ) -> None:
+        self.url = url
+        self.retention_us = retention_days * DAY_US
+        self.prefix = prefix
+        self.problem: str | None = None
+        self._size = HistorySize(0, 0, None)
+        # Short timeouts: a Redis that is gone must turn into a 503 well within a request's
+        # deadline, not hang it. One immediate retry on another connection: after Redis
+        # restarts, each pooled connection fails once. (Every script may run twice.)
+        self._client = aioredis.Redis.from_url(
+            url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1)
+        )
+        script = self._client.register_script
+        self._record = script(redis_scripts.RECORD)
+        self._forget = script(redis_scripts.FORGET)
+        self._save_answers = script(redis_scripts.SAVE_ANSWERS)
+        self._label = script(redis_scripts.LABEL)
+        self._view = script(redis_scripts.VIEW)
+        self._prune = script(redis_scripts.PRUNE)
+        self._load = script(redis_scripts.LOAD)
+
+    @property
+    def where(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+    async def open(self) -> None:
+        await self.check()
+        if self.problem is not None:
+            raise StoreUnavailable(self.problem)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def check(self) -> None:
+        try:
+            await self._client.ping()
+            await self._refresh_size()
+        except RedisError as exc:
+            self.problem = f"the fraud history's Redis at {self.where} does not answer: {exc}"
+            return
+        self.problem = None
+
+    async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
+        unique: dict[TransactionId, Payment] = {}
+        for payment in payments:
+            same_id = unique.setdefault(payment.transaction_id, payment)
+            if same_id != payment:
+                raise _conflict(payment.transaction_id)
+        args: list[str | int] = [self.prefix, self.retention_us]
+        for p in unique.values():
+            transaction_id = _text(p.transaction_id)
+            head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
+            args += [
+                transaction_id,
+                _text(p.customer_id),
+                _text(p.terminal_id),
+                repr(p.amount),
+                p.time_us,
+                head,
+            ]
+        reply = await self._call(self._record, args)
+        outcome = reply[0]
+        if outcome == b"conflict":
+            raise _conflict(orjson.loads(reply[1]))
+        if outcome == b"old":
+            raise ValidationFailed(
+                f"transaction {orjson.loads(reply[1])!r}: its timestamp is older than the "
+                f"history keeps ({self.retention_us // DAY_US} days before the newest)",
+                [{"field": "timestamp", "message": "older than the retention"}],
+            )
+        results: dict[TransactionId, Recorded] = {}
+        for i, payment in enumerate(unique.values()):
+            at = 1 + i * 14
+            new, answer = reply[at] == 1, reply[at + 1]
+            windows = _windows(reply[at + 2 : at + 14], payment.amount)
+            results[payment.transaction_id] = Recorded(payment, windows, new, answer or None)
+        recorded = [results[p.transaction_id] for p in payments]
+        # The same payment twice in one request: recorded once, the second is a retry.
+        seen: set[TransactionId] = set()
+        for i, r in enumerate(recorded):
+            if r.payment.transaction_id in seen:
+                recorded[i] = Recorded(r.payment, r.windows, new=False)
+            seen.add(r.payment.transaction_id)
+        return recorded
+
+    async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
+        if transaction_ids:
+            await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])
+
+    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
+        if answers:
+            args: list[str | bytes] = [self.prefix]
+            for transaction_id, answer in answers.items():
+                args += [_text(transaction_id), answer]
+            await self._call(self._save_answers, args)
+
+    async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
+        if not labels:
+            return []
+        args = [self.prefix]
+        for transaction_id, fraud in labels:
+            args += [_text(transaction_id), "1" if fraud else "0"]
+        reply = await self._call(self._label, args)
+        return [outcome.decode() for outcome in reply]
+
+    async def view(self, kind: EntityKind, raw_id: str, limit: int) -> EntityView | None:
+        candidates = [_text(raw_id)]
+        digits = raw_id.removeprefix("-")
+        if digits.isascii() and digits.isdigit():
+            candidates.insert(0, _text(int(raw_id)))
+        letter = "c" if kind == "customer" else "k"
+        reply = await self._call(self._view, [self.prefix, letter, limit, *candidates])
+        if not reply:
+            return None
+        newest: list[KnownPayment] = []
+        for at in range(13, len(reply), 3):
+            payment = _payment(reply[at], reply[at + 1])
+            label = reply[at + 2]
+            newest.append(KnownPayment(payment, None if not label else label == b"1"))
+        return EntityView(
+            orjson.loads(reply[0]), _windows(reply[1:13], newest[0].payment.amount), newest
+        )
+
+    async def prune(self) -> int:
+        forgotten = 0
+        while True:
+            count = await self._call(self._prune, [self.prefix, self.retention_us, PRUNE_BATCH])
+            forgotten += count
+            if count < PRUNE_BATCH:
+                break
+        await self.check()
+        return forgotten
+
+    async def load(self, rows: Sequence[LoadRow]) -> int:
+        args: list[str | int | float] = [self.prefix]
+        for transaction_id, customer, terminal, amount, time_us, fraud in rows:
+            head = f"{sortable_id(orjson.loads(transaction_id))}\0{transaction_id}"
+            label = "" if fraud is None else str(int(fraud))
+            args += [transaction_id, customer, terminal, repr(amount), time_us, head, label]
+        loaded: int = await self._call(self._load, args)
+        await self._refresh_size()
+        return loaded
+
+    def size(self) -> HistorySize:
+        return self._size
+
+    async def _refresh_size(self) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.zcard(self.prefix + "time")
+            pipe.get(self.prefix + "newest")
+            pipe.info("memory")
+            payments, newest, memory = await pipe.execute()
+        self._size = HistorySize(
+            payments, memory.get("used_memory", 0), None if newest is None else int(newest)
+        )
+
+    async def _call(self, script: Callable[..., Awaitable[Any]], args: Sequence[Any]) -> Any:
+        try:
+            reply = await script(keys=[], args=args)
+        except RedisError as exc:
+            self.problem = f"the fraud history's Redis at {self.where} does not answer: {exc}"
+            raise StoreUnavailable(self.problem) from exc
+        self.problem = None
+        return reply
+
+
+def _text(identifier: TransactionId) -> str:
+    return orjson.dumps(identifier).decode()
+
+
+def _windows(values: Sequence[Any], amount: float) -> Windows:
+    """The script's twelve values: per window the card's count and amount sum, then the
+    terminal's count and frauds."""
+    counts = (int(values[0]), int(values[2]), int(values[4]))
+    sums = (float(values[1]), float(values[3]), float(values[5]))
+    terminal = (int(values[6]), int(values[8]), int(values[10]))
+    frauds = (int(values[7]), int(values[9]), int(values[11]))
+    averages = [s / c if c else amount for s, c in zip(sums, counts, strict=True)]
+    risks = [f / c if c else 0.0 for f, c in zip(frauds, terminal, strict=True)]
+    return Windows(
+        customer_nb_tx=counts,
+        customer_avg_amount=(averages[0], averages[1], averages[2]),
+        terminal_nb_tx=terminal,
+        terminal_risk=(risks[0], risks[1], risks[2]),
+    )
+
+
+def _payment(transaction_id: bytes, content: bytes) -> Payment:
+    customer, terminal, amount, time_us = content.split(b"\0")
+    return Payment(
+        orjson.loads(transaction_id),
+        orjson.loads(customer),
+        orjson.loads(terminal),
+        float(amount),
+        int(time_us),
+    )
+
+
+def _conflict(transaction_id: TransactionId) -> PaymentConflict:
+    return PaymentConflict(
+        f"transaction {transaction_id!r} was recorded before with other content; send a new "
+        "transaction_id for a new payment"
+    )
