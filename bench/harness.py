@@ -1,7 +1,8 @@
 """`make bench` / `python -m bench`: the service beside the hardware limit and its peers,
 and its Open Inference Protocol (v2) beside its own `/v1`.
 
-Two sections, both by default; `--only systems` or `--only open-inference` runs one.
+Three sections, all by default; `--only systems`, `--only open-inference` or
+`--only fraud-history` runs one.
 
 systems: for each system, start it, warm it up, then for each workload and concurrency
 level run wrk in windows until three in a row agree on throughput within 10% (as Triton's
@@ -13,6 +14,10 @@ open-inference (`bench/open_inference.py`): one deepserve process; one image and
 transaction per request at concurrency 1 and 64; `/v1` (wrk), v2 REST with binary tensors
 (wrk, and Triton's perf_analyzer) and v2 gRPC (perf_analyzer), side by side in rounds. A few
 minutes: `python -m bench --only open-inference`.
+
+fraud-history (`bench/fraud_history.py`): stateful fraud scoring (raw payments, the history
+kept by the service) beside stateless `/score`, with the embedded store and with Redis, in
+rounds side by side. A few minutes: `python -m bench --only fraud-history`.
 
 Writes `<out>/<date>-<host>.json`, `.md`, and PNGs: one per model, one for open-inference.
 """
@@ -34,7 +39,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.settings import Settings
-from bench import inprocess, open_inference, perf_analyzer, report
+from bench import fraud_history, inprocess, open_inference, perf_analyzer, report
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
@@ -45,7 +50,7 @@ STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
 SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
-SECTIONS = ("systems", "open-inference")
+SECTIONS = ("systems", "open-inference", "fraud-history")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -96,6 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
     rows: list[dict] = []
     starts: dict[str, dict] = {}
     v2: dict | None = None
+    history: dict | None = None
     bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     try:
         if "systems" in sections:
@@ -113,6 +119,16 @@ def main(argv: list[str] | None = None) -> Path:
                 args.open_inference_levels,
                 open_inference.Timing.of(args.rounds, STABLE_WITHIN, args.quick),
                 bodies,
+            )
+        if "fraud-history" in sections:
+            print("fraud history: stateful beside stateless scoring", flush=True)
+            many = transactions if args.quick else sample_transactions(40_000)[0]
+            history = fraud_history.measure(
+                many,
+                bodies_dir / "fraud-history",
+                1 if args.quick else args.rounds,
+                2.0 if args.quick else 6.0,
+                20 if args.quick else 400,
             )
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)
@@ -153,6 +169,8 @@ def main(argv: list[str] | None = None) -> Path:
     }
     if v2 is not None:
         results["open_inference"] = v2
+    if history is not None:
+        results["fraud_history"] = history
     results["targets"] = report.targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}"

@@ -139,6 +139,38 @@ def targets(results: dict) -> list[dict]:
                 0.9,
                 True,
             )
+    if "fraud_history" in results:
+        out += _fraud_history_targets(results["fraud_history"])
+    return out
+
+
+def _fraud_history_targets(section: dict) -> list[dict]:
+    from bench.fraud_history import ratios
+
+    out = []
+    for store, goal in (("embedded", 0.7), ("redis", 0.5)):
+        ratio = ratios(section).get(store)
+        if ratio is not None:
+            out.append(
+                {
+                    "target": f"fraud, 1 per request, c=64: stateful ({store}) req/s over "
+                    "stateless /score (side by side)",
+                    "value": round(ratio, 3),
+                    "goal": f">= {goal}",
+                    "met": ratio >= goal,
+                }
+            )
+    for row in section["rows"]:
+        if row["items"] == 100 and row["store"] == "embedded":
+            out.append(
+                {
+                    "target": "fraud, 100 per request: transactions/s recorded and scored "
+                    "(embedded)",
+                    "value": row["items_per_s"],
+                    "goal": ">= 20000",
+                    "met": row["items_per_s"] >= 20_000,
+                }
+            )
     return out
 
 
@@ -159,6 +191,8 @@ def markdown(results: dict) -> str:
         lines += _systems_markdown(results)
     if "open_inference" in results:
         lines += _open_inference_markdown(results)
+    if "fraud_history" in results:
+        lines += _fraud_history_markdown(results["fraud_history"])
     lines += ["", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
     for t in results["targets"]:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -291,6 +325,30 @@ def _open_inference_markdown(results: dict) -> list[str]:
             f"- failed: {failure['workload']}, c={failure['concurrency']}, "
             f"{failure['system']}, round {failure['round'] + 1}: "
             + failure["error"].strip().splitlines()[-1]
+        )
+    return lines
+
+
+def _fraud_history_markdown(section: dict) -> list[str]:
+    settings = section["settings"]
+    lines = [
+        "",
+        "## Fraud scoring with history beside stateless /score",
+        "",
+        f"Two deepserve processes (embedded store; Redis: {settings['redis']}); "
+        f"{settings['rounds']} round(s) of {settings['window_s']:g} s windows: "
+        f"{settings['order']}. Payments: {settings['payments']}. A row shows its median round.",
+        "",
+        "| row | concurrency | req/s | transactions/s | p50 ms | p99 ms | errors "
+        "| server cores | RSS MB (peak) | req/s per round |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in section["rows"]:
+        rounds = ", ".join(f"{x:,.0f}" for x in r["rps_rounds"])
+        lines.append(
+            f"| {r['system']} | {r['concurrency']} | {r['rps']:,.0f} | {r['items_per_s']:,.0f} "
+            f"| {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['server_cpu']} "
+            f"| {r['rss_mb_peak']} | {rounds} |"
         )
     return lines
 

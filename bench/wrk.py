@@ -32,9 +32,12 @@ def run_window(
     concurrency: int,
     seconds: float,
     headers: list[dict[str, str]] | None = None,
+    script: Path = SCRIPT,
+    script_args: tuple[str, ...] = (),
 ) -> Window:
     """Run wrk against `url` for about `seconds`, rotating through `bodies` (each sent with
-    its own `headers`, when given)."""
+    its own `headers`, when given). Another `script` takes the same two arguments first,
+    then `script_args`."""
     lines = [str(p) for p in bodies]
     if headers is not None:
         lines = [
@@ -56,11 +59,12 @@ def run_window(
             "30s",
             "--latency",
             "-s",
-            str(SCRIPT),
+            str(script),
             url,
             "--",
             content_type,
             listing.name,
+            *script_args,
         ],
         capture_output=True,
         text=True,

@@ -157,6 +157,19 @@ WireBatch: Any = msgspec.defstruct(
     gc=False,
 )
 
+WireRawTransaction: Any = msgspec.defstruct(
+    "WireRawTransaction",
+    [(name, _MSGSPEC_TYPES[FIELDS[name]]) for name in PAYMENT_FIELDS],
+    forbid_unknown_fields=True,
+    gc=False,
+)
+WireRawBatch: Any = msgspec.defstruct(
+    "WireRawBatch",
+    [("transactions", Annotated[list[WireRawTransaction], msgspec.Meta(min_length=1)])],  # type: ignore[valid-type]
+    forbid_unknown_fields=True,
+    gc=False,
+)
+
 
 def is_batch(body: bytes) -> bool:
     """Whether a body is `{"transactions": [...]}` rather than one transaction; a lone

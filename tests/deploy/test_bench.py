@@ -58,3 +58,13 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     for row in v2["rows"]:
         assert row["rps"] > 0 and row["errors"] == 0, row
     assert Path(f"{stem}-open-inference.png").stat().st_size > 0
+
+    # Stateful fraud scoring beside /score: every payment new, none refused.
+    history = {r["system"]: r for r in results["fraud_history"]["rows"]}
+    expected = {"/v1/fraud/score (stateless)", "/v1/fraud/transactions, embedded"}
+    if shutil.which("redis-server"):
+        expected |= {"/v1/fraud/transactions, Redis", "100 per request, Redis"}
+    assert expected <= set(history)
+    for row in history.values():
+        assert row["rps"] > 0 and row["errors"] == 0, row
+    assert "## Fraud scoring with history" in stem.with_suffix(".md").read_text()

@@ -92,41 +92,62 @@ local function raise_newest(t)
 end
 """
 
-# ARGV: prefix, retention in us, then per payment: id, card, terminal, amount, time, head.
-# Returns {"ok", per payment: new (0/1), earlier answer, 12 window values} or
-# {"conflict", id} or {"old", id}; nothing is written unless "ok".
+# The payments of concurrent requests, each request's a group, and the answers given since
+# the last call. ARGV: prefix, retention in us, how many answers, the answers (id, answer),
+# then per group: how many payments, then per payment: id, card, terminal, amount, time,
+# head. Returns per group "ok" and per payment: new (0/1), earlier answer, 12 window values;
+# or "conflict" or "old" and the id: then nothing of that group is written.
 RECORD = (
     _PRELUDE
     + """
 local retention = tonumber(ARGV[2])
 local newest = tonumber(redis.call('GET', P .. 'newest') or '')
-local count = (#ARGV - 2) / 6
-local fresh = {}
-for i = 0, count - 1 do
-  local b = 3 + i * 6
-  local id, t = ARGV[b], tonumber(ARGV[b + 4])
-  if newest and t < newest - retention then return {'old', id} end
-  local content = table.concat({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}, '\\0')
-  local earlier = redis.call('HGET', P .. 'tx:' .. id, 'p')
-  if earlier and earlier ~= content then return {'conflict', id} end
-  fresh[i] = not earlier
+local at = 4
+for _ = 1, tonumber(ARGV[3]) do
+  local key = P .. 'tx:' .. ARGV[at]
+  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'r', ARGV[at + 1]) end
+  at = at + 2
 end
-local newest_now = newest
-for i = 0, count - 1 do
-  if fresh[i] then
-    local b = 3 + i * 6
-    add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], '')
-    local t = tonumber(ARGV[b + 4])
-    if not newest_now or t > newest_now then newest_now = t end
+local groups, newest_now = {}, newest
+while at <= #ARGV do
+  local group = {first = at + 1, count = tonumber(ARGV[at]), fresh = {}}
+  at = group.first + group.count * 6
+  for i = 0, group.count - 1 do
+    local b = group.first + i * 6
+    local id, t = ARGV[b], tonumber(ARGV[b + 4])
+    if newest and t < newest - retention then group.verdict = {'old', id} break end
+    local content = table.concat({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}, '\\0')
+    local earlier = redis.call('HGET', P .. 'tx:' .. id, 'p')
+    if earlier and earlier ~= content then group.verdict = {'conflict', id} break end
+    group.fresh[i] = not earlier
   end
+  if not group.verdict then
+    for i = 0, group.count - 1 do
+      if group.fresh[i] then
+        local b = group.first + i * 6
+        add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], '')
+        local t = tonumber(ARGV[b + 4])
+        if not newest_now or t > newest_now then newest_now = t end
+      end
+    end
+  end
+  groups[#groups + 1] = group
 end
 if newest_now and newest_now ~= newest then redis.call('SET', P .. 'newest', bound(newest_now)) end
-local out = {'ok'}
-for i = 0, count - 1 do
-  local id = ARGV[3 + i * 6]
-  out[#out + 1] = fresh[i] and 1 or 0
-  out[#out + 1] = fresh[i] and '' or (redis.call('HGET', P .. 'tx:' .. id, 'r') or '')
-  for _, v in ipairs(windows_of(id)) do out[#out + 1] = v end
+local out = {}
+for _, group in ipairs(groups) do
+  if group.verdict then
+    out[#out + 1] = group.verdict[1]
+    out[#out + 1] = group.verdict[2]
+  else
+    out[#out + 1] = 'ok'
+    for i = 0, group.count - 1 do
+      local id = ARGV[group.first + i * 6]
+      out[#out + 1] = group.fresh[i] and 1 or 0
+      out[#out + 1] = group.fresh[i] and '' or (redis.call('HGET', P .. 'tx:' .. id, 'r') or '')
+      for _, v in ipairs(windows_of(id)) do out[#out + 1] = v end
+    end
+  end
 end
 return out
 """
@@ -137,18 +158,6 @@ FORGET = (
     _PRELUDE
     + """
 for i = 2, #ARGV do remove(ARGV[i]) end
-return 0
-"""
-)
-
-# ARGV: prefix, then pairs of id and answer; a payment no longer kept is not brought back.
-SAVE_ANSWERS = (
-    _PRELUDE
-    + """
-for i = 2, #ARGV, 2 do
-  local key = P .. 'tx:' .. ARGV[i]
-  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'r', ARGV[i + 1]) end
-end
 return 0
 """
 )

@@ -9,7 +9,7 @@ Redis does. Durability is Redis's own: run it with an append-only file (`appendo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
 from app.fraud.history import redis_scripts
+from app.fraud.history.coalescing import GroupOutcome, RecordCoalescer
 from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
 from app.fraud.history.store import (
     EntityKind,
@@ -54,11 +55,11 @@ class RedisHistory:
         script = self._client.register_script
         self._record = script(redis_scripts.RECORD)
         self._forget = script(redis_scripts.FORGET)
-        self._save_answers = script(redis_scripts.SAVE_ANSWERS)
         self._label = script(redis_scripts.LABEL)
         self._view = script(redis_scripts.VIEW)
         self._prune = script(redis_scripts.PRUNE)
         self._load = script(redis_scripts.LOAD)
+        self._coalescer = RecordCoalescer(self._record_groups, self.forget)
 
     @property
     def where(self) -> str:
@@ -73,6 +74,7 @@ class RedisHistory:
             raise StoreUnavailable(self.problem)
 
     async def close(self) -> None:
+        await self._coalescer.close()
         await self._client.aclose()
 
     async def check(self) -> None:
@@ -85,38 +87,67 @@ class RedisHistory:
         self.problem = None
 
     async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
-        unique: dict[TransactionId, Payment] = {}
-        for payment in payments:
-            same_id = unique.setdefault(payment.transaction_id, payment)
-            if same_id != payment:
-                raise _conflict(payment.transaction_id)
-        args: list[str | int] = [self.prefix, self.retention_us]
-        for p in unique.values():
-            transaction_id = _text(p.transaction_id)
-            head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
-            args += [
-                transaction_id,
-                _text(p.customer_id),
-                _text(p.terminal_id),
-                repr(p.amount),
-                p.time_us,
-                head,
-            ]
-        reply = await self._call(self._record, args)
-        outcome = reply[0]
-        if outcome == b"conflict":
-            raise _conflict(orjson.loads(reply[1]))
-        if outcome == b"old":
-            raise ValidationFailed(
-                f"transaction {orjson.loads(reply[1])!r}: its timestamp is older than the "
+        return await self._coalescer.record(payments)
+
+    async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
+        if transaction_ids:
+            await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])
+
+    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
+        self._coalescer.keep_answers(answers)
+
+    async def _record_groups(
+        self, groups: list[Sequence[Payment]], answers: dict[TransactionId, bytes]
+    ) -> list[GroupOutcome]:
+        """Concurrent requests' payments, and the answers given since, in one script call."""
+        args: list[str | int | bytes] = [self.prefix, self.retention_us, len(answers)]
+        for transaction_id, answer in answers.items():
+            args += [_text(transaction_id), answer]
+        sent: list[tuple[Sequence[Payment], list[Payment]]] = []
+        outcomes: list[GroupOutcome | None] = []
+        for payments in groups:
+            unique: dict[TransactionId, Payment] = {}
+            conflict = None
+            for payment in payments:
+                if unique.setdefault(payment.transaction_id, payment) != payment:
+                    conflict = _conflict(payment.transaction_id)
+            if conflict is not None:
+                outcomes.append(conflict)
+                continue
+            outcomes.append(None)
+            sent.append((payments, list(unique.values())))
+            args.append(len(unique))
+            for p in unique.values():
+                transaction_id = _text(p.transaction_id)
+                head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
+                args += [
+                    transaction_id,
+                    _text(p.customer_id),
+                    _text(p.terminal_id),
+                    repr(p.amount),
+                    p.time_us,
+                    head,
+                ]
+        reply = iter(await self._call(self._record, args))
+        answered = iter([self._outcome(reply, payments, unique) for payments, unique in sent])
+        return [outcome or next(answered) for outcome in outcomes]
+
+    def _outcome(
+        self, reply: Iterator[Any], payments: Sequence[Payment], unique: list[Payment]
+    ) -> GroupOutcome:
+        verdict = next(reply)
+        if verdict == b"conflict":
+            return _conflict(orjson.loads(next(reply)))
+        if verdict == b"old":
+            return ValidationFailed(
+                f"transaction {orjson.loads(next(reply))!r}: its timestamp is older than the "
                 f"history keeps ({self.retention_us // DAY_US} days before the newest)",
                 [{"field": "timestamp", "message": "older than the retention"}],
             )
         results: dict[TransactionId, Recorded] = {}
-        for i, payment in enumerate(unique.values()):
-            at = 1 + i * 14
-            new, answer = reply[at] == 1, reply[at + 1]
-            windows = _windows(reply[at + 2 : at + 14], payment.amount)
+        for payment in unique:
+            new, answer = next(reply) == 1, next(reply)
+            windows = _windows([next(reply) for _ in range(12)], payment.amount)
             results[payment.transaction_id] = Recorded(payment, windows, new, answer or None)
         recorded = [results[p.transaction_id] for p in payments]
         # The same payment twice in one request: recorded once, the second is a retry.
@@ -126,17 +157,6 @@ class RedisHistory:
                 recorded[i] = Recorded(r.payment, r.windows, new=False)
             seen.add(r.payment.transaction_id)
         return recorded
-
-    async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
-        if transaction_ids:
-            await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])
-
-    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
-        if answers:
-            args: list[str | bytes] = [self.prefix]
-            for transaction_id, answer in answers.items():
-                args += [_text(transaction_id), answer]
-            await self._call(self._save_answers, args)
 
     async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
         if not labels:

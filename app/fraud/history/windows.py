@@ -179,8 +179,8 @@ class HistoryIndex:
             terminal_risk=(risks[0], risks[1], risks[2]),
         )
 
-    def drop_before(self, time_us: int) -> int:
-        """Forget payments older than `time_us`; how many were forgotten."""
+    def drop_before(self, time_us: int) -> list[TransactionId]:
+        """Forget payments older than `time_us`; which were forgotten."""
         old = [i for i, known in self.payments.items() if known.time_us < time_us]
         for transaction_id in old:
             del self.payments[transaction_id]
@@ -190,4 +190,4 @@ class HistoryIndex:
                 timeline.drop_before(time_us)
                 if not timeline.ids:
                     del timelines[entity]
-        return len(old)
+        return old

@@ -4,6 +4,7 @@ in-memory reference (`HistoryIndex`, proven equal to the offline features) does.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -207,3 +208,33 @@ def assert_same(served: Windows, expected: Windows) -> None:
     assert served.terminal_nb_tx == expected.terminal_nb_tx
     assert served.customer_avg_amount == pytest.approx(expected.customer_avg_amount, rel=1e-12)
     assert served.terminal_risk == pytest.approx(expected.terminal_risk, rel=1e-12)
+
+
+async def test_concurrent_requests_are_written_together_and_fail_alone(
+    new_store: StoreFactory,
+) -> None:
+    store = await new_store()
+    await store.record([pay(1)])
+    results = await asyncio.gather(
+        store.record([pay(2, days=0.1)]),
+        store.record([Payment(1, 7, 9, 99.0, T0), pay(3, customer=8)]),  # a conflict
+        store.record([pay(4, days=0.2), pay(2, days=0.1)]),  # 2 again: a retry
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], PaymentConflict)
+    first, third = results[0], results[2]
+    assert not isinstance(first, BaseException) and not isinstance(third, BaseException)
+    assert first[0].new and first[0].windows.customer_nb_tx == (2, 2, 2)
+    assert third[0].windows.customer_nb_tx == (3, 3, 3) and not third[1].new
+    assert await store.view("customer", "8", 5) is None  # nothing of the failed request
+
+
+async def test_a_request_cancelled_while_waiting_records_nothing(new_store: StoreFactory) -> None:
+    store = await new_store()
+    left = asyncio.ensure_future(store.record([pay(1)]))
+    await asyncio.sleep(0)  # it waits for the round now
+    left.cancel()
+    kept = await store.record([pay(2, days=0.1)])
+    assert kept[0].windows.customer_nb_tx == (1, 1, 1)
+    view = await store.view("customer", "7", 5)
+    assert view is not None and [k.payment.transaction_id for k in view.newest] == [2]

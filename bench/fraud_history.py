@@ -1,0 +1,210 @@
+"""The stateful fraud routes beside stateless `/score`, side by side, for each store.
+
+Two deepserve processes on the real fraud model: one with the embedded history (SQLite in
+a fresh state directory), one with Redis (a redis-server started here, append-only file
+fsynced every second, as `deploy/` runs it). Rows, each measured once per round, back to
+back, the order reversed every other round:
+- `/v1/fraud/score`, one transaction per request (its features sent): the denominator;
+- `/v1/fraud/transactions`, one raw payment per request, on each store;
+- `/v1/fraud/transactions`, 100 raw payments per request, on each store (transactions/s).
+Every payment is a new one: wrk gives each request ids no request carried before
+(`bench/unique_ids.lua`). The payments are real ones of the dataset (cards, terminals,
+amounts) moved into three days, so the history keeps them all.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from bench.procs import cpu_seconds, free_port, rss_mb
+from bench.systems import SYSTEMS, Running, start, stop_process
+from bench.workloads import WORKLOADS, Requests, build
+from bench.wrk import Window, run_window
+
+UNIQUE_IDS = Path(__file__).with_name("unique_ids.lua")
+LEVEL = 64
+BATCH_LEVEL = 8  # 100 payments a request: a few requests in flight fill the batches
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    server: str  # "embedded" or "redis"
+    path: str
+    items: int  # per request
+    concurrency: int
+
+
+ROWS = (
+    Row("/v1/fraud/score (stateless)", "embedded", "/v1/fraud/score", 1, LEVEL),
+    Row("/v1/fraud/transactions, embedded", "embedded", "/v1/fraud/transactions", 1, LEVEL),
+    Row("/v1/fraud/transactions, Redis", "redis", "/v1/fraud/transactions", 1, LEVEL),
+    Row("100 per request, embedded", "embedded", "/v1/fraud/transactions", 100, BATCH_LEVEL),
+    Row("100 per request, Redis", "redis", "/v1/fraud/transactions", 100, BATCH_LEVEL),
+)
+
+
+def measure(
+    transactions: list[dict], folder: Path, rounds: int, window_s: float, bodies: int = 400
+) -> dict:
+    """Rows of the section with each round's figures. Many bodies (each one payment or a
+    hundred, from as many dataset rows): repeating a few cards would make their windows
+    longer than any real card's."""
+    from tests.redis_server import RedisServer, redis_installed
+
+    folder.mkdir(parents=True, exist_ok=True)
+    requests = {(row.path, row.items): _requests(row, transactions, folder, bodies) for row in ROWS}
+    servers: dict[str, Running] = {}
+    redis = None
+    rows = list(ROWS)
+    if not redis_installed():
+        print("fraud history: no redis-server, no Redis rows", flush=True)
+        rows = [r for r in rows if r.server != "redis"]
+    state = Path(tempfile.mkdtemp(prefix="deepserve-bench-state-"))
+    next_id = 10**12
+    samples: dict[Row, list[dict]] = {row: [] for row in rows}
+    try:
+        if any(r.server == "redis" for r in rows):
+            redis = RedisServer(state / "redis")
+            (state / "redis").mkdir()
+            redis.start()
+        for server in {r.server for r in rows}:
+            env = {"DEEPSERVE_STATE_DIR": str(state / server)}
+            if server == "redis":
+                assert redis is not None
+                env["DEEPSERVE_FRAUD_STORE"] = redis.url
+            system = replace(SYSTEMS["deepserve"], name=f"deepserve-{server}", env=env)
+            servers[server] = start(system, free_port(), timeout_s=300)
+        for row in rows:  # warm-up
+            _window(servers[row.server], requests[(row.path, row.items)], 8, 2.0, next_id)
+            next_id += 10**10
+        for round_ in range(rounds):
+            for row in rows if round_ % 2 == 0 else rows[::-1]:
+                running = servers[row.server]
+                pid = running.process.pid
+                cpu_before, started = cpu_seconds(pid), time.monotonic()
+                window = _window(
+                    running, requests[(row.path, row.items)], row.concurrency, window_s, next_id
+                )
+                next_id += 10**10
+                served = window.rps * (1 - window.errors / max(window.requests, 1))
+                samples[row].append(
+                    {
+                        "rps": served,
+                        "items_per_s": served * row.items,
+                        "p50_ms": window.p50_ms,
+                        "p99_ms": window.p99_ms,
+                        "errors": window.errors,
+                        "server_cpu": (cpu_seconds(pid) - cpu_before)
+                        / (time.monotonic() - started),
+                        "rss_mb": rss_mb(pid),
+                    }
+                )
+                print(
+                    f"  {row.name:36s} c={row.concurrency:<3d} {served:8.1f} req/s "
+                    f"({served * row.items:8.0f} tx/s) p99 {window.p99_ms:7.2f} ms",
+                    flush=True,
+                )
+    finally:
+        for running in servers.values():
+            stop_process(running.process)
+        if redis is not None:
+            redis.stop()
+    return {
+        "settings": {
+            "rounds": rounds,
+            "window_s": window_s,
+            "order": "every row once per round, back to back; reversed every other round",
+            "redis": "redis-server from the distribution, appendonly yes, appendfsync everysec",
+            "payments": "real dataset rows (card, terminal, amount) moved into 3 days; "
+            "every request's ids new",
+        },
+        "rows": [_summary(row, samples[row]) for row in rows],
+    }
+
+
+def _requests(row: Row, transactions: list[dict], folder: Path, bodies: int) -> Requests:
+    if row.path == "/v1/fraud/score":
+        workload = WORKLOADS["fraud-1" if row.items == 1 else "fraud-100"]
+        return build(workload, "deepserve", [], transactions, folder, bodies)
+    start_at = datetime(2018, 9, 1)
+    paths = []
+    for index in range(bodies):
+        chosen = [
+            transactions[(index * row.items + k) % len(transactions)] for k in range(row.items)
+        ]
+        payments = [
+            {
+                "transaction_id": "__ID__",
+                "customer_id": t["customer_id"],
+                "terminal_id": t["terminal_id"],
+                "amount": t["amount"],
+                "timestamp": (
+                    start_at + timedelta(seconds=(t["transaction_id"] * 7919) % 259_200)
+                ).isoformat(),
+            }
+            for t in chosen
+        ]
+        document: object = payments[0] if row.items == 1 else {"transactions": payments}
+        path = folder / f"payments-{row.items}-{index}.body"
+        path.write_text(json.dumps(document))
+        paths.append(path)
+    return Requests(row.path, "application/json", paths)
+
+
+def _window(
+    running: Running, requests: Requests, concurrency: int, seconds: float, first_id: int
+) -> Window:
+    url = running.base + requests.path
+    if not requests.path.endswith("/transactions"):  # stateless: any body may repeat
+        return run_window(url, requests.content_type, requests.bodies, concurrency, seconds)
+    return run_window(
+        url,
+        requests.content_type,
+        requests.bodies,
+        concurrency,
+        seconds,
+        script=UNIQUE_IDS,
+        script_args=(str(first_id),),
+    )
+
+
+def _summary(row: Row, samples: list[dict]) -> dict:
+    """The median round stands for the row; every round's figure is kept for ratios."""
+    middle = sorted(samples, key=lambda s: s["rps"])[len(samples) // 2]
+    return {
+        "system": row.name,
+        "store": row.server,
+        "path": row.path,
+        "items": row.items,
+        "concurrency": row.concurrency,
+        "rps": round(middle["rps"], 1),
+        "items_per_s": round(middle["items_per_s"], 1),
+        "p50_ms": round(middle["p50_ms"], 2),
+        "p99_ms": round(middle["p99_ms"], 2),
+        "errors": sum(s["errors"] for s in samples),
+        "server_cpu": round(middle["server_cpu"], 2),
+        "rss_mb_peak": round(max(s["rss_mb"] for s in samples), 1),
+        "rps_rounds": [round(s["rps"], 1) for s in samples],
+    }
+
+
+def ratios(section: dict) -> dict[str, float]:
+    """Stateful over stateless requests/s at concurrency 64, per store: the median of the
+    rounds' ratios (each round's rows ran within the same minute)."""
+    rows = {r["system"]: r for r in section["rows"]}
+    base = rows.get(ROWS[0].name)
+    out = {}
+    for row in ROWS[1:3]:
+        if base is None or row.name not in rows:
+            continue
+        paired = sorted(
+            a / b for a, b in zip(rows[row.name]["rps_rounds"], base["rps_rounds"], strict=True)
+        )
+        out[row.server] = paired[len(paired) // 2]
+    return out
