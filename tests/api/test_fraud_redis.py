@@ -122,9 +122,12 @@ def test_a_redis_lost_under_load_loses_no_answered_payment(own_redis: RedisServe
     assert set(statuses.values()) == {200, 503}
     answered = {i for i, status in statuses.items() if status == 200}
     client = redis.Redis.from_url(own_redis.url)
-    kept = {int(member) for member in client.zrange("deepserve:fraud:time", 0, -1)}
+    pipe = client.pipeline(transaction=False)
+    for i in sorted(answered):
+        pipe.exists(f"deepserve:fraud:tx:{i}")
+    kept = pipe.execute()
     client.close()
-    assert answered <= kept
+    assert all(kept), f"{kept.count(0)} of {len(answered)} answered payments are not in Redis"
 
 
 def _last(statuses: dict[int, int]) -> int:

@@ -2,15 +2,17 @@
 trip: a whole batch is checked, recorded and given its windows at once, and two replicas
 recording payments of one card at the same moment cannot interleave.
 
-Layout, under a prefix P:
-- `P tx:<id>`: a hash per payment: `p` its content (for retries), `c` and `k` its card and
-  terminal, `m` its member head, `t` its time, `a` its amount, `f` its label ("", "0", "1"),
-  `r` the answer it got.
+Layout, under a prefix P (few keys and commands per payment: Redis's own CPU is what a
+busy history costs most):
+- `P tx:<id>`: a payment's record, its fields joined by NUL: card, terminal, amount, time,
+  label ("", 0, 1), member head. The first four are its content, compared on a retry.
+- `P r:<id>`: the answer it got, for a retry.
 - `P c:<card>` and `P k:<terminal>`: sorted sets of payments scored by event time (in
   microseconds, exact in a double). A member is `head NUL value`, where the head is the
   payment's id in a form that sorts bytewise as the benchmark orders ties, then NUL and the
   id's JSON text; the value is the amount (cards) or the label, 0 or 1 (terminals).
-- `P time`: every payment's id by time, for pruning; `P newest`: the newest event time.
+- `P day:<n>`: the ids recorded per day of event time, for pruning whole days;
+  `P first_day`, `P newest` (event time) and `P count` (payments kept).
 
 Ids are written as their JSON text, so that 7 and "7" are different ids, as in the API.
 """
@@ -19,26 +21,42 @@ from __future__ import annotations
 
 # Shared by the scripts: the windows of one recorded payment, as `windows.HistoryIndex`
 # computes them. Sums are returned as text: Redis would truncate a Lua number to an integer.
-_PRELUDE = """
+_PRELUDE = r"""
 local P = ARGV[1]
 local DAY = 86400000000
 local WINDOWS = {1, 7, 30}
 local DELAY = 7
 
 local function bound(t) return string.format('%.0f', t) end
-local function value_of(member) return string.match(member, '%z([^%z]*)$') end
+-- Anchored at the start, `.*` runs to the end once and backs up to the last NUL: a few
+-- steps, where an unanchored pattern would retry from every position.
+local function value_of(member) return string.match(member, '^.*%z(.*)$') end
+local ONE = string.byte('1')
+local function day_of(t) return string.format('%.0f', math.floor(t / DAY)) end
 
-local function windows(card_key, terminal_key, card_member, t)
+-- A payment's record: card, terminal, amount, time, label ("", 0, 1), then its member head.
+local function record_of(card, terminal, amount, time, label, head)
+  return table.concat({card, terminal, amount, time, label, head}, '\0')
+end
+local function parse(record)
+  return string.match(record, '^([^%z]*)%z([^%z]*)%z([^%z]*)%z([^%z]*)%z([^%z]*)%z(.*)$')
+end
+local function terminal_label(label) return (label == '1') and '1' or '0' end
+
+-- The twelve values in one string: a reply of fewer, longer elements parses faster.
+local function windows(card, terminal, amount, t, head)
+  local card_key, terminal_key = P .. 'c:' .. card, P .. 'k:' .. terminal
   local out = {}
-  local at = redis.call('ZRANK', card_key, card_member)
+  local at = redis.call('ZRANK', card_key, head .. '\0' .. amount)
   local starts = {}
   for n = 1, 3 do
     starts[n] = redis.call('ZCOUNT', card_key, '-inf', bound(t - WINDOWS[n] * DAY))
   end
   local amounts = redis.call('ZRANGE', card_key, starts[3], at)
+  for j = 1, #amounts do amounts[j] = tonumber(value_of(amounts[j])) end
   for n = 1, 3 do
-    local sum = 0
-    for j = starts[n] - starts[3] + 1, #amounts do sum = sum + tonumber(value_of(amounts[j])) end
+    local sum = 0  -- in time order, each window on its own: the sums `windows.py` makes
+    for j = starts[n] - starts[3] + 1, #amounts do sum = sum + amounts[j] end
     out[#out + 1] = at - starts[n] + 1
     out[#out + 1] = string.format('%.17g', sum)
   end
@@ -52,63 +70,69 @@ local function windows(card_key, terminal_key, card_member, t)
   for n = 1, 3 do
     local frauds = 0
     for j = fars[n] - fars[3] + 1, #labels do
-      if value_of(labels[j]) == '1' then frauds = frauds + 1 end
+      if string.byte(labels[j], -1) == ONE then frauds = frauds + 1 end
     end
     out[#out + 1] = near - fars[n]
     out[#out + 1] = frauds
   end
-  return out
+  return table.concat(out, ' ')
 end
 
 local function windows_of(id)
-  local h = redis.call('HMGET', P .. 'tx:' .. id, 'c', 'k', 'm', 'a', 't')
-  return windows(P .. 'c:' .. h[1], P .. 'k:' .. h[2], h[3] .. '\\0' .. h[4], tonumber(h[5]))
+  local card, terminal, amount, time, _, head = parse(redis.call('GET', P .. 'tx:' .. id))
+  return windows(card, terminal, amount, tonumber(time), head)
 end
 
+-- Forgets a payment; its id stays in its day's list, which pruning drops whole.
 local function remove(id)
   local key = P .. 'tx:' .. id
-  local h = redis.call('HMGET', key, 'c', 'k', 'm', 'a', 'f')
-  if not h[1] then return 0 end
-  local label = (h[5] == '1') and '1' or '0'
-  redis.call('ZREM', P .. 'c:' .. h[1], h[3] .. '\\0' .. h[4])
-  redis.call('ZREM', P .. 'k:' .. h[2], h[3] .. '\\0' .. label)
-  redis.call('ZREM', P .. 'time', id)
-  redis.call('DEL', key)
+  local record = redis.call('GET', key)
+  if not record then return 0 end
+  local card, terminal, amount, _, label, head = parse(record)
+  redis.call('ZREM', P .. 'c:' .. card, head .. '\0' .. amount)
+  redis.call('ZREM', P .. 'k:' .. terminal, head .. '\0' .. terminal_label(label))
+  redis.call('DEL', key, P .. 'r:' .. id)
+  redis.call('DECR', P .. 'count')
   return 1
 end
 
 local function add(id, card, terminal, amount, time, head, label)
-  local content = card .. '\\0' .. terminal .. '\\0' .. amount .. '\\0' .. time
-  redis.call('HSET', P .. 'tx:' .. id, 'p', content, 'c', card, 'k', terminal, 'm', head,
-    'a', amount, 't', time, 'f', label)
-  redis.call('ZADD', P .. 'c:' .. card, time, head .. '\\0' .. amount)
-  redis.call('ZADD', P .. 'k:' .. terminal, time, head .. '\\0' .. ((label == '1') and '1' or '0'))
-  redis.call('ZADD', P .. 'time', time, id)
+  redis.call('SET', P .. 'tx:' .. id, record_of(card, terminal, amount, time, label, head))
+  redis.call('ZADD', P .. 'c:' .. card, time, head .. '\0' .. amount)
+  redis.call('ZADD', P .. 'k:' .. terminal, time, head .. '\0' .. terminal_label(label))
+  redis.call('RPUSH', P .. 'day:' .. day_of(tonumber(time)), id)
 end
 
-local function raise_newest(t)
-  local newest = tonumber(redis.call('GET', P .. 'newest') or '')
-  if not newest or t > newest then redis.call('SET', P .. 'newest', bound(t)) end
+-- After adding: the newest time, the oldest day (where pruning starts), the count.
+local function added(count, newest, oldest)
+  if count == 0 then return end
+  redis.call('INCRBY', P .. 'count', count)
+  local known = tonumber(redis.call('GET', P .. 'newest') or '')
+  if not known or newest > known then redis.call('SET', P .. 'newest', bound(newest)) end
+  local first = tonumber(redis.call('GET', P .. 'first_day') or '')
+  local day = math.floor(oldest / DAY)
+  if not first or day < first then redis.call('SET', P .. 'first_day', bound(day)) end
 end
 """
 
 # The payments of concurrent requests, each request's a group, and the answers given since
 # the last call. ARGV: prefix, retention in us, how many answers, the answers (id, answer),
 # then per group: how many payments, then per payment: id, card, terminal, amount, time,
-# head. Returns per group "ok" and per payment: new (0/1), earlier answer, 12 window values;
-# or "conflict" or "old" and the id: then nothing of that group is written.
+# head. Returns per group "ok" and per payment: new (0/1), earlier answer, the 12 window
+# values (one string); or "conflict" or "old" and the id: then nothing of that group is
+# written.
 RECORD = (
     _PRELUDE
-    + """
+    + r"""
 local retention = tonumber(ARGV[2])
 local newest = tonumber(redis.call('GET', P .. 'newest') or '')
 local at = 4
 for _ = 1, tonumber(ARGV[3]) do
   local key = P .. 'tx:' .. ARGV[at]
-  if redis.call('EXISTS', key) == 1 then redis.call('HSET', key, 'r', ARGV[at + 1]) end
+  if redis.call('EXISTS', key) == 1 then redis.call('SET', P .. 'r:' .. ARGV[at], ARGV[at + 1]) end
   at = at + 2
 end
-local groups, newest_now = {}, newest
+local groups, count, latest, oldest = {}, 0, nil, nil
 while at <= #ARGV do
   local group = {first = at + 1, count = tonumber(ARGV[at]), fresh = {}}
   at = group.first + group.count * 6
@@ -116,9 +140,12 @@ while at <= #ARGV do
     local b = group.first + i * 6
     local id, t = ARGV[b], tonumber(ARGV[b + 4])
     if newest and t < newest - retention then group.verdict = {'old', id} break end
-    local content = table.concat({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]}, '\\0')
-    local earlier = redis.call('HGET', P .. 'tx:' .. id, 'p')
-    if earlier and earlier ~= content then group.verdict = {'conflict', id} break end
+    local content = table.concat({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ''}, '\0')
+    local earlier = redis.call('GET', P .. 'tx:' .. id)
+    if earlier and string.sub(earlier, 1, #content) ~= content then
+      group.verdict = {'conflict', id}
+      break
+    end
     group.fresh[i] = not earlier
   end
   if not group.verdict then
@@ -127,13 +154,15 @@ while at <= #ARGV do
         local b = group.first + i * 6
         add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], '')
         local t = tonumber(ARGV[b + 4])
-        if not newest_now or t > newest_now then newest_now = t end
+        count = count + 1
+        if not latest or t > latest then latest = t end
+        if not oldest or t < oldest then oldest = t end
       end
     end
   end
   groups[#groups + 1] = group
 end
-if newest_now and newest_now ~= newest then redis.call('SET', P .. 'newest', bound(newest_now)) end
+added(count, latest, oldest)
 local out = {}
 for _, group in ipairs(groups) do
   if group.verdict then
@@ -142,10 +171,11 @@ for _, group in ipairs(groups) do
   else
     out[#out + 1] = 'ok'
     for i = 0, group.count - 1 do
-      local id = ARGV[group.first + i * 6]
+      local b = group.first + i * 6
       out[#out + 1] = group.fresh[i] and 1 or 0
-      out[#out + 1] = group.fresh[i] and '' or (redis.call('HGET', P .. 'tx:' .. id, 'r') or '')
-      for _, v in ipairs(windows_of(id)) do out[#out + 1] = v end
+      out[#out + 1] = group.fresh[i] and '' or (redis.call('GET', P .. 'r:' .. ARGV[b]) or '')
+      local time = tonumber(ARGV[b + 4])
+      out[#out + 1] = windows(ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], time, ARGV[b + 5])
     end
   end
 end
@@ -156,7 +186,7 @@ return out
 # ARGV: prefix, ids. Undoes RECORD for payments whose scoring failed.
 FORGET = (
     _PRELUDE
-    + """
+    + r"""
 for i = 2, #ARGV do remove(ARGV[i]) end
 return 0
 """
@@ -166,23 +196,25 @@ return 0
 # unknown.
 LABEL = (
     _PRELUDE
-    + """
+    + r"""
 local out = {}
 for i = 2, #ARGV, 2 do
   local key, label = P .. 'tx:' .. ARGV[i], ARGV[i + 1]
-  local h = redis.call('HMGET', key, 'k', 'm', 'f', 't')
-  if not h[1] then
+  local record = redis.call('GET', key)
+  if not record then
     out[#out + 1] = 'unknown'
-  elseif h[3] == label then
-    out[#out + 1] = 'unchanged'
   else
-    local before = (h[3] == '1') and '1' or '0'
-    if before ~= label then
-      redis.call('ZREM', P .. 'k:' .. h[1], h[2] .. '\\0' .. before)
-      redis.call('ZADD', P .. 'k:' .. h[1], h[4], h[2] .. '\\0' .. label)
+    local card, terminal, amount, time, before, head = parse(record)
+    if before == label then
+      out[#out + 1] = 'unchanged'
+    else
+      if terminal_label(before) ~= label then
+        redis.call('ZREM', P .. 'k:' .. terminal, head .. '\0' .. terminal_label(before))
+        redis.call('ZADD', P .. 'k:' .. terminal, time, head .. '\0' .. label)
+      end
+      redis.call('SET', key, record_of(card, terminal, amount, time, label, head))
+      out[#out + 1] = 'applied'
     end
-    redis.call('HSET', key, 'f', label)
-    out[#out + 1] = 'applied'
   end
 end
 return out
@@ -190,11 +222,11 @@ return out
 )
 
 # ARGV: prefix, "c" or "k", how many payments, then the keys the URL may name (an integer
-# id's first). Returns {} when none holds a payment, else {entity, 12 window values of its
-# newest payment, then per payment newest first: id, content, label}.
+# id's first). Returns {} when none holds a payment, else {entity, the 12 window values of
+# its newest payment (one string), then per payment newest first: id, record}.
 VIEW = (
     _PRELUDE
-    + """
+    + r"""
 local limit = tonumber(ARGV[3])
 for i = 4, #ARGV do
   local key = P .. ARGV[2] .. ':' .. ARGV[i]
@@ -202,13 +234,11 @@ for i = 4, #ARGV do
   if #members > 0 then
     local out = {ARGV[i]}
     local newest = string.match(members[1], '^[^%z]*%z([^%z]*)%z')
-    for _, v in ipairs(windows_of(newest)) do out[#out + 1] = v end
+    out[#out + 1] = windows_of(newest)
     for _, member in ipairs(members) do
       local id = string.match(member, '^[^%z]*%z([^%z]*)%z')
-      local h = redis.call('HMGET', P .. 'tx:' .. id, 'p', 'f')
       out[#out + 1] = id
-      out[#out + 1] = h[1]
-      out[#out + 1] = h[2]
+      out[#out + 1] = redis.call('GET', P .. 'tx:' .. id)
     end
     return out
   end
@@ -217,16 +247,23 @@ return {}
 """
 )
 
-# ARGV: prefix, retention in us, at most how many. Returns how many were forgotten.
+# ARGV: prefix, retention in us. Forgets every day older than the retention's first whole
+# day (each day's payments are listed by `add`); returns how many payments.
 PRUNE = (
     _PRELUDE
-    + """
+    + r"""
 local newest = tonumber(redis.call('GET', P .. 'newest') or '')
-if not newest then return 0 end
-local horizon = '(' .. bound(newest - tonumber(ARGV[2]))
-local old = redis.call('ZRANGEBYSCORE', P .. 'time', '-inf', horizon, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(old) do remove(id) end
-return #old
+local first = tonumber(redis.call('GET', P .. 'first_day') or '')
+if not newest or not first then return 0 end
+local keep_from = math.floor((newest - tonumber(ARGV[2])) / DAY)
+local forgotten = 0
+for day = first, keep_from - 1 do
+  local key = P .. 'day:' .. bound(day)
+  for _, id in ipairs(redis.call('LRANGE', key, 0, -1)) do forgotten = forgotten + remove(id) end
+  redis.call('DEL', key)
+end
+if keep_from > first then redis.call('SET', P .. 'first_day', bound(keep_from)) end
+return forgotten
 """
 )
 
@@ -234,17 +271,18 @@ return #old
 # Ids already kept are left as they are. Returns how many were new.
 LOAD = (
     _PRELUDE
-    + """
-local loaded, newest = 0, nil
+    + r"""
+local loaded, latest, oldest = 0, nil, nil
 for b = 2, #ARGV, 7 do
   if redis.call('EXISTS', P .. 'tx:' .. ARGV[b]) == 0 then
     add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], ARGV[b + 6])
     loaded = loaded + 1
     local t = tonumber(ARGV[b + 4])
-    if not newest or t > newest then newest = t end
+    if not latest or t > latest then latest = t end
+    if not oldest or t < oldest then oldest = t end
   end
 end
-if newest then raise_newest(newest) end
+added(loaded, latest, oldest)
 return loaded
 """
 )

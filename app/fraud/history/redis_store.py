@@ -34,8 +34,6 @@ from app.fraud.history.store import (
 )
 from app.fraud.history.windows import sortable_id
 
-PRUNE_BATCH = 1000
-
 
 class RedisHistory:
     def __init__(
@@ -147,7 +145,7 @@ class RedisHistory:
         results: dict[TransactionId, Recorded] = {}
         for payment in unique:
             new, answer = next(reply) == 1, next(reply)
-            windows = _windows([next(reply) for _ in range(12)], payment.amount)
+            windows = _windows(next(reply), payment.amount)
             results[payment.transaction_id] = Recorded(payment, windows, new, answer or None)
         recorded = [results[p.transaction_id] for p in payments]
         # The same payment twice in one request: recorded once, the second is a retry.
@@ -177,21 +175,17 @@ class RedisHistory:
         if not reply:
             return None
         newest: list[KnownPayment] = []
-        for at in range(13, len(reply), 3):
-            payment = _payment(reply[at], reply[at + 1])
-            label = reply[at + 2]
+        for at in range(2, len(reply), 2):
+            payment, label = _payment(reply[at], reply[at + 1])
             newest.append(KnownPayment(payment, None if not label else label == b"1"))
         return EntityView(
-            orjson.loads(reply[0]), _windows(reply[1:13], newest[0].payment.amount), newest
+            orjson.loads(reply[0]), _windows(reply[1], newest[0].payment.amount), newest
         )
 
     async def prune(self) -> int:
-        forgotten = 0
-        while True:
-            count = await self._call(self._prune, [self.prefix, self.retention_us, PRUNE_BATCH])
-            forgotten += count
-            if count < PRUNE_BATCH:
-                break
+        """Whole days of event time: a day's payments go once all of it is past the
+        retention (so up to a day more is kept; no window reaches that far)."""
+        forgotten: int = await self._call(self._prune, [self.prefix, self.retention_us])
         await self.check()
         return forgotten
 
@@ -210,12 +204,14 @@ class RedisHistory:
 
     async def _refresh_size(self) -> None:
         async with self._client.pipeline(transaction=False) as pipe:
-            pipe.zcard(self.prefix + "time")
+            pipe.get(self.prefix + "count")
             pipe.get(self.prefix + "newest")
             pipe.info("memory")
             payments, newest, memory = await pipe.execute()
         self._size = HistorySize(
-            payments, memory.get("used_memory", 0), None if newest is None else int(newest)
+            int(payments or 0),
+            memory.get("used_memory", 0),
+            None if newest is None else int(newest),
         )
 
     async def _call(self, script: Callable[..., Awaitable[Any]], args: Sequence[Any]) -> Any:
@@ -232,9 +228,10 @@ def _text(identifier: TransactionId) -> str:
     return orjson.dumps(identifier).decode()
 
 
-def _windows(values: Sequence[Any], amount: float) -> Windows:
+def _windows(text: bytes, amount: float) -> Windows:
     """The script's twelve values: per window the card's count and amount sum, then the
     terminal's count and frauds."""
+    values = text.split()
     counts = (int(values[0]), int(values[2]), int(values[4]))
     sums = (float(values[1]), float(values[3]), float(values[5]))
     terminal = (int(values[6]), int(values[8]), int(values[10]))
@@ -249,15 +246,17 @@ def _windows(values: Sequence[Any], amount: float) -> Windows:
     )
 
 
-def _payment(transaction_id: bytes, content: bytes) -> Payment:
-    customer, terminal, amount, time_us = content.split(b"\0")
-    return Payment(
+def _payment(transaction_id: bytes, record: bytes) -> tuple[Payment, bytes]:
+    """A payment and its label from its record (`redis_scripts`' layout)."""
+    customer, terminal, amount, time_us, label, _ = record.split(b"\0", 5)
+    payment = Payment(
         orjson.loads(transaction_id),
         orjson.loads(customer),
         orjson.loads(terminal),
         float(amount),
         int(time_us),
     )
+    return payment, label
 
 
 def _conflict(transaction_id: TransactionId) -> PaymentConflict:
