@@ -29,7 +29,9 @@ RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
     && /opt/deepserve/bin/pip install --no-cache-dir --disable-pip-version-check .
 
 FROM base
-RUN useradd --system --uid 10001 --no-create-home deepserve
+RUN useradd --system --uid 10001 --no-create-home deepserve \
+    && mkdir -p /var/lib/deepserve \
+    && chown 10001 /var/lib/deepserve
 COPY --from=build /opt/deepserve /opt/deepserve
 COPY models /srv/models
 ENV PATH=/opt/deepserve/bin:$PATH \
@@ -37,7 +39,10 @@ ENV PATH=/opt/deepserve/bin:$PATH \
     DEEPSERVE_HOST=0.0.0.0 \
     DEEPSERVE_PORT=8000 \
     DEEPSERVE_GRPC_PORT=8001 \
-    DEEPSERVE_MODEL_REPOSITORY=/srv/models
+    DEEPSERVE_MODEL_REPOSITORY=/srv/models \
+    DEEPSERVE_STATE_DIR=/var/lib/deepserve
+# The embedded fraud history (DEEPSERVE_FRAUD_STORE unset): mount a volume here to keep it.
+VOLUME /var/lib/deepserve
 USER 10001
 EXPOSE 8000 8001
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s \

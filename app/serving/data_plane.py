@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-import orjson
 
 from app.codecs.images import decode_image, to_input_rows
 from app.codecs.open_inference import CheckedRequest
@@ -33,6 +32,7 @@ from app.errors import (
     StoreUnavailable,
     ValidationFailed,
 )
+from app.fraud.answers import pack_answer, unpack_answer
 from app.fraud.decisions import decide
 from app.fraud.features import FEATURE_NAMES
 from app.fraud.history.records import TransactionId
@@ -184,19 +184,22 @@ class DataPlane:
         _check_finite(fraud)
         results, answers = [], {}
         for record, values, probability in zip(recorded, inputs, fraud, strict=True):
+            transaction_id = record.payment.transaction_id
             if record.earlier_answer:
-                result = orjson.loads(record.earlier_answer)
+                result = unpack_answer(transaction_id, record.earlier_answer)
+                if not include_features:
+                    del result["features"]
             else:
+                decision = decide(probability, model_card.thresholds)
                 result = {
-                    "transaction_id": record.payment.transaction_id,
+                    "transaction_id": transaction_id,
                     "fraud_probability": probability,
-                    "decision": decide(probability, model_card.thresholds),
-                    "features": dict(zip(FEATURE_NAMES.values(), values, strict=True)),
+                    "decision": decision,
                 }
+                if include_features:
+                    result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
                 if record.new:
-                    answers[record.payment.transaction_id] = orjson.dumps(result)
-            if not include_features:
-                result = {k: v for k, v in result.items() if k != "features"}
+                    answers[transaction_id] = pack_answer(probability, decision, values)
             results.append(result)
         await self._keep_answers(answers)
         return {"model": model_card.name, "version": model_card.version, "results": results}

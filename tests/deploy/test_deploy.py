@@ -66,8 +66,9 @@ def rendered(tmp_path: Path, overlay: str | None) -> list[Path]:
     """The resources of the base, or of an overlay, each written to its own file."""
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     resources = {
-        name: yaml.safe_load((K8S / "base" / name).read_text())
+        f"{n}-{name}": resource
         for name in kustomization["resources"]
+        for n, resource in enumerate(yaml.safe_load_all((K8S / "base" / name).read_text()))
     }
     if overlay:
         spec = yaml.safe_load((K8S / "overlays" / overlay / "kustomization.yaml").read_text())
@@ -110,3 +111,26 @@ def test_the_deployment_probes_drains_and_asks_for_a_gpu_in_the_overlay(tmp_path
     drain = float(env["DEEPSERVE_SHUTDOWN_GRACE_S"])
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > drain + pause
+
+
+def test_replicas_share_the_fraud_history_in_a_redis_with_a_volume(tmp_path: Path) -> None:
+    resources = [yaml.safe_load(p.read_text()) for p in rendered(tmp_path, None)]
+    by_name = {(r["kind"], r["metadata"]["name"]): r for r in resources}
+    (container,) = by_name["Deployment", "deepserve"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    redis = by_name["StatefulSet", "deepserve-redis"]
+    service = by_name["Service", redis["spec"]["serviceName"]]
+    assert env["DEEPSERVE_FRAUD_STORE"] == f"redis://{redis['spec']['serviceName']}:6379/0"
+    (redis_container,) = redis["spec"]["template"]["spec"]["containers"]
+    assert "--appendonly" in redis_container["args"]
+    mounts = {m["name"]: m["mountPath"] for m in redis_container["volumeMounts"]}
+    assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] in mounts
+    assert service["spec"]["ports"][0]["port"] == 6379
+
+    compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for replica in ("replica-a", "replica-b"):
+        assert services[replica]["environment"]["DEEPSERVE_FRAUD_STORE"] == "redis://redis:6379/0"
+        assert services[replica]["profiles"] == ["replicated"]
+    assert "--appendonly" in services["redis"]["command"]
+    assert "fraud-history:/var/lib/deepserve" in services["deepserve-cpu"]["volumes"]

@@ -1,0 +1,34 @@
+"""The answer a recorded payment got, kept so that a retry of it gets the same one: its
+probability, its decision and its fifteen model inputs, packed in 129 bytes rather than
+the ~670 of its JSON (the answer is written for every payment; its size is most of the
+write's cost)."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, get_args
+
+import orjson
+
+from app.fraud.decisions import Decision
+from app.fraud.features import FEATURE_NAMES
+
+DECISIONS: tuple[Decision, ...] = get_args(Decision)
+_PACKED = struct.Struct(f"<Bd{len(FEATURE_NAMES)}d")  # decision, probability, inputs
+
+
+def pack_answer(probability: float, decision: Decision, inputs: list[float]) -> bytes:
+    return _PACKED.pack(DECISIONS.index(decision), probability, *inputs)
+
+
+def unpack_answer(transaction_id: Any, packed: bytes) -> dict[str, Any]:
+    """The answer as the API gives it, features included."""
+    if packed[:1] == b"{":  # kept as JSON by an earlier version
+        return orjson.loads(packed)  # type: ignore[no-any-return]
+    decision, probability, *inputs = _PACKED.unpack(packed)
+    return {
+        "transaction_id": transaction_id,
+        "fraud_probability": probability,
+        "decision": DECISIONS[decision],
+        "features": dict(zip(FEATURE_NAMES.values(), inputs, strict=True)),
+    }

@@ -1,0 +1,24 @@
+"""A kept answer comes back as it was given: probability and inputs to the last bit."""
+
+from __future__ import annotations
+
+import orjson
+
+from app.fraud.answers import pack_answer, unpack_answer
+from app.fraud.features import FEATURE_NAMES
+
+
+def test_an_answer_packs_small_and_unpacks_exactly() -> None:
+    inputs = [57.23, 0.0, 1.0, 1, 57.23, 3, 40.1 / 3, 9, 1 / 3, 0, 0.0, 4, 0.25, 17, 2 / 17]
+    packed = pack_answer(0.1 + 0.2, "review", inputs)
+    assert len(packed) < 150
+    answer = unpack_answer("tx-9", packed)
+    assert answer["transaction_id"] == "tx-9" and answer["decision"] == "review"
+    assert answer["fraud_probability"] == 0.1 + 0.2
+    assert list(answer["features"]) == list(FEATURE_NAMES.values())
+    assert list(answer["features"].values()) == inputs
+
+
+def test_an_answer_kept_as_json_reads_back() -> None:
+    kept = {"transaction_id": 1, "fraud_probability": 0.5, "decision": "approve"}
+    assert unpack_answer(1, orjson.dumps(kept)) == kept
