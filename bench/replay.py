@@ -1,9 +1,11 @@
 """`make replay`: the dataset's raw transactions replayed in time order through HTTP into an
 empty history, checked against `training/`'s offline features and evaluation.
 
-    python -m bench.replay [--start 2018-06-01] [--end 2018-08-15] [--cards N] [--out DIR]
+    python -m bench.replay [--start 2018-06-01] [--end 2018-08-15] [--cards N]
+                           [--store embedded|redis|both] [--out DIR]
 
-One `python -m app` on `models/` with a fresh state directory. Transactions go in batches
+One `python -m app` on `models/` with a fresh state directory (the embedded store), or with
+an empty Redis (a `redis-server` started for it, append-only file on). Transactions go in batches
 of 100 to `POST /v1/fraud/transactions?include=features`, one request at a time (parity
 needs each transaction recorded before the next of its card is scored); before each batch,
 the labels of every transaction a week older than the batch's last one go to
@@ -16,15 +18,17 @@ the labels of every transaction a week older than the batch's last one go to
 - throughput: transactions/s through HTTP of the replay (one request at a time), and of
   the same transactions sent by 8 concurrent clients into another empty history.
 
-Writes `<out>/replay-<date>.json` and `.md`.
+Every check is made for each store replayed. Writes `<out>/replay-<date>.json` and `.md`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +41,7 @@ from tqdm import tqdm
 
 from app.fraud.features import FEATURE_NAMES, FEATURES
 from app.serving.repository import discover, read_card
+from tests.redis_server import redis_server
 from tests.server import running_server
 from training.fraud_data import load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
@@ -189,29 +194,36 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--start", default="2018-06-01")
     parser.add_argument("--end", default="2018-08-15")
     parser.add_argument("--cards", type=int, default=None, help="only the first N cards")
+    parser.add_argument("--store", choices=("embedded", "redis", "both"), default="both")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
 
     frame = transactions(args.start, args.end, args.cards)
     print(f"{len(frame):,} transactions from {args.start} to {args.end}")
-    with running_server(log_level="warning", grpc_port="0") as base:
-        result = replay(base, frame)
-    mismatches = feature_mismatches(result)
-    metrics = None
-    if args.cards is None and args.start <= FOLD_START:
-        metrics = fold_metrics(result, load_transactions(str(DATA)))
-    with running_server(log_level="warning", grpc_port="0") as base:
-        concurrent = asyncio.run(concurrent_throughput(base, frame))
-
-    report = {
+    everything = None
+    stores = ["embedded", "redis"] if args.store == "both" else [args.store]
+    report: dict[str, Any] = {
         "transactions": len(frame),
         "period": [args.start, args.end],
         "cards": args.cards,
-        "one_request_at_a_time_tx_per_s": len(frame) / result.seconds,
-        "eight_concurrent_tx_per_s": concurrent,
-        "feature_mismatches": mismatches,
-        "fold_2018_07_25": metrics,
+        "stores": {},
     }
+    for store in stores:
+        print(f"{store} store", flush=True)
+        with serving(store) as base:
+            result = replay(base, frame)
+        metrics = None
+        if args.cards is None and args.start <= FOLD_START:
+            everything = everything if everything is not None else load_transactions(str(DATA))
+            metrics = fold_metrics(result, everything)
+        with serving(store) as base:
+            concurrent = asyncio.run(concurrent_throughput(base, frame))
+        report["stores"][store] = {
+            "one_request_at_a_time_tx_per_s": len(frame) / result.seconds,
+            "eight_concurrent_tx_per_s": concurrent,
+            "feature_mismatches": feature_mismatches(result),
+            "fold_2018_07_25": metrics,
+        }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"replay-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2))
@@ -220,33 +232,53 @@ def main(argv: list[str] | None = None) -> Path:
     return stem
 
 
+@contextlib.contextmanager
+def serving(store: str) -> Iterator[str]:
+    """`python -m app` on `models/` with an empty history in `store`."""
+    if store == "embedded":
+        with running_server(log_level="warning", grpc_port="0") as base:
+            yield base
+        return
+    with (
+        redis_server() as redis,
+        running_server(log_level="warning", grpc_port="0", fraud_store=redis.url) as base,
+    ):
+        yield base
+
+
 def _markdown(report: dict[str, Any]) -> str:
-    mismatches = report["feature_mismatches"]
-    wrong = sum(v for k, v in mismatches.items() if k != "checked")
     lines = [
         f"# Replay {report['period'][0]} to {report['period'][1]}",
         "",
         f"{report['transactions']:,} transactions through HTTP in batches of {BATCH}, labels a "
-        "week late, into an empty embedded history (`python -m bench.replay`).",
-        "",
-        f"- features checked: {mismatches['checked']:,} transactions x {len(FEATURES)} "
-        f"features; values different from the offline ones: {wrong}",
-        f"- one request at a time: {report['one_request_at_a_time_tx_per_s']:,.0f} transactions/s",
-        f"- 8 concurrent clients: {report['eight_concurrent_tx_per_s']:,.0f} transactions/s",
+        "week late, into an empty history (`python -m bench.replay`), per store.",
     ]
-    metrics = report["fold_2018_07_25"]
-    if metrics:
+    for store, measured in report["stores"].items():
+        mismatches = measured["feature_mismatches"]
+        wrong = sum(v for k, v in mismatches.items() if k != "checked")
         lines += [
             "",
-            "| 2018-07-25 fold, test week | AUC ROC | AP | CP@100 |",
-            "| --- | --- | --- | --- |",
+            f"## {store} store",
+            "",
+            f"- features checked: {mismatches['checked']:,} transactions x {len(FEATURES)} "
+            f"features; values different from the offline ones: {wrong}",
+            "- one request at a time: "
+            f"{measured['one_request_at_a_time_tx_per_s']:,.0f} transactions/s",
+            f"- 8 concurrent clients: {measured['eight_concurrent_tx_per_s']:,.0f} transactions/s",
         ]
-        for name in ("served", "offline"):
-            m = metrics[name]
-            lines.append(
-                f"| {name} | {m['auc_roc']:.6f} | {m['average_precision']:.6f} | "
-                f"{m['card_precision_top_100']:.6f} |"
-            )
+        metrics = measured["fold_2018_07_25"]
+        if metrics:
+            lines += [
+                "",
+                "| 2018-07-25 fold, test week | AUC ROC | AP | CP@100 |",
+                "| --- | --- | --- | --- |",
+            ]
+            for name in ("served", "offline"):
+                m = metrics[name]
+                lines.append(
+                    f"| {name} | {m['auc_roc']:.6f} | {m['average_precision']:.6f} | "
+                    f"{m['card_precision_top_100']:.6f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

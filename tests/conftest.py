@@ -13,7 +13,7 @@ from app.api.services import services_of
 from app.main import create_app
 from app.settings import Settings
 from tests import model_factory
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import MISSING, RedisServer, redis_installed, redis_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -105,6 +105,8 @@ def transaction(**changes: Any) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def redis_session() -> Iterator[RedisServer]:
     """One real redis-server for the whole run; `redis_url` empties it for each test."""
+    if not redis_installed():
+        pytest.skip(MISSING)
     with redis_server() as server:
         yield server
 

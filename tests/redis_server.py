@@ -1,6 +1,6 @@
-"""A real Redis for the tests: Debian's `redis-server` on a free loopback port, in its own
-folder, with the append-only file on (as deployments run it). Tests that need it skip with
-the reason when the package is not installed (`make test` installs it)."""
+"""A real Redis for the tests and the benchmarks: Debian's `redis-server` on a free loopback
+port, in its own folder, with the append-only file on (as deployments run it). Tests that
+need it skip with the reason when the package is not installed (`make test` installs it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
 
 from tests.server import free_port
@@ -71,10 +70,14 @@ def redis_installed() -> bool:
     return shutil.which("redis-server") is not None
 
 
+MISSING = "redis-server is not installed (apt-get install redis-server)"
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
+    """A started Redis in a temporary folder; RuntimeError when there is none to start."""
     if not redis_installed():
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        raise RuntimeError(MISSING)
     with tempfile.TemporaryDirectory(prefix="deepserve-redis-") as folder:
         server = RedisServer(Path(folder))
         server.start()

@@ -16,14 +16,14 @@ import redis
 
 from tests.api.test_fraud import payment
 from tests.conftest import ClientFactory, encoded_image, transaction
-from tests.redis_server import RedisServer, redis_installed
+from tests.redis_server import MISSING, RedisServer, redis_installed
 from tests.server import running_server
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if not redis_installed():
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip(MISSING)
     server = RedisServer(tmp_path, appendfsync="always")
     yield server
     server.stop()

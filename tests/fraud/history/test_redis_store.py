@@ -14,7 +14,7 @@ from app.errors import StoreUnavailable
 from app.fraud.history.records import DAY_US, Payment
 from app.fraud.history.redis_store import RedisHistory
 from app.fraud.history.windows import HistoryIndex
-from tests.redis_server import RedisServer, redis_installed
+from tests.redis_server import MISSING, RedisServer, redis_installed
 
 pytestmark = pytest.mark.anyio
 
@@ -25,7 +25,7 @@ T0 = 1_527_854_400_000_000  # 2018-06-01 12:00 UTC
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop and start."""
     if not redis_installed():
-        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+        pytest.skip(MISSING)
     server = RedisServer(tmp_path, appendfsync="always")
     yield server
     server.stop()
