@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> Path:
                 1 if args.quick else args.rounds,
                 2.0 if args.quick else 6.0,
                 20 if args.quick else 400,
+                load_history=not args.quick,
             )
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)

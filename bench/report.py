@@ -337,7 +337,11 @@ def _fraud_history_markdown(section: dict) -> list[str]:
         "",
         f"Two deepserve processes (embedded store; Redis: {settings['redis']}); "
         f"{settings['rounds']} round(s) of {settings['window_s']:g} s windows: "
-        f"{settings['order']}. Payments: {settings['payments']}. A row shows its median round.",
+        f"{settings['order']}. Payments: {settings['payments']}. History loaded before: "
+        + ", ".join(f"{n:,} payments ({store})" for store, n in settings["history_loaded"].items())
+        + ". RSS idle after the load: "
+        + ", ".join(f"{mb} MB ({store})" for store, mb in section["rss_mb_idle"].items())
+        + ". A row shows its median round.",
         "",
         "| row | concurrency | req/s | transactions/s | p50 ms | p99 ms | errors "
         "| server cores | RSS MB (peak) | req/s per round |",

@@ -115,3 +115,14 @@ def redis_session() -> Iterator[RedisServer]:
 def redis_url(redis_session: RedisServer) -> str:
     redis_session.flush()
     return redis_session.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of the test's own, not started: to start, stop and kill. Its append-only
+    file is fsynced at every write, so that a kill loses nothing acknowledged."""
+    if not redis_installed():
+        pytest.skip(MISSING)
+    server = RedisServer(tmp_path, appendfsync="always")
+    yield server
+    server.stop()

@@ -33,6 +33,7 @@ class RedisServer:
             "appendonly": "yes",
             "appendfsync": self.appendfsync,
             "save": "",
+            "logfile": str(self.folder / "redis.log"),
         }
         self.process = subprocess.Popen(
             ["redis-server", *(x for name, value in options.items() for x in (f"--{name}", value))],

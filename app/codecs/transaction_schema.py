@@ -143,32 +143,27 @@ class LabelBatch(BaseModel):
     labels: Annotated[list[Label], Field(min_length=1)]
 
 
-# gc=False: the structs hold only numbers and strings, so the collector need not track them.
-WireTransaction: Any = msgspec.defstruct(
-    "WireTransaction",
-    [(name, _MSGSPEC_TYPES[kind]) for name, kind in FIELDS.items()],
-    forbid_unknown_fields=True,
-    gc=False,
-)
-WireBatch: Any = msgspec.defstruct(
-    "WireBatch",
-    [("transactions", Annotated[list[WireTransaction], msgspec.Meta(min_length=1)])],  # type: ignore[valid-type]
-    forbid_unknown_fields=True,
-    gc=False,
-)
+def _wire_structs(name: str, fields: list[str]) -> tuple[Any, Any]:
+    """msgspec structs for one object of `fields`, and for `{"transactions": [...]}` of
+    them. gc=False: they hold only numbers and strings, so the collector need not track
+    them."""
+    one = msgspec.defstruct(
+        name,
+        [(field, _MSGSPEC_TYPES[FIELDS[field]]) for field in fields],
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    batch = msgspec.defstruct(
+        f"{name}Batch",
+        [("transactions", Annotated[list[one], msgspec.Meta(min_length=1)])],  # type: ignore[valid-type]
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return one, batch
 
-WireRawTransaction: Any = msgspec.defstruct(
-    "WireRawTransaction",
-    [(name, _MSGSPEC_TYPES[FIELDS[name]]) for name in PAYMENT_FIELDS],
-    forbid_unknown_fields=True,
-    gc=False,
-)
-WireRawBatch: Any = msgspec.defstruct(
-    "WireRawBatch",
-    [("transactions", Annotated[list[WireRawTransaction], msgspec.Meta(min_length=1)])],  # type: ignore[valid-type]
-    forbid_unknown_fields=True,
-    gc=False,
-)
+
+WireTransaction, WireBatch = _wire_structs("WireTransaction", list(FIELDS))
+WireRawTransaction, WireRawBatch = _wire_structs("WireRawTransaction", list(PAYMENT_FIELDS))
 
 
 def is_batch(body: bytes) -> bool:

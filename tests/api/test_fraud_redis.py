@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import redis
 
 from tests.api.test_fraud import payment
 from tests.conftest import ClientFactory, encoded_image, transaction
-from tests.redis_server import MISSING, RedisServer, redis_installed
+from tests.redis_server import RedisServer
 from tests.server import running_server
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if not redis_installed():
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path, appendfsync="always")
-    yield server
-    server.stop()
 
 
 def test_redis_and_the_embedded_store_answer_alike(

@@ -112,7 +112,8 @@ def _id(text: str) -> str:
     return text if digits.isascii() and digits.isdigit() else orjson.dumps(text).decode()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Load as the command line says; how many payments were loaded."""
     parser = argparse.ArgumentParser(
         prog="python -m app.fraud.history.bulk_load", description=__doc__
     )
@@ -135,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         f"loaded {loaded:,} payments into {store.where} in {seconds:.1f} s "
         f"({loaded / max(seconds, 1e-9):,.0f}/s)"
     )
+    return loaded
 
 
 async def _load(source: Path, store: HistoryStore) -> int:

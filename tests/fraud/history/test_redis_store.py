@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,21 +12,11 @@ from app.errors import StoreUnavailable
 from app.fraud.history.records import DAY_US, Payment
 from app.fraud.history.redis_store import RedisHistory
 from app.fraud.history.windows import HistoryIndex
-from tests.redis_server import MISSING, RedisServer, redis_installed
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
 
 T0 = 1_527_854_400_000_000  # 2018-06-01 12:00 UTC
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, to stop and start."""
-    if not redis_installed():
-        pytest.skip(MISSING)
-    server = RedisServer(tmp_path, appendfsync="always")
-    yield server
-    server.stop()
 
 
 async def test_two_replicas_recording_one_card_at_once_record_each_payment_once(
