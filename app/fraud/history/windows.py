@@ -158,12 +158,17 @@ class HistoryIndex:
         end = customer.position(t, payment.transaction_id)
         if end < len(customer.ids) and customer.ids[end] == payment.transaction_id:
             end += 1  # the payment itself
+        # From the shortest window out, each longer one adding only what lies before the
+        # last: every amount is read once.
         counts, averages = [], []
+        total, summed_from = 0.0, end
         for days in WINDOWS_DAYS:
             start = customer.up_to(t - days * DAY_US)
+            total += sum(customer.amounts[start:summed_from])
+            summed_from = start
             count = end - start
             counts.append(count)
-            averages.append(sum(customer.amounts[start:end]) / count if count else payment.amount)
+            averages.append(total / count if count else payment.amount)
         terminal = self.terminals.get(payment.terminal_id) or Timeline(payment.terminal_id)
         near = terminal.up_to(t - TERMINAL_DELAY_DAYS * DAY_US)
         terminal_counts, risks = [], []
@@ -171,7 +176,7 @@ class HistoryIndex:
             far = terminal.up_to(t - (TERMINAL_DELAY_DAYS + days) * DAY_US)
             count = near - far
             terminal_counts.append(count)
-            risks.append(sum(terminal.frauds[far:near]) / count if count else 0.0)
+            risks.append(terminal.frauds.count(1, far, near) / count if count else 0.0)
         return Windows(
             customer_nb_tx=(counts[0], counts[1], counts[2]),
             customer_avg_amount=(averages[0], averages[1], averages[2]),
