@@ -18,15 +18,18 @@ from app.api.inference import VERSION, ScoreResult
 from app.api.responses import json_response
 from app.codecs.payments import PaymentBatch, decode_labels, decode_payments
 from app.codecs.transaction_schema import Identifier, LabelBatch, RawTransactionBatch
-from app.errors import NotInHistory
+from app.errors import NotInHistory, ValidationFailed
 from app.fraud.features import FEATURE_NAMES
 from app.fraud.history.store import EntityKind
 
 DEFAULT_PAGE = 20
+MAX_PAGE = 1000
 INCLUDE = QueryParameter(
     "include", "`features`: each result also carries the 15 model inputs.", ("features",)
 )
-LIMIT = QueryParameter("limit", f"How many of the newest transactions; default {DEFAULT_PAGE}.")
+LIMIT = QueryParameter(
+    "limit", f"How many of the newest transactions; default {DEFAULT_PAGE}, at most {MAX_PAGE}."
+)
 
 
 class PaymentResult(ScoreResult):
@@ -84,6 +87,11 @@ async def terminal(call: EndpointCall) -> Response:
 async def _view(call: EndpointCall, kind: EntityKind, raw_id: str) -> Response:
     """The window features as of the entity's newest payment, and its newest payments."""
     limit = call.number("limit") or DEFAULT_PAGE
+    if limit > MAX_PAGE:
+        raise ValidationFailed(
+            f"limit: at most {MAX_PAGE}",
+            [{"field": "query.limit", "message": f"at most {MAX_PAGE}"}],
+        )
     view = await call.services.history.view(kind, raw_id, limit)
     if view is None:
         raise NotInHistory(f"the history holds no transaction of {kind} {raw_id!r}")

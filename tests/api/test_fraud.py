@@ -79,6 +79,8 @@ def test_labels_move_the_terminal_risk_a_week_later(client: TestClient) -> None:
     features = answer.json()["results"][0]["features"]
     assert features["terminal_nb_tx_1d"] == 2 and features["terminal_risk_1d"] == 0.5
 
+    too_many = client.get("/v1/fraud/terminals/4242?limit=1001")
+    assert too_many.status_code == 422 and "at most 1000" in too_many.text
     view = client.get("/v1/fraud/terminals/4242?limit=2").json()
     assert [t["transaction_id"] for t in view["transactions"]] == [3, 2]
     assert view["transactions"][1]["fraud"] is False
