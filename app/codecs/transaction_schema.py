@@ -9,6 +9,7 @@ bounded length, so what one accepts the other accepts with the same values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -101,32 +102,28 @@ _TRANSACTION_FIELDS: dict[str, Any] = {
     name: (_PYDANTIC_TYPES[kind], ...) for name, kind in FIELDS.items()
 }
 
-Transaction: type[BaseModel] = _pydantic_model(
-    "Transaction",
-    __config__=_FORBID_EXTRA,
-    __doc__="One card payment, with the behavioural features of its customer and terminal.",
-    **_TRANSACTION_FIELDS,
-)
-_BATCH_FIELDS: dict[str, Any] = {
-    "transactions": (Annotated[list[Transaction], Field(min_length=1)], ...)  # type: ignore[valid-type]
-}
-TransactionBatch: type[BaseModel] = _pydantic_model(
-    "TransactionBatch", __config__=_FORBID_EXTRA, **_BATCH_FIELDS
-)
 
+def _pydantic_models(name: str, fields: Sequence[str], doc: str) -> tuple[Any, Any]:
+    """pydantic models for one object of `fields`, and for `{"transactions": [...]}` of
+    them: the API's definition, and its OpenAPI schemas."""
+    one = _pydantic_model(
+        name, __config__=_FORBID_EXTRA, __doc__=doc, **{f: _TRANSACTION_FIELDS[f] for f in fields}
+    )
+    many: dict[str, Any] = {"transactions": (Annotated[list[one], Field(min_length=1)], ...)}  # type: ignore[valid-type]
+    return one, _pydantic_model(f"{name}Batch", __config__=_FORBID_EXTRA, **many)
+
+
+Transaction, TransactionBatch = _pydantic_models(
+    "Transaction",
+    list(FIELDS),
+    "One card payment, with the behavioural features of its customer and terminal.",
+)
 # A raw payment, as a card processor sends it: the service keeps the history itself.
 PAYMENT_FIELDS = ("transaction_id", "customer_id", "terminal_id", "amount", "timestamp")
-RawTransaction: type[BaseModel] = _pydantic_model(
+RawTransaction, RawTransactionBatch = _pydantic_models(
     "RawTransaction",
-    __config__=_FORBID_EXTRA,
-    __doc__="One card payment as it happens; the service computes its features from history.",
-    **{name: _TRANSACTION_FIELDS[name] for name in PAYMENT_FIELDS},
-)
-_RAW_BATCH_FIELDS: dict[str, Any] = {
-    "transactions": (Annotated[list[RawTransaction], Field(min_length=1)], ...)  # type: ignore[valid-type]
-}
-RawTransactionBatch: type[BaseModel] = _pydantic_model(
-    "RawTransactionBatch", __config__=_FORBID_EXTRA, **_RAW_BATCH_FIELDS
+    PAYMENT_FIELDS,
+    "One card payment as it happens; the service computes its features from history.",
 )
 
 

@@ -11,7 +11,6 @@ callables and turn the plain answers into their own wire format.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -29,21 +28,17 @@ from app.errors import (
     InferenceFailed,
     ServingError,
     ShuttingDown,
-    StoreUnavailable,
     ValidationFailed,
 )
 from app.fraud.answers import pack_answer, unpack_answer
 from app.fraud.decisions import decide
 from app.fraud.features import FEATURE_NAMES
-from app.fraud.history.records import TransactionId
 from app.fraud.history.store import HistoryStore, Recorded
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission
 from app.serving.config import DecodeConfig
 from app.serving.registry import Kind, ModelRegistry
 from app.serving.runtime import ModelRuntime
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 # Watching for a hang-up costs a task per request (a few percent of the event loop with a
@@ -201,17 +196,8 @@ class DataPlane:
                 if record.new:
                     answers[transaction_id] = pack_answer(probability, decision, values)
             results.append(result)
-        await self._keep_answers(answers)
+        history.keep_answers(answers)
         return {"model": model_card.name, "version": model_card.version, "results": results}
-
-    async def _keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
-        """The payments are recorded and scored: an answer that cannot be kept now costs a
-        retry only its exact repetition (it is scored again from the history), so it does
-        not fail the request."""
-        try:
-            await self._history.save_answers(answers)
-        except StoreUnavailable as exc:
-            logger.warning("answers not kept for retries: %s", exc.message)
 
     async def infer(
         self, call: InferenceCall, read: Callable[[ModelCard], Awaitable[CheckedRequest]]

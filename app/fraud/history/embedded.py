@@ -202,7 +202,7 @@ class EmbeddedHistory:
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be written: {exc}") from exc
 
-    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
+    def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
         self._coalescer.keep_answers(answers)
 
     async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:

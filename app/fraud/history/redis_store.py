@@ -91,7 +91,7 @@ class RedisHistory:
         if transaction_ids:
             await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])
 
-    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
+    def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
         self._coalescer.keep_answers(answers)
 
     async def _record_groups(

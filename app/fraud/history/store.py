@@ -80,8 +80,10 @@ class HistoryStore(Protocol):
         neither."""
         ...
 
-    async def save_answers(self, answers: dict[TransactionId, bytes]) -> None:
-        """Keep the answer each payment got, for retries of the same payment."""
+    def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
+        """Keep the answer each payment got, for retries of the same payment: in memory at
+        once, written with the next payments (so it never fails a request; an answer lost
+        with the process costs a retry only a new scoring from the history)."""
         ...
 
     async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:

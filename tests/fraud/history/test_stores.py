@@ -83,7 +83,7 @@ async def test_a_retry_gets_its_first_answer_and_other_content_is_a_conflict(
 ) -> None:
     store = await new_store()
     await store.record([pay(1)])
-    await store.save_answers({1: b'{"fraud_probability":0.5}'})
+    store.keep_answers({1: b'{"fraud_probability":0.5}'})
     retry = await store.record([pay(1), pay(2, days=0.1)])
     assert retry[0].new is False and retry[0].earlier_answer == b'{"fraud_probability":0.5}'
     assert retry[1].new and retry[1].windows.customer_nb_tx == (2, 2, 2)

@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.fraud.history.records import DAY_US, Payment, event_time_us
-from app.fraud.history.windows import HistoryIndex, tie_key
+from app.fraud.history.windows import HistoryIndex, sortable_id, tie_key
 
 T0 = event_time_us(datetime(2018, 6, 1, 12, 0, 0))
 
@@ -86,3 +88,12 @@ def test_forgetting_old_payments_and_undoing_one() -> None:
     assert set(index.payments) == {2}
     index.remove(2)
     assert not index.payments and not index.customers[7].ids and not index.terminals[9].ids
+
+
+@given(st.lists(st.one_of(st.integers(), st.text()), unique=True, min_size=2))
+def test_ids_written_for_a_bytewise_store_sort_as_ties_do(ids: list[int | str]) -> None:
+    """Redis orders equal-time members by their bytes: the head `sortable_id NUL ...` must
+    order ids as `tie_key` does, whatever follows it."""
+    by_tie = sorted(ids, key=tie_key)
+    by_bytes = sorted(ids, key=lambda i: (sortable_id(i) + "\0~").encode())
+    assert by_bytes == by_tie
