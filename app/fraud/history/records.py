@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 DAY_US = 86_400_000_000
 
@@ -30,9 +31,9 @@ class Payment:
     time_us: int  # event time: microseconds since the epoch
 
 
-@dataclass(frozen=True, slots=True)
-class Windows:
-    """The twelve behavioural features of one payment, computed from the history."""
+class Windows(NamedTuple):
+    """The twelve behavioural features of one payment, computed from the history. (A
+    tuple: one is made for every payment scored.)"""
 
     customer_nb_tx: tuple[int, int, int]  # over 1, 7 and 30 days
     customer_avg_amount: tuple[float, float, float]
@@ -41,9 +42,21 @@ class Windows:
 
     def model_inputs(self, amount: float, weekend: bool, night: bool) -> list[float]:
         """The fifteen model inputs in `app.fraud.features.FEATURES` order."""
-        values = [amount, float(weekend), float(night)]
-        for n in range(3):
-            values += [self.customer_nb_tx[n], self.customer_avg_amount[n]]
-        for n in range(3):
-            values += [self.terminal_nb_tx[n], self.terminal_risk[n]]
-        return values
+        counts, averages, terminal_counts, risks = self
+        return [
+            amount,
+            float(weekend),
+            float(night),
+            counts[0],
+            averages[0],
+            counts[1],
+            averages[1],
+            counts[2],
+            averages[2],
+            terminal_counts[0],
+            risks[0],
+            terminal_counts[1],
+            risks[1],
+            terminal_counts[2],
+            risks[2],
+        ]

@@ -56,11 +56,11 @@ class Timeline:
 
     def position(self, time_us: int, transaction_id: TransactionId) -> int:
         """Where a payment sits (or would): after every earlier one, and after those of the
-        same instant with a smaller id. Instants shared by two payments are rare."""
+        same instant with a smaller id."""
         at = bisect_left(self.times, time_us)
-        tie = tie_key(transaction_id)
-        while at < len(self.times) and self.times[at] == time_us and tie_key(self.ids[at]) < tie:
-            at += 1
+        if at < len(self.times) and self.times[at] == time_us:  # a shared instant
+            end = bisect_right(self.times, time_us, at)
+            at = bisect_left(self.ids, tie_key(transaction_id), at, end, key=tie_key)
         return at
 
     def insert(
@@ -92,6 +92,9 @@ class Timeline:
         if cut:
             del self.times[:cut], self.ids[:cut], self.amounts[:cut], self.frauds[:cut]
         return cut
+
+
+_NOBODY = Timeline("")  # a card or terminal with no payment yet; never added to
 
 
 class Known:
@@ -154,34 +157,36 @@ class HistoryIndex:
     def windows(self, payment: Payment) -> Windows:
         """The payment's window features from what is recorded now (it included)."""
         t = payment.time_us
-        customer = self.customers.get(payment.customer_id) or Timeline(payment.customer_id)
+        customer = self.customers.get(payment.customer_id) or _NOBODY
+        times, amounts = customer.times, customer.amounts
         end = customer.position(t, payment.transaction_id)
-        if end < len(customer.ids) and customer.ids[end] == payment.transaction_id:
+        if end < len(times) and customer.ids[end] == payment.transaction_id:
             end += 1  # the payment itself
         # From the shortest window out, each longer one adding only what lies before the
-        # last: every amount is read once.
+        # last: every amount is read once. (Bisections inline: this runs for every payment.)
         counts, averages = [], []
         total, summed_from = 0.0, end
         for days in WINDOWS_DAYS:
-            start = customer.up_to(t - days * DAY_US)
-            total += sum(customer.amounts[start:summed_from])
+            start = bisect_right(times, t - days * DAY_US)
+            total += sum(amounts[start:summed_from])
             summed_from = start
             count = end - start
             counts.append(count)
             averages.append(total / count if count else payment.amount)
-        terminal = self.terminals.get(payment.terminal_id) or Timeline(payment.terminal_id)
-        near = terminal.up_to(t - TERMINAL_DELAY_DAYS * DAY_US)
+        terminal = self.terminals.get(payment.terminal_id) or _NOBODY
+        times, frauds = terminal.times, terminal.frauds
+        near = bisect_right(times, t - TERMINAL_DELAY_DAYS * DAY_US)
         terminal_counts, risks = [], []
         for days in WINDOWS_DAYS:
-            far = terminal.up_to(t - (TERMINAL_DELAY_DAYS + days) * DAY_US)
+            far = bisect_right(times, t - (TERMINAL_DELAY_DAYS + days) * DAY_US)
             count = near - far
             terminal_counts.append(count)
-            risks.append(terminal.frauds.count(1, far, near) / count if count else 0.0)
+            risks.append(frauds.count(1, far, near) / count if count else 0.0)
         return Windows(
-            customer_nb_tx=(counts[0], counts[1], counts[2]),
-            customer_avg_amount=(averages[0], averages[1], averages[2]),
-            terminal_nb_tx=(terminal_counts[0], terminal_counts[1], terminal_counts[2]),
-            terminal_risk=(risks[0], risks[1], risks[2]),
+            (counts[0], counts[1], counts[2]),
+            (averages[0], averages[1], averages[2]),
+            (terminal_counts[0], terminal_counts[1], terminal_counts[2]),
+            (risks[0], risks[1], risks[2]),
         )
 
     def drop_before(self, time_us: int) -> list[TransactionId]:
