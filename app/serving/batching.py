@@ -37,6 +37,9 @@ from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDo
 logger = logging.getLogger(__name__)
 
 RunBatch = Callable[[np.ndarray], np.ndarray]
+# Runs on a request's outputs before any request of its batch is answered; raising fails
+# that request alone.
+OnOutputs = Callable[[np.ndarray], None]
 _RATE_SMOOTHING = 0.1  # weight of the newest full batch in the per-row time
 _SIZE_SMOOTHING = 0.05  # weight of the newest request in the rows-per-request average
 ADMISSION_SHARE = 0.5  # of a request's time left, the most it may expect to wait queued
@@ -61,19 +64,37 @@ class _Unobserved:
         pass
 
 
+@dataclass(frozen=True, slots=True)
+class DeferredRows:
+    """Rows made only when their request joins a batch (`make` may raise to fail that
+    request alone): for inputs that depend on what happened just before the model runs,
+    and that are cheaper made for a whole batch at once."""
+
+    size: int
+    make: Callable[[], np.ndarray]
+
+
 @dataclass(eq=False)
 class _Request:
-    rows: np.ndarray
+    rows: np.ndarray | DeferredRows
     deadline: float  # time.monotonic()
     enqueued_at: float
     future: asyncio.Future[np.ndarray]
+    on_outputs: OnOutputs | None = None
     taken: int = 0  # rows already placed in a batch
     outputs: list[tuple[int, np.ndarray]] = field(default_factory=list)  # (offset, rows)
     done_rows: int = 0
 
     @property
     def size(self) -> int:
-        return len(self.rows)
+        rows = self.rows
+        return rows.size if isinstance(rows, DeferredRows) else len(rows)
+
+    @property
+    def made_rows(self) -> np.ndarray:
+        """Its rows, once it is in a batch (`_take` makes deferred ones)."""
+        assert isinstance(self.rows, np.ndarray)
+        return self.rows
 
 
 class Admission:
@@ -164,22 +185,29 @@ class DynamicBatcher:
             )
 
     async def infer(
-        self, rows: np.ndarray, deadline: float, admission: Admission | None = None
+        self,
+        rows: np.ndarray | DeferredRows,
+        deadline: float,
+        admission: Admission | None = None,
+        on_outputs: OnOutputs | None = None,
     ) -> np.ndarray:
         """Run `rows` (`[n, ...]`) through the model, batched with others; outputs `[n, ...]`.
 
         With an `admission` from this batcher the request was admitted already, and only the
-        memory bound is checked again; without one it is admitted here.
+        memory bound is checked again; without one it is admitted here. `on_outputs` is
+        for work that every request of a batch must have done before the first of them is
+        answered (the fraud history writes a batch's answers in one go).
         """
         if self._closing:
             raise ShuttingDown(f"model {self.name} is shutting down")
+        size = rows.size if isinstance(rows, DeferredRows) else len(rows)
         if admission is not None and admission.is_for(self):
-            self._check_room(len(rows))
+            self._check_room(size)
         else:
-            admission = self.admit(len(rows), deadline)
+            admission = self.admit(size, deadline)
         admission.release()  # its rows are counted as queued from here
         loop = asyncio.get_running_loop()
-        request = _Request(rows, deadline, time.monotonic(), loop.create_future())
+        request = _Request(rows, deadline, time.monotonic(), loop.create_future(), on_outputs)
         # A waiter that gave up leaves nobody to read the outcome; mark it read.
         request.future.add_done_callback(_consume_outcome)
         self._queue.append(request)
@@ -320,6 +348,13 @@ class DynamicBatcher:
             if request.taken == 0 and request.deadline <= now:
                 self._expire(request)
                 continue
+            if isinstance(request.rows, DeferredRows):
+                try:
+                    request.rows = request.rows.make()
+                except Exception as exc:
+                    self._withdraw(request)
+                    request.future.set_exception(exc)
+                    continue
             take = min(request.size - request.taken, self.max_batch_size - size)
             parts.append((request, request.taken, request.taken + take))
             request.taken += take
@@ -336,9 +371,11 @@ class DynamicBatcher:
 
     async def _run_batch(self, parts: list[tuple[_Request, int, int]]) -> None:
         if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == parts[0][0].size:
-            inputs = parts[0][0].rows  # the common case at low load: no copy
+            inputs = parts[0][0].made_rows  # the common case at low load: no copy
         else:
-            inputs = np.concatenate([request.rows[start:stop] for request, start, stop in parts])
+            inputs = np.concatenate(
+                [request.made_rows[start:stop] for request, start, stop in parts]
+            )
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         waits = [started - request.enqueued_at for request, start, _ in parts if start == 0]
@@ -369,7 +406,19 @@ class DynamicBatcher:
             offset += stop - start
             request.done_rows += stop - start
             if request.done_rows == request.size and not request.future.done():
-                request.future.set_result(_assemble(request.outputs))
+                _answer(request, _assemble(request.outputs))
+
+
+def _answer(request: _Request, outputs: np.ndarray) -> None:
+    # Its waiter runs only after the worker's turn: every request of the batch has had its
+    # `on_outputs` by then.
+    if request.on_outputs is not None:
+        try:
+            request.on_outputs(outputs)
+        except Exception as exc:
+            request.future.set_exception(exc)
+            return
+    request.future.set_result(outputs)
 
 
 def _consume_outcome(future: asyncio.Future[np.ndarray]) -> None:

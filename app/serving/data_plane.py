@@ -11,6 +11,7 @@ callables and turn the plain answers into their own wire format.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from app.fraud.decisions import decide
 from app.fraud.features import FEATURE_NAMES
 from app.fraud.history.store import HistoryStore, Recorded
 from app.model_card import ImagePreprocessing, ModelCard
-from app.serving.batching import Admission
+from app.serving.batching import Admission, DeferredRows, OnOutputs
 from app.serving.config import DecodeConfig
 from app.serving.registry import Kind, ModelRegistry
 from app.serving.runtime import ModelRuntime
@@ -47,6 +48,7 @@ DEFAULT_TOP_K = 5
 WATCH_CLIENT_AFTER_S = 1.0
 
 Payload = TypeVar("Payload", bound=Sized)
+Rows = np.ndarray | DeferredRows
 
 
 @dataclass(slots=True)
@@ -155,9 +157,9 @@ class DataPlane:
         history = self._history
         recorded: list[Recorded] = []
         inputs: list[list[float]] = []  # per payment, in FEATURES order
+        answer: dict[str, Any] = {}
 
-        async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
-            recorded.extend(await history.record([p.payment for p in batch]))
+        def rows_of(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
             # A retried payment is scored again only to keep the batch whole: its answer
             # is the one it got first, where that was kept.
             inputs.extend(
@@ -166,38 +168,56 @@ class DataPlane:
             )
             return in_card_order(np.asarray(inputs, dtype=np.float32), model_card)
 
+        async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> Rows:
+            payments = [p.payment for p in batch]
+            if history.records_at_once:
+                # Recorded as the batch forms, with the payments of the requests before it.
+                def make() -> np.ndarray:
+                    recorded.extend(history.record_now(payments))
+                    return rows_of(model_card, batch)
+
+                return DeferredRows(len(batch), make)
+            recorded.extend(await history.record(payments))
+            return rows_of(model_card, batch)
+
+        def answer_from(runtime: ModelRuntime, outputs: np.ndarray) -> None:
+            # Run by the batcher before any request of the batch is answered, so that the
+            # history can write the batch's answers with its payments.
+            model_card = runtime.model_card
+            assert model_card.thresholds is not None
+            fraud = outputs.reshape(len(recorded), -1)[:, -1].tolist()
+            _check_finite(fraud)
+            results, answers = [], {}
+            for record, values, probability in zip(recorded, inputs, fraud, strict=True):
+                transaction_id = record.payment.transaction_id
+                if record.earlier_answer:
+                    result = unpack_answer(transaction_id, record.earlier_answer)
+                    if not include_features:
+                        del result["features"]
+                else:
+                    decision = decide(probability, model_card.thresholds)
+                    result = {
+                        "transaction_id": transaction_id,
+                        "fraud_probability": probability,
+                        "decision": decision,
+                    }
+                    if include_features:
+                        result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
+                    if record.new:
+                        answers[transaction_id] = pack_answer(probability, decision, values)
+                results.append(result)
+            history.keep_answers(answers)
+            answer.update(model=model_card.name, version=model_card.version, results=results)
+
         try:
-            runtime, batch, outputs = await self._serve(
-                call, "tabular_classifier", lambda _: read_payments(), to_rows
+            await self._serve(
+                call, "tabular_classifier", lambda _: read_payments(), to_rows, None, answer_from
             )
+            await history.persist(recorded)
         except BaseException:
             await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
-        model_card = runtime.model_card
-        assert model_card.thresholds is not None
-        fraud = outputs.reshape(len(batch), -1)[:, -1].tolist()
-        _check_finite(fraud)
-        results, answers = [], {}
-        for record, values, probability in zip(recorded, inputs, fraud, strict=True):
-            transaction_id = record.payment.transaction_id
-            if record.earlier_answer:
-                result = unpack_answer(transaction_id, record.earlier_answer)
-                if not include_features:
-                    del result["features"]
-            else:
-                decision = decide(probability, model_card.thresholds)
-                result = {
-                    "transaction_id": transaction_id,
-                    "fraud_probability": probability,
-                    "decision": decision,
-                }
-                if include_features:
-                    result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
-                if record.new:
-                    answers[transaction_id] = pack_answer(probability, decision, values)
-            results.append(result)
-        history.keep_answers(answers)
-        return {"model": model_card.name, "version": model_card.version, "results": results}
+        return answer
 
     async def infer(
         self, call: InferenceCall, read: Callable[[ModelCard], Awaitable[CheckedRequest]]
@@ -222,11 +242,13 @@ class DataPlane:
         call: InferenceCall,
         kind: Kind | None,
         read: Callable[[ModelCard], Awaitable[Payload]],
-        to_rows: Callable[[ModelCard, Payload], Awaitable[np.ndarray] | np.ndarray],
+        to_rows: Callable[[ModelCard, Payload], Awaitable[Rows] | Rows],
         check: Callable[[ModelCard], None] | None = None,
+        on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None = None,
     ) -> tuple[ModelRuntime, Payload, np.ndarray]:
         """Resolve, admit, read, convert and infer; the runtime that answered, the payload
-        read, and the model's outputs for it."""
+        read, and the model's outputs for it. `on_outputs` is given them in the batcher
+        (see `DynamicBatcher.infer`)."""
         runtime = self._registry.resolve(call.model, call.version, kind)
         _report(call, runtime)
         if check is not None:
@@ -238,20 +260,30 @@ class DataPlane:
             call.report.items = len(payload)
             admission.count(len(payload))
             rows = to_rows(runtime.model_card, payload)
-            if not isinstance(rows, np.ndarray):  # images decode in threads; rows need not
+            if not isinstance(rows, np.ndarray | DeferredRows):  # images decode in threads
                 rows = await rows
-            work = self._infer(call, runtime, rows, admission)
+            work = self._infer(call, runtime, rows, admission, on_outputs)
             runtime, outputs = await _unless_client_leaves(call, runtime, work)
         return runtime, payload, outputs
 
     async def _infer(
-        self, call: InferenceCall, runtime: ModelRuntime, rows: np.ndarray, admission: Admission
+        self,
+        call: InferenceCall,
+        runtime: ModelRuntime,
+        rows: Rows,
+        admission: Admission,
+        on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None,
     ) -> tuple[ModelRuntime, np.ndarray]:
         """Run rows through the runtime's batcher. If that version was unloaded after the
         request found it (a hot swap), and the request did not name a version, the version
         now served answers instead, provided it takes and means the same rows."""
+
+        def outputs_of(runtime: ModelRuntime) -> OnOutputs | None:
+            return None if on_outputs is None else functools.partial(on_outputs, runtime)
+
         try:
-            return runtime, await runtime.batcher.infer(rows, call.deadline, admission)
+            batcher = runtime.batcher
+            return runtime, await batcher.infer(rows, call.deadline, admission, outputs_of(runtime))
         except ShuttingDown:
             if call.version is not None:
                 raise
@@ -260,7 +292,9 @@ class DataPlane:
             if successor is runtime or _contract(successor.model_card) != _contract(model_card):
                 raise
             _report(call, successor)
-            return successor, await successor.batcher.infer(rows, call.deadline)
+            return successor, await successor.batcher.infer(
+                rows, call.deadline, None, outputs_of(successor)
+            )
 
     async def _image_rows(self, images: list[bytes], model_card: ModelCard) -> np.ndarray:
         assert model_card.image is not None  # only image models take images

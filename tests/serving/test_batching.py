@@ -324,3 +324,35 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
     assert inline["tiny-fraud"] >= 1  # a 15-feature logistic model takes microseconds
     assert inline["slow-fraud"] == 0
     assert 0 < row_seconds["tiny-fraud"] < row_seconds["slow-fraud"]
+
+
+async def test_deferred_rows_are_made_as_their_batch_forms_and_fail_alone(run_model) -> None:
+    from app.serving.batching import DeferredRows
+
+    batcher = make(run_model, max_batch_size=4, max_queue_delay_ms=10_000)
+    made: list[int] = []
+
+    def deferred(seed: int) -> DeferredRows:
+        def make_rows() -> np.ndarray:
+            made.append(seed)
+            if seed == 2:
+                raise ValueError("no rows for this one")
+            return rows(1, seed)
+
+        return DeferredRows(1, make_rows)
+
+    seen: list[int] = []
+    waiting = [
+        batcher.infer(deferred(i), far(), on_outputs=lambda _, i=i: seen.append(i))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0.05)
+    assert made == []  # queued, not made: the batch is not full yet
+    waiting.append(batcher.infer(rows(1, 9), far()))  # full now (4 rows of 5 queued)
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert made == [0, 1, 2, 3]  # in arrival order, when the batch formed
+    assert isinstance(outcomes[2], ValueError)
+    for i in (0, 1, 3):
+        np.testing.assert_allclose(outcomes[i], run_model(rows(1, i)), rtol=1e-6)
+    assert sorted(seen) == [0, 1, 3]  # on_outputs ran for each answered request
+    await batcher.close()

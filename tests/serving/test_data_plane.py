@@ -32,25 +32,11 @@ async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) ->
     _, batch_s = model_factory.calibrated_slow_fraud_model(tmp_path, 0.020, max_batch_size=1)
     sent = min(800, max(60, round(6.0 / batch_s)))
     with running_server(model_repository=str(tmp_path), intra_op_threads="1") as base:
-        port = int(base.rsplit(":", 1)[1])
-        body = json.dumps(transaction()).encode()
-        head = (
-            "POST /v1/models/slow-fraud/score HTTP/1.1\r\nHost: test\r\n"
-            # A long deadline: a busy machine slows the model, and none may be refused.
-            "X-Request-Timeout-Ms: 60000\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-        ).encode()
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             metrics = (await client.get("/metrics")).text
         batches_before = _metric(metrics, "deepserve_inference_seconds_count", model="slow-fraud")
-        writers = []
-        for _ in range(sent):
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(head + body)
-            writers.append(writer)
-        await asyncio.sleep(0.3)
-        for writer in writers:  # every client gives up before most answers are ready
-            writer.close()
+        body = json.dumps(transaction())
+        await _send_and_hang_up(base, "/v1/models/slow-fraud/score", [body] * sent, 0.3)
         async with httpx.AsyncClient(base_url=base, timeout=10) as client:
             route = "/v1/models/{model}/score"
             for _ in range(300):  # until every request has an outcome
@@ -75,6 +61,62 @@ async def test_requests_whose_clients_hang_up_leave_the_queue(tmp_path: Path) ->
     assert abandoned >= sent / 2, (sent, batch_s, abandoned, batches)
     assert batches <= sent / 2, (sent, batch_s, abandoned, batches)
     assert after.status_code == 200
+
+
+async def test_payments_whose_clients_hang_up_leave_no_trace(tmp_path: Path) -> None:
+    # As above, on the stateful route: a payment is recorded and scored, or neither, so
+    # the card's history holds exactly the payments of the requests answered.
+    _, batch_s = model_factory.calibrated_slow_fraud_model(tmp_path, 0.020, max_batch_size=1)
+    sent = min(800, max(60, round(4.0 / batch_s)))
+    bodies = [
+        json.dumps(
+            {
+                "transaction_id": i,
+                "customer_id": 17,
+                "terminal_id": 4242,
+                "amount": 50.0,
+                "timestamp": f"2018-09-12T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}",
+            }
+        )
+        for i in range(sent)
+    ]
+    with running_server(model_repository=str(tmp_path), intra_op_threads="1") as base:
+        await _send_and_hang_up(base, "/v1/models/slow-fraud/transactions", bodies, 0.3)
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            route = "/v1/models/{model}/transactions"
+            for _ in range(300):  # until every request has an outcome
+                metrics = (await client.get("/metrics")).text
+                outcomes = {
+                    status: _metric(metrics, "deepserve_requests_total", route=route, status=status)
+                    for status in ("200", "499", "503", "504")
+                }
+                if sum(outcomes.values()) == sent:
+                    break
+                await asyncio.sleep(0.1)
+            card = await client.get("/v1/fraud/customers/17", params={"limit": 1000})
+    assert sum(outcomes.values()) == sent, metrics
+    assert outcomes["499"] >= sent / 2, outcomes  # most left before their answer
+    assert card.status_code == 200
+    assert len(card.json()["transactions"]) == outcomes["200"], outcomes
+
+
+async def _send_and_hang_up(base: str, path: str, bodies: list[str], after_s: float) -> None:
+    """One connection per body, each request sent whole; all closed after `after_s`."""
+    port = int(base.rsplit(":", 1)[1])
+    writers = []
+    for body in bodies:
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: test\r\n"
+            # A long deadline: a busy machine slows the model, and none may be refused.
+            "X-Request-Timeout-Ms: 60000\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write((head + body).encode())
+        writers.append(writer)
+    await asyncio.sleep(after_s)
+    for writer in writers:  # every client gives up before most answers are ready
+        writer.close()
 
 
 async def test_a_hot_swap_under_load_is_logged_and_counted_as_the_version_that_answered(

@@ -1,7 +1,8 @@
-"""Group commit for the history: the payments of concurrent requests are recorded in one
-store operation (one SQLite transaction, one Redis round trip), and the answers given are
-kept with the next one. At 64 requests in flight that is one write for many requests,
-not one or two for each.
+"""Group commit for a remote history (Redis): the payments of concurrent requests are
+recorded in one round trip, and the answers given are kept with the next one. At 64
+requests in flight that is one call for many requests, not one or two for each. (The
+embedded store needs no waiting: it records in memory, and writes a model batch's payments
+together when the first of them is answered.)
 
 Each request's payments stay a group of their own: a conflict or a refused timestamp
 fails that request alone. A request is answered only once the operation holding its

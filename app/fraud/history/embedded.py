@@ -1,10 +1,14 @@
 """The embedded history store: SQLite on local disk for durability, the history in memory
 for reads.
 
-Every payment recorded is in SQLite (WAL journal) before `record` returns, so a payment
-that was answered survives a killed process; on opening, the payments within the retention
-are read back into memory, where windows are computed without a query. One process owns
-the file: replicas that share a history use the Redis store.
+Recording works in memory and does not wait (`record_now`: the data plane records a
+request's payments as its model batch forms): the payments count in the windows of later
+ones at once. `persist`, called before a request is answered, writes every payment recorded
+since the last write, with the answers given, in one SQLite transaction (WAL journal): the
+first request of a model batch to be answered writes for all of them, and a payment that
+was answered survives a killed process. On opening, the payments within the retention are
+read back into memory, where windows are computed without a query. One process owns the
+file: replicas that share a history use the Redis store.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from pathlib import Path
 
 import orjson
 
-from app.errors import PaymentConflict, ServingError, StoreUnavailable, ValidationFailed
-from app.fraud.history.coalescing import GroupOutcome, RecordCoalescer
+from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
+from app.fraud.history.coalescing import ANSWERS_WITHIN_S
 from app.fraud.history.records import DAY_US, Payment, TransactionId
 from app.fraud.history.store import (
     EntityKind,
@@ -30,7 +34,7 @@ from app.fraud.history.store import (
     LoadRow,
     Recorded,
 )
-from app.fraud.history.windows import HistoryIndex, Timeline
+from app.fraud.history.windows import HistoryIndex, Known, Timeline
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payments (
@@ -48,7 +52,19 @@ DROP INDEX IF EXISTS payments_by_time;
 """
 
 
+class _Unwritten:
+    """Payments recorded in memory since the last write, and how their write ended."""
+
+    __slots__ = ("error", "payments")
+
+    def __init__(self) -> None:
+        self.payments: dict[TransactionId, Payment] = {}
+        self.error: StoreUnavailable | None = None
+
+
 class EmbeddedHistory:
+    records_at_once = True
+
     def __init__(self, path: Path, retention_days: int = 37) -> None:
         self.path = path
         self.retention_us = retention_days * DAY_US
@@ -56,7 +72,9 @@ class EmbeddedHistory:
         self.newest_us: int | None = None  # the latest event time recorded
         self.problem: str | None = None  # why the history is not available, if it is not
         self._db: sqlite3.Connection | None = None
-        self._coalescer = RecordCoalescer(self._record_groups, self.forget)
+        self._unwritten = _Unwritten()
+        self._answers: dict[TransactionId, bytes] = {}  # given, not written yet
+        self._answers_timer: asyncio.TimerHandle | None = None
 
     @property
     def where(self) -> str:
@@ -108,10 +126,13 @@ class EmbeddedHistory:
 
     async def close(self) -> None:
         if self._db is not None:
-            await self._coalescer.close()
+            self._write_unwritten()
         self.close_now()
 
     def close_now(self) -> None:
+        if self._answers_timer is not None:
+            self._answers_timer.cancel()
+            self._answers_timer = None
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -123,41 +144,52 @@ class EmbeddedHistory:
                 await self.open()
 
     async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
-        self.connection()  # open, or nothing happens
-        return await self._coalescer.record(payments)
+        return self.record_now(payments)
 
-    async def _record_groups(
-        self, groups: list[Sequence[Payment]], answers: dict[TransactionId, bytes]
-    ) -> list[GroupOutcome]:
-        """Concurrent requests' payments in one transaction, with the answers given since
-        the last one: in memory first, then written; undone in memory if the write fails."""
-        sorted_out: list[tuple[Sequence[Payment], dict[TransactionId, Payment]] | ServingError]
-        sorted_out = []
-        added: list[Payment] = []
-        for payments in groups:
-            try:
-                self._check_retention(payments)
-                new = self._new_ones(payments)
-            except ServingError as exc:
-                sorted_out.append(exc)
-                continue
-            for payment in new.values():
-                self.index.add(payment)
-            added += new.values()
-            sorted_out.append((payments, new))
-        try:
-            self._write(added, answers)
-        except sqlite3.Error as exc:
-            for payment in added:
-                self.index.remove(payment.transaction_id)
-            raise StoreUnavailable(f"the history could not be written: {exc}") from exc
-        if added:
-            newest = max(p.time_us for p in added)
+    def record_now(self, payments: Sequence[Payment]) -> list[Recorded]:
+        self.connection()  # open, or nothing happens
+        self._check_retention(payments)
+        new = self._new_ones(payments)
+        unwritten = self._unwritten
+        for payment in new.values():
+            self.index.add(payment)
+            unwritten.payments[payment.transaction_id] = payment
+        if new:
+            newest = max(p.time_us for p in new.values())
             self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
-        return [
-            outcome if isinstance(outcome, ServingError) else self._recorded(*outcome)
-            for outcome in sorted_out
-        ]
+        return self._recorded(payments, new)
+
+    async def persist(self, recorded: Sequence[Recorded]) -> None:
+        for unwritten in {id(r.unwritten): r.unwritten for r in recorded}.values():
+            if not isinstance(unwritten, _Unwritten):
+                continue  # written already
+            if unwritten is self._unwritten:
+                self._write_unwritten()
+            if unwritten.error is not None:
+                raise unwritten.error
+
+    def _write_unwritten(self) -> None:
+        """Write the payments recorded since the last write, and the answers given since,
+        in one transaction. If that fails, those payments are forgotten (each request that
+        recorded one is told by `persist`) and the answers wait for the next write."""
+        unwritten, self._unwritten = self._unwritten, _Unwritten()
+        answers, self._answers = self._answers, {}
+        if self._answers_timer is not None:
+            self._answers_timer.cancel()
+            self._answers_timer = None
+        known = self.index.payments
+        # Forgotten or pruned since it was recorded: not in memory, not written.
+        payments = [known[i] for i in unwritten.payments if i in known]
+        try:
+            self._write(payments, answers)
+        except (sqlite3.Error, StoreUnavailable) as exc:
+            unwritten.error = StoreUnavailable(f"the history could not be written: {exc}")
+            for payment in payments:
+                self.index.remove(payment.transaction_id)
+            self._answers = answers | self._answers
+            self.newest_us = max(
+                (t.times[-1] for t in self.index.customers.values() if t.times), default=None
+            )
 
     def _new_ones(self, payments: Sequence[Payment]) -> dict[TransactionId, Payment]:
         """The payments not recorded before; PaymentConflict for an id recorded (or sent in
@@ -179,13 +211,18 @@ class EmbeddedHistory:
         self, payments: Sequence[Payment], new: dict[TransactionId, Payment]
     ) -> list[Recorded]:
         known = [p.transaction_id for p in payments if p.transaction_id not in new]
-        earlier = self._answers(known) if known else {}
+        earlier = self._written_answers(known) if known else {}
+        for transaction_id in known:
+            if transaction_id in self._answers:  # given, not written yet
+                earlier[transaction_id] = self._answers[transaction_id]
+        unwritten = self._unwritten
         return [
             Recorded(
                 p,
                 self.index.windows(p),
                 p.transaction_id in new,
                 earlier.get(p.transaction_id) or None,
+                unwritten if p.transaction_id in unwritten.payments else None,
             )
             for p in payments
         ]
@@ -194,6 +231,10 @@ class EmbeddedHistory:
         ids = [i for i in transaction_ids if i in self.index.payments]
         for transaction_id in ids:
             self.index.remove(transaction_id)
+        unwritten = self._unwritten.payments
+        ids = [i for i in ids if unwritten.pop(i, None) is None]  # the rest is on disk
+        if not ids:
+            return
         try:
             with self._transaction() as db:
                 db.executemany(
@@ -203,7 +244,20 @@ class EmbeddedHistory:
             raise StoreUnavailable(f"the history could not be written: {exc}") from exc
 
     def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
-        self._coalescer.keep_answers(answers)
+        """Written with the next payments, or within `ANSWERS_WITHIN_S` when none come."""
+        self._answers.update(answers)
+        if answers and self._answers_timer is None:
+            loop = asyncio.get_running_loop()
+            self._answers_timer = loop.call_later(ANSWERS_WITHIN_S, self._write_late_answers)
+
+    def _write_late_answers(self) -> None:
+        self._answers_timer = None
+        if self._db is None:
+            return
+        self._write_unwritten()
+        if self._answers:  # not written: try again later, not at once
+            loop = asyncio.get_running_loop()
+            self._answers_timer = loop.call_later(ANSWERS_WITHIN_S, self._write_late_answers)
 
     async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
         self.connection()  # open, or nothing happens
@@ -266,6 +320,7 @@ class EmbeddedHistory:
     async def load(self, rows: Sequence[LoadRow]) -> int:
         """Straight into the file (fast enough for 100,000 rows a second): the payments in
         memory are not updated, so load before the server starts."""
+        self._write_unwritten()  # so that their ids are known to the file
         before = self.connection().total_changes
         with self._transaction() as db:
             db.executemany(
@@ -288,29 +343,34 @@ class EmbeddedHistory:
                     [{"field": "timestamp", "message": "older than the retention"}],
                 )
 
-    def _write(self, payments: list[Payment], answers: dict[TransactionId, bytes]) -> None:
+    def _write(self, payments: list[Known], answers: dict[TransactionId, bytes]) -> None:
+        """The payments with their answers where given already (an answer written apart
+        costs as much again as its payment), then the other answers."""
         if not payments and not answers:
             return
-        rows = [
-            (
-                _text(p.transaction_id),
-                _text(p.customer_id),
-                _text(p.terminal_id),
-                p.amount,
-                p.time_us,
+        rows = []
+        for p in payments:
+            transaction_id = p.transaction_id
+            rows.append(
+                (
+                    _text(transaction_id),
+                    _text(p.customer.entity),
+                    _text(p.terminal.entity),
+                    p.amount,
+                    p.time_us,
+                    None if p.fraud is None else int(p.fraud),  # labelled before its write
+                    answers.get(transaction_id),
+                )
             )
-            for p in payments
-        ]
+        written = {p.transaction_id for p in payments}
+        later = [(answer, _text(i)) for i, answer in answers.items() if i not in written]
         with self._transaction() as db:
             db.executemany(
                 "INSERT INTO payments (transaction_id, customer_id, terminal_id, amount, "
-                "time_us) VALUES (?, ?, ?, ?, ?)",
+                "time_us, fraud, answer) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            db.executemany(
-                "UPDATE payments SET answer = ? WHERE transaction_id = ?",
-                [(answer, _text(i)) for i, answer in answers.items()],
-            )
+            db.executemany("UPDATE payments SET answer = ? WHERE transaction_id = ?", later)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -325,7 +385,7 @@ class EmbeddedHistory:
                 db.execute("ROLLBACK")
             raise
 
-    def _answers(self, transaction_ids: list[TransactionId]) -> dict[TransactionId, bytes]:
+    def _written_answers(self, transaction_ids: list[TransactionId]) -> dict[TransactionId, bytes]:
         marks = ",".join("?" * len(transaction_ids))
         rows = self.connection().execute(
             f"SELECT transaction_id, answer FROM payments WHERE transaction_id IN ({marks})",

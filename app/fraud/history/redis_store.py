@@ -87,6 +87,14 @@ class RedisHistory:
     async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
         return await self._coalescer.record(payments)
 
+    records_at_once = False  # every record is a round trip
+
+    def record_now(self, payments: Sequence[Payment]) -> list[Recorded]:
+        raise NotImplementedError("the Redis store records with `record`, a round trip")
+
+    async def persist(self, recorded: Sequence[Recorded]) -> None:
+        """Nothing to do: `record` returns once Redis has the payments."""
+
     async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
         if transaction_ids:
             await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])

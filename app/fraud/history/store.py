@@ -27,6 +27,9 @@ class Recorded:
     windows: Windows
     new: bool = True
     earlier_answer: bytes | None = None
+    # The store's handle on the write that will hold this payment, while it is recorded
+    # only in memory (see `HistoryStore.persist`); None once durable.
+    unwritten: object | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,9 @@ class HistorySize(NamedTuple):
 
 class HistoryStore(Protocol):
     retention_us: int
+    # True where `record_now` works (in memory, without waiting): the data plane then
+    # records a request's payments as its model batch forms.
+    records_at_once: bool
     # Why the store is not available now, if it is not (for /readyz); None when it is.
     problem: str | None
 
@@ -72,7 +78,18 @@ class HistoryStore(Protocol):
     async def record(self, payments: Sequence[Payment]) -> list[Recorded]:
         """Record a batch in time order (ties by id), each payment seeing the earlier ones,
         and return each one's windows in request order. All or nothing: a batch that cannot
-        be written leaves no trace. A payment recorded before is not recorded again."""
+        be recorded leaves no trace. A payment recorded before is not recorded again.
+        Recorded payments count in the windows of later ones at once, but may be durable
+        only after `persist`."""
+        ...
+
+    def record_now(self, payments: Sequence[Payment]) -> list[Recorded]:
+        """`record` without waiting, where `records_at_once`."""
+        ...
+
+    async def persist(self, recorded: Sequence[Recorded]) -> None:
+        """Return once these payments are durable: call it before answering for them.
+        Raises `StoreUnavailable` when they could not be written; they are forgotten then."""
         ...
 
     async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:

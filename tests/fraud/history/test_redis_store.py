@@ -73,3 +73,18 @@ async def test_a_lost_redis_is_unavailable_and_back_at_once_when_it_returns(
     assert recorded[0].new and recorded[0].windows.customer_nb_tx == (2, 2, 2)  # 1 survived
     assert store.problem is None
     await store.close()
+
+
+async def test_a_request_cancelled_while_waiting_records_nothing(redis_url: str) -> None:
+    """Its payments wait for the round's script call (the embedded store records in memory
+    without waiting, and its caller forgets what a cancelled request recorded)."""
+    store = RedisHistory(redis_url)
+    await store.open()
+    left = asyncio.ensure_future(store.record([Payment(1, 7, 9, 11.0, T0)]))
+    await asyncio.sleep(0)  # it waits for the round now
+    left.cancel()
+    kept = await store.record([Payment(2, 7, 9, 11.0, T0 + DAY_US // 10)])
+    assert kept[0].windows.customer_nb_tx == (1, 1, 1)
+    view = await store.view("customer", "7", 5)
+    assert view is not None and [k.payment.transaction_id for k in view.newest] == [2]
+    await store.close()

@@ -227,14 +227,3 @@ async def test_concurrent_requests_are_written_together_and_fail_alone(
     assert first[0].new and first[0].windows.customer_nb_tx == (2, 2, 2)
     assert third[0].windows.customer_nb_tx == (3, 3, 3) and not third[1].new
     assert await store.view("customer", "8", 5) is None  # nothing of the failed request
-
-
-async def test_a_request_cancelled_while_waiting_records_nothing(new_store: StoreFactory) -> None:
-    store = await new_store()
-    left = asyncio.ensure_future(store.record([pay(1)]))
-    await asyncio.sleep(0)  # it waits for the round now
-    left.cancel()
-    kept = await store.record([pay(2, days=0.1)])
-    assert kept[0].windows.customer_nb_tx == (1, 1, 1)
-    view = await store.view("customer", "7", 5)
-    assert view is not None and [k.payment.transaction_id for k in view.newest] == [2]
