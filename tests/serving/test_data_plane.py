@@ -67,7 +67,7 @@ async def test_payments_whose_clients_hang_up_leave_no_trace(tmp_path: Path) -> 
     # As above, on the stateful route: a payment is recorded and scored, or neither, so
     # the card's history holds exactly the payments of the requests answered.
     _, batch_s = model_factory.calibrated_slow_fraud_model(tmp_path, 0.020, max_batch_size=1)
-    sent = min(800, max(60, round(4.0 / batch_s)))
+    sent = min(800, max(60, round(6.0 / batch_s)))
     bodies = [
         json.dumps(
             {

@@ -160,7 +160,7 @@ class EmbeddedHistory:
         return self._recorded(payments, new)
 
     async def persist(self, recorded: Sequence[Recorded]) -> None:
-        for unwritten in {id(r.unwritten): r.unwritten for r in recorded}.values():
+        for unwritten in {r.unwritten for r in recorded}:
             if not isinstance(unwritten, _Unwritten):
                 continue  # written already
             if unwritten is self._unwritten:
