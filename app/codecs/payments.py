@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from pydantic import ValidationError
@@ -28,8 +27,7 @@ from app.fraud.features import is_night, is_weekend
 from app.fraud.history.records import Payment, TransactionId, event_time_us
 
 
-@dataclass(frozen=True, slots=True)
-class IncomingPayment:
+class IncomingPayment(NamedTuple):
     """A payment and its calendar features, read in its own wall-clock time."""
 
     payment: Payment
