@@ -27,7 +27,7 @@ from pathlib import Path
 
 from app.fraud.history.bulk_load import main as bulk_load
 from bench.procs import cpu_seconds, free_port, rss_mb
-from bench.systems import SYSTEMS, Running, start, stop_process
+from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import FRAUD, WORKLOADS, Requests, build
 from bench.wrk import Window, run_window
 from tests.redis_server import RedisServer, redis_installed
@@ -94,7 +94,7 @@ def measure(
                 env["DEEPSERVE_FRAUD_STORE"] = redis.url
             system = replace(SYSTEMS["deepserve"], name=f"deepserve-{server}", env=env)
             servers[server] = start(system, free_port(), timeout_s=300)
-        idle_rss = {server: rss_mb(running.process.pid) for server, running in servers.items()}
+        idle_rss = {server: settled_rss(running) for server, running in servers.items()}
         for row in rows:  # warm-up
             _window(servers[row.server], requests[(row.path, row.items)], 8, 2.0, next_id)
             next_id += 10**10

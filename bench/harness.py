@@ -41,7 +41,7 @@ import onnxruntime as ort
 from app.settings import Settings
 from bench import fraud_history, inprocess, open_inference, perf_analyzer, report
 from bench.procs import cpu_seconds, free_port, rss_mb
-from bench.systems import SYSTEMS, Running, start, stop_process
+from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
 from bench.wrk import Window, run_window
 
@@ -209,7 +209,7 @@ def _systems(
         running = start(system, port, timeout_s=300, probe=probe)
         starts[name] = {
             "start_to_ready_s": round(running.start_to_ready_s, 2),
-            "rss_mb_idle": round(rss_mb(running.process.pid), 1),
+            "rss_mb_idle": round(settled_rss(running), 1),
         }
         try:
             peer = name in ("ray-serve", "bentoml")

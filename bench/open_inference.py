@@ -25,7 +25,7 @@ from app.serving.repository import discover, read_card
 from app.settings import Settings
 from bench import perf_analyzer
 from bench.procs import cpu_seconds, free_port, rss_mb
-from bench.systems import SYSTEMS, Running, start, stop_process
+from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, build_v2, v2_inputs
 from bench.wrk import run_window
 
@@ -103,7 +103,7 @@ def measure(
     running = start(SYSTEMS["deepserve"], free_port(), timeout_s=300)
     server = {
         "start_to_ready_s": round(running.start_to_ready_s, 2),
-        "rss_mb_idle": round(rss_mb(running.process.pid), 1),
+        "rss_mb_idle": round(settled_rss(running), 1),
     }
     print(f"open inference: deepserve on :{running.port}, gRPC :{running.grpc_port}", flush=True)
     try:

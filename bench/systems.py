@@ -7,6 +7,7 @@ perf_analyzer (`bench/perf_analyzer.py`), a load generator rather than a server.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from bench.procs import free_port
+from bench.procs import free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 VENVS = Path(os.environ.get("BENCH_VENVS", ROOT / "bench" / ".venvs"))
@@ -169,6 +170,21 @@ def start(
             pass
         time.sleep(0.05)
     return Running(system, process, port, time.monotonic() - started, grpc_port)
+
+
+def settled_rss(running: Running, timeout_s: float = 120.0) -> float:
+    """Resident memory in MB once the server has loaded what it will: deepserve's /readyz
+    is ready with each model's newest version, and older ones load after it (tens of MB)."""
+    if running.system.name.startswith("deepserve"):
+        url = f"http://127.0.0.1:{running.port}/v1/models"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                models = json.load(response)["models"]
+            if all(v["state"] != "loading" for m in models for v in m["versions"]):
+                break
+            time.sleep(0.2)
+    return rss_mb(running.process.pid)
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
