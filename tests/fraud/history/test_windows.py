@@ -3,6 +3,7 @@ counted on the fingers: the benchmark's definitions, edge by edge."""
 
 from __future__ import annotations
 
+import calendar
 from datetime import datetime
 
 import pytest
@@ -97,3 +98,19 @@ def test_ids_written_for_a_bytewise_store_sort_as_ties_do(ids: list[int | str]) 
     by_tie = sorted(ids, key=tie_key)
     by_bytes = sorted(ids, key=lambda i: (sortable_id(i) + "\0~").encode())
     assert by_bytes == by_tie
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2018-09-01T10:00:00",
+        "2018-09-01T10:00:00.000001",
+        "2018-09-01T10:00:00+02:00",
+        "2018-09-01T10:00:00.5-05:30",
+        "1969-12-31T23:59:59.999999",
+    ],
+)
+def test_event_time_is_exact_microseconds_since_the_epoch_in_utc(stamp: str) -> None:
+    timestamp = datetime.fromisoformat(stamp)
+    whole_seconds = calendar.timegm(timestamp.utctimetuple())  # no offset: read as UTC
+    assert event_time_us(timestamp) == whole_seconds * 1_000_000 + timestamp.microsecond
