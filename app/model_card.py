@@ -86,6 +86,24 @@ class Thresholds(_Strict):
         return self
 
 
+class ReasonsGraph(_Strict):
+    """A second graph beside the model that says which features pushed a score up: the same
+    input rows in, one attribution per feature out (log-odds), run only on rows that need
+    reasons."""
+
+    file: str = Field(default="reasons.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$")
+    output: str = "attributions"
+    method: Literal["integrated_gradients_midpoint"] = Field(
+        description="Integrated gradients of the log-odds with one step at the midpoint "
+        "between the row and the baseline: exact for a logistic model."
+    )
+    baseline: list[float] = Field(
+        min_length=1,
+        description="Per input feature, in the input's order: the reference "
+        "row attributions are measured from (the training window's means).",
+    )
+
+
 class BatchingDefaults(_Strict):
     """Server-side dynamic batching defaults; settings may override them."""
 
@@ -123,6 +141,7 @@ class ModelCard(_Strict):
     image: ImagePreprocessing | None = None
     tabular: TabularPreprocessing | None = None
     thresholds: Thresholds | None = None
+    reasons: ReasonsGraph | None = None
     batching: BatchingDefaults = BatchingDefaults()
     metrics: dict[str, int | float | str] = Field(default_factory=dict)
     provenance: Provenance
@@ -145,6 +164,11 @@ class ModelCard(_Strict):
                     f"input shape {self.inputs[0].shape} does not match "
                     f"{len(self.tabular.features)} features"
                 )
+        if self.reasons is not None:
+            if self.tabular is None:
+                raise ValueError("reasons are for tabular models")
+            if len(self.reasons.baseline) != len(self.tabular.features):
+                raise ValueError("the reasons baseline needs one value per feature")
         return self
 
     @property

@@ -107,8 +107,11 @@ def fraud_model(
     max_batch_size: int = 64,
     max_queue_delay_ms: float = 0.0,
     amount_weight: float = 0.02,
+    reasons: bool = False,
 ) -> Path:
-    """float32 `[n, 15]` -> sigmoid(amount * w - 4 + night): big amounts look like fraud."""
+    """float32 `[n, 15]` -> sigmoid(amount * w - 4 + night + 3 risk_7d): big amounts look
+    like fraud. With `reasons`, also its reasons graph: for a logistic model, exactly
+    coefficient times (value - baseline), with `REASONS_BASELINE`."""
     weights = np.zeros((len(FEATURES), 1), dtype=np.float32)
     weights[FEATURES.index("TX_AMOUNT"), 0] = amount_weight
     weights[FEATURES.index("TX_DURING_NIGHT"), 0] = 1.0
@@ -141,7 +144,37 @@ def fraud_model(
         "batching": {"max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms},
         "provenance": _provenance(),
     }
-    return _save(graph, card, root)
+    if reasons:
+        card["reasons"] = {
+            "method": "integrated_gradients_midpoint",
+            "baseline": REASONS_BASELINE.tolist(),
+        }
+    folder = _save(graph, card, root)
+    if reasons:
+        explain = helper.make_graph(
+            [
+                helper.make_node("Sub", ["features", "baseline"], ["away"]),
+                helper.make_node("Mul", ["away", "coefficients"], ["attributions"]),
+            ],
+            "tiny-fraud-reasons",
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 15])],
+            [helper.make_tensor_value_info("attributions", TensorProto.FLOAT, ["batch", 15])],
+            initializer=[
+                numpy_helper.from_array(REASONS_BASELINE, "baseline"),
+                numpy_helper.from_array(weights[:, 0].copy(), "coefficients"),
+            ],
+        )
+        model = helper.make_model(explain, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, folder / "reasons.onnx")
+    return folder
+
+
+# Where the tiny fraud model's reasons are measured from: an average payment.
+REASONS_BASELINE = np.array(
+    [50.0, 0.3, 0.15, 2, 50.0, 10, 50.0, 40, 50.0, 5, 0.01, 30, 0.02, 120, 0.02],
+    dtype=np.float32,
+)
 
 
 def fraud_probability(

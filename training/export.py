@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -67,8 +69,23 @@ def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
     return worst
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A second graph published beside the model, over the same input rows (the reasons
+    graph): exported and checked the same way."""
+
+    module: nn.Module
+    file: str
+    output_name: str
+
+
 def publish(
-    module: nn.Module, example_inputs: np.ndarray, card_fields: dict, models_dir: Path, name: str
+    module: nn.Module,
+    example_inputs: np.ndarray,
+    card_fields: dict,
+    models_dir: Path,
+    name: str,
+    companions: Sequence[Companion] = (),
 ) -> Path:
     """Export, check, and write `<models_dir>/<name>/<next version>/`; never overwrites."""
     model_dir = models_dir / name
@@ -85,6 +102,13 @@ def publish(
         )
         difference = check_parity(module, onnx_path, example_inputs)
         metrics = {**card_fields.get("metrics", {}), "onnx_parity_max_abs_diff": difference}
+        for companion in companions:
+            path = staging / companion.file
+            example = torch.from_numpy(example_inputs[:2])
+            export_onnx(companion.module, example, path, input_name, companion.output_name)
+            metrics[f"{path.stem}_onnx_parity_max_abs_diff"] = check_parity(
+                companion.module, path, example_inputs
+            )
         while True:
             version = next_version(model_dir)
             card = ModelCard.model_validate(
@@ -110,6 +134,8 @@ def promote(candidate: Path, models_dir: Path, name: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         shutil.copy2(candidate / "model.onnx", staging / "model.onnx")
+        if card.reasons is not None:
+            shutil.copy2(candidate / card.reasons.file, staging / card.reasons.file)
         while True:
             version = next_version(model_dir)
             renamed = card.model_copy(update={"name": name, "version": version})

@@ -18,9 +18,10 @@ from torch import nn
 from tqdm import tqdm
 
 from app.fraud.features import FEATURES
+from training import fraud_reasons as reasons
 from training import plots
 from training.devices import DeviceName, pick_device
-from training.export import publish
+from training.export import Companion, publish
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
 from training.provenance import current_provenance
@@ -230,7 +231,8 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     if not cfg.export:
         return None
 
-    # Save
+    # Save, with the graph that gives each flagged score its reasons
+    baseline = feature_matrix(window.train).mean(0).astype(np.float32)
     card = {
         "kind": "tabular_classifier",
         "description": _describe(cfg, model),
@@ -240,12 +242,14 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
         "labels": ["genuine", "fraud"],
         "tabular": {"features": list(FEATURES), "scaling_in_graph": True},
         "thresholds": {"review": review, "decline": decline, "rule": rule},
+        "reasons": {"method": reasons.METHOD, "baseline": baseline.tolist()},
         "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0.0},  # ORT peaks near 1024 rows
         "metrics": metrics,
         "provenance": current_provenance(cfg.data, cfg.seed).model_dump(),
     }
     examples = feature_matrix(window.test.sample(n=64, random_state=cfg.seed))
-    target = publish(model, examples, card, Path(cfg.models_dir), cfg.name)
+    explain = Companion(reasons.FraudReasons(model, baseline), "reasons.onnx", "attributions")
+    target = publish(model, examples, card, Path(cfg.models_dir), cfg.name, [explain])
     print(f"exported {target}")
     return target
 

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from app.api.bodies import read_json
 from app.api.endpoints import Endpoint, EndpointCall, QueryParameter
-from app.api.inference import VERSION, ScoreResult
+from app.api.inference import REASONS, VERSION, ScoreResult, reasons_mode
 from app.api.responses import json_response
 from app.codecs.payments import PaymentBatch, decode_labels, decode_payments
 from app.codecs.transaction_schema import Identifier, LabelBatch, RawTransactionBatch
@@ -60,7 +60,9 @@ async def record_and_score(call: EndpointCall) -> Response:
         return decode_payments(body, settings.max_transactions_per_request)
 
     include = call.query.get("include") == "features"
-    answer = await call.services.data_plane.record_and_score(call.inference(), read, include)
+    answer = await call.services.data_plane.record_and_score(
+        call.inference(), read, include, reasons_mode(call)
+    )
     return json_response(answer)
 
 
@@ -148,7 +150,7 @@ ENDPOINTS = [
         "Record raw payments in the history and score them",
         PaymentsResponse,
         PAYMENT_BODY,
-        query=(VERSION, INCLUDE),
+        query=(VERSION, INCLUDE, REASONS),
         tags=("fraud",),
         schemas=(RawTransactionBatch,),
     ),
@@ -159,7 +161,7 @@ ENDPOINTS = [
         "Record raw payments and score them with the default fraud model",
         PaymentsResponse,
         PAYMENT_BODY,
-        query=(VERSION, INCLUDE),
+        query=(VERSION, INCLUDE, REASONS),
         default_model=lambda settings: settings.default_fraud_model,
         tags=("fraud",),
         name="record_and_score_default",

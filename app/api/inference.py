@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from app.api.bodies import read_images, read_json
@@ -17,6 +17,7 @@ from app.api.responses import json_response
 from app.codecs.transaction_schema import Identifier
 from app.codecs.transactions import TransactionRows, decode_transactions
 from app.fraud.decisions import Decision
+from app.fraud.reasons import ReasonsMode
 
 
 class Prediction(BaseModel):
@@ -34,10 +35,21 @@ class ClassifyResponse(BaseModel):
     results: list[ImageResult]
 
 
+class Reason(BaseModel):
+    code: str = Field(description="Stable: `amount`, `night`, `terminal_risk_7d`, ...")
+    feature: str = Field(description="The model input it is about, by its API name.")
+    value: float
+    contribution: float = Field(description="How far it pushed the score up, in log-odds.")
+    text: str = Field(description="The reason in words, with its numbers.")
+
+
 class ScoreResult(BaseModel):
     transaction_id: Identifier
     fraud_probability: float
     decision: Decision
+    reasons: list[Reason] | None = Field(
+        default=None, description="The features that pushed the score up most, largest first."
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -65,11 +77,21 @@ async def score(call: EndpointCall) -> Response:
         body = await read_json(call.request, settings.max_body_bytes)
         return decode_transactions(body, settings.max_transactions_per_request)
 
-    answer = await call.services.data_plane.score(call.inference(), read)
+    answer = await call.services.data_plane.score(call.inference(), read, reasons_mode(call))
     return json_response(answer)
 
 
+def reasons_mode(call: EndpointCall) -> ReasonsMode:
+    mode = call.query.get("reasons")
+    return "flagged" if mode is None else mode  # type: ignore[return-value]
+
+
 VERSION = QueryParameter("version", "Model version; default: the highest ready.")
+REASONS = QueryParameter(
+    "reasons",
+    "`flagged` (default): reasons with `review` and `decline` decisions; `always`; `never`.",
+    ("flagged", "always", "never"),
+)
 TOP_K = QueryParameter("top_k", "Labels per image, best first; default 5, or every label if fewer.")
 
 IMAGE_BODY: dict[str, Any] = {
@@ -130,7 +152,7 @@ ENDPOINTS = [
         "Score card transactions for fraud",
         ScoreResponse,
         TRANSACTION_BODY,
-        query=(VERSION,),
+        query=(VERSION, REASONS),
     ),
     Endpoint(
         "POST",
@@ -139,7 +161,7 @@ ENDPOINTS = [
         "Score transactions with the default fraud model",
         ScoreResponse,
         TRANSACTION_BODY,
-        query=(VERSION,),
+        query=(VERSION, REASONS),
         default_model=lambda settings: settings.default_fraud_model,
         name="score_default",
     ),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -33,13 +34,16 @@ from app.errors import (
 )
 from app.fraud.answers import pack_answer, unpack_answer
 from app.fraud.decisions import decide
-from app.fraud.features import FEATURE_NAMES
+from app.fraud.features import FEATURE_NAMES, FEATURES
 from app.fraud.history.store import HistoryStore, Recorded
+from app.fraud.reasons import ReasonsMode, explains, top_reasons
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission, DeferredRows, OnOutputs
 from app.serving.config import DecodeConfig
 from app.serving.registry import Kind, ModelRegistry
 from app.serving.runtime import ModelRuntime
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 # Watching for a hang-up costs a task per request (a few percent of the event loop with a
@@ -128,9 +132,13 @@ class DataPlane:
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
     async def score(
-        self, call: InferenceCall, read_transactions: Callable[[], Awaitable[TransactionRows]]
+        self,
+        call: InferenceCall,
+        read_transactions: Callable[[], Awaitable[TransactionRows]],
+        reasons: ReasonsMode = "flagged",
     ) -> dict[str, Any]:
-        """Each transaction's fraud probability and decision, in request order."""
+        """Each transaction's fraud probability and decision, in request order, with the
+        reasons of those that need them."""
         runtime, transactions, outputs = await self._serve(
             call, "tabular_classifier", lambda _: read_transactions(), _transaction_rows
         )
@@ -143,6 +151,11 @@ class DataPlane:
             {"transaction_id": t, "fraud_probability": p, "decision": decide(p, thresholds)}
             for t, p in zip(transactions.ids, fraud, strict=True)
         ]
+
+        def values(index: int) -> list[float]:  # float32 as sent: 77.8, not 77.80000305
+            return [float(str(v)) for v in transactions.features[index]]
+
+        await _explain(call, runtime, results, reasons, values)
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
     async def record_and_score(
@@ -150,6 +163,7 @@ class DataPlane:
         call: InferenceCall,
         read_payments: Callable[[], Awaitable[PaymentBatch]],
         include_features: bool,
+        reasons: ReasonsMode = "flagged",
     ) -> dict[str, Any]:
         """Record raw payments in the history and score each with the features computed
         from it. A payment is recorded and scored, or neither; one sent again gets the
@@ -157,6 +171,8 @@ class DataPlane:
         history = self._history
         recorded: list[Recorded] = []
         inputs: list[list[float]] = []  # per payment, in FEATURES order
+        answered_inputs: list[list[float]] = []  # those of the answers given (a retry's first)
+        answered_by: list[ModelRuntime] = []
         answer: dict[str, Any] = {}
 
         def rows_of(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
@@ -183,6 +199,7 @@ class DataPlane:
         def answer_from(runtime: ModelRuntime, outputs: np.ndarray) -> None:
             # Run by the batcher before any request of the batch is answered, so that the
             # history can write the batch's answers with its payments.
+            answered_by.append(runtime)
             model_card = runtime.model_card
             assert model_card.thresholds is not None
             fraud = outputs.reshape(len(recorded), -1)[:, -1].tolist()
@@ -192,6 +209,7 @@ class DataPlane:
                 transaction_id = record.payment.transaction_id
                 if record.earlier_answer:
                     result = unpack_answer(transaction_id, record.earlier_answer)
+                    values = list(result["features"].values())
                     if not include_features:
                         del result["features"]
                 else:
@@ -206,6 +224,7 @@ class DataPlane:
                     if record.new:
                         answers[transaction_id] = pack_answer(probability, decision, values)
                 results.append(result)
+                answered_inputs.append(values)
             history.keep_answers(answers)
             answer.update(model=model_card.name, version=model_card.version, results=results)
 
@@ -217,6 +236,15 @@ class DataPlane:
         except BaseException:
             await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
+        # Recorded and answered: reasons are words about that answer, computed after it.
+        await _explain(
+            call,
+            answered_by[-1],
+            answer["results"],
+            reasons,
+            answered_inputs.__getitem__,
+            [(r.payment.customer_id, r.payment.terminal_id) for r in recorded],
+        )
         return answer
 
     async def infer(
@@ -323,6 +351,45 @@ class DataPlane:
                 raise outcome
             pixels.append(outcome)
         return pixels
+
+
+async def _explain(
+    call: InferenceCall,
+    runtime: ModelRuntime,
+    results: list[dict[str, Any]],
+    mode: ReasonsMode,
+    values_of: Callable[[int], list[float]],
+    subjects: list[tuple[Any, Any]] | None = None,
+) -> None:
+    """Give the results that need them (flagged ones, or all, or none) their reasons, from
+    one batched run of the model's reasons graph. Models without one give none. The score
+    stands without its reasons: where they cannot be had (the version unloading, the queue
+    past the deadline), they are null, not an error."""
+    model_card = runtime.model_card
+    if mode == "never" or runtime.explainer is None or not explains(model_card):
+        return
+    wanted = [i for i, r in enumerate(results) if mode == "always" or r["decision"] != "approve"]
+    if not wanted:
+        return
+    values = [values_of(i) for i in wanted]
+    rows = in_card_order(np.asarray(values, dtype=np.float32), model_card)
+    try:
+        attributions = await runtime.explainer.infer(rows, call.deadline)
+    except ServingError as exc:
+        name = f"{model_card.name}/{model_card.version}"
+        logger.warning("model %s: no reasons for %d results: %s", name, len(wanted), exc)
+        for index in wanted:
+            results[index]["reasons"] = None
+        return
+    assert model_card.tabular is not None
+    columns = model_card.tabular.features
+    for index, row_values, row in zip(wanted, values, attributions.tolist(), strict=True):
+        subject = subjects[index] if subjects else (None, None)
+        results[index]["reasons"] = top_reasons(
+            dict(zip(FEATURES, row_values, strict=True)),
+            dict(zip(columns, row, strict=True)),
+            *subject,
+        )
 
 
 def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:

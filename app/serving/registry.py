@@ -137,7 +137,7 @@ class ModelRegistry:
         entry = self._models[name].pop(version)
         if entry.runtime is not None:
             # Requests already queued are answered; new ones go to the version now served.
-            await entry.runtime.batcher.close(self._config.unload_grace_s)
+            await entry.runtime.close(self._config.unload_grace_s)
         logger.info("model %s/%s unloaded", name, version)
 
     async def _retire_old_versions(self, name: str) -> None:
@@ -172,7 +172,7 @@ class ModelRegistry:
             entry.files_seen = _files_now(version_dir)
             logger.error("model %s/%s failed to load: %s", entry.name, entry.version, exc)
             return
-        runtime.batcher.start()
+        runtime.start()
         entry.runtime, entry.state = runtime, ModelState.READY
         logger.info(
             "model %s/%s ready on %s in %.2fs (warm-up %.2fs, max batch %d, delay %gms, "
@@ -265,7 +265,7 @@ class ModelRegistry:
             for v in versions.values()
             if v.runtime is not None
         ]
-        await asyncio.gather(*(r.batcher.close(timeout_s) for r in runtimes))
+        await asyncio.gather(*(r.close(timeout_s) for r in runtimes))
         # The registry held the last references to the sessions. As new from here: an app
         # served again (a second lifespan) loads everything again.
         self._models.clear()

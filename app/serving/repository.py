@@ -84,4 +84,6 @@ def read_card(version_dir: VersionDir) -> ModelCard:
         )
     if not version_dir.onnx_path.is_file():
         raise InvalidModelCard(f"{version_dir.onnx_path} is missing")
+    if card.reasons is not None and not (version_dir.path / card.reasons.file).is_file():
+        raise InvalidModelCard(f"{version_dir.path / card.reasons.file} is missing")
     return card

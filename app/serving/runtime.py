@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,11 @@ class ModelRuntime:
         session: ort.InferenceSession,
         config: RuntimeConfig,
         observer: BatchObserver | None = None,
+        reasons_session: ort.InferenceSession | None = None,
     ) -> None:
         self.model_card = model_card
         self.session = session
+        self._reasons_session = reasons_session
         self.providers = session.get_providers()
         self._input_name = model_card.input.name
         self._output_name = model_card.outputs[0].name
@@ -62,6 +65,27 @@ class ModelRuntime:
             max_queue_items=config.max_queue_items,
             observer=observer,
         )
+        # The reasons graph batches on its own: only rows that need reasons go through it.
+        self.explainer: DynamicBatcher | None = None
+        if reasons_session is not None:
+            self.explainer = DynamicBatcher(
+                self.run_reasons,
+                name=f"{model_card.name}/{model_card.version}/reasons",
+                max_batch_size=self.max_batch_size,
+                max_queue_delay_ms=self.max_queue_delay_ms,
+                max_queue_items=config.max_queue_items,
+            )
+
+    def start(self) -> None:
+        self.batcher.start()
+        if self.explainer is not None:
+            self.explainer.start()
+
+    async def close(self, timeout_s: float) -> None:
+        """Answer what is queued (within `timeout_s`), then stop the batchers."""
+        await self.batcher.close(timeout_s)
+        if self.explainer is not None:
+            await self.explainer.close(timeout_s)
 
     @classmethod
     def load(
@@ -72,18 +96,20 @@ class ModelRuntime:
         choice: ProviderChoice,
         observer: BatchObserver | None = None,
     ) -> ModelRuntime:
-        """Create the session and check it against the card (blocking)."""
-        try:
-            session = ort.InferenceSession(
-                str(onnx_path),
-                sess_options=session_options(config.session),
-                providers=choice.providers,
-            )
-        except Exception as exc:  # ORT raises several unrelated types for a bad file
-            raise ModelLoadError(f"ONNX Runtime could not load {onnx_path}: {exc}") from exc
+        """Create the session (and the reasons graph's) and check it against the card
+        (blocking)."""
+        session = _session(onnx_path, config, choice)
         _check_tensor(card.input, session.get_inputs(), "input")
         for spec in card.outputs:
             _check_tensor(spec, session.get_outputs(), "output")
+        reasons_session = None
+        if card.reasons is not None:
+            reasons_session = _session(onnx_path.with_name(card.reasons.file), config, choice)
+            _check_tensor(card.input, reasons_session.get_inputs(), "input")
+            attributions = TensorSpec(
+                name=card.reasons.output, dtype="float32", shape=card.input.shape
+            )
+            _check_tensor(attributions, reasons_session.get_outputs(), "output")
         wanted = choice.names[0]
         if wanted not in session.get_providers():
             logger.warning(
@@ -93,7 +119,14 @@ class ModelRuntime:
                 wanted,
                 session.get_providers(),
             )
-        return cls(card, session, config, observer)
+        return cls(card, session, config, observer, reasons_session)
+
+    def run_reasons(self, rows: np.ndarray) -> np.ndarray:
+        """Per-feature attributions of input rows, in the input's column order (blocking)."""
+        assert self._reasons_session is not None and self.model_card.reasons is not None
+        output = self.model_card.reasons.output
+        (attributions,) = self._reasons_session.run([output], {self._input_name: rows})
+        return attributions
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
@@ -107,13 +140,17 @@ class ModelRuntime:
         return outputs
 
     def warm_up(self) -> float:
-        """Run every batch size the batcher may form in powers of two (blocking); seconds.
-
-        Times the sizes up to the inline budget, so the batcher runs the batches that fit it
-        on the event loop, and the full batch, which tells the batcher how fast the queue
-        drains (admission by deadline).
-        """
+        """Run every batch size the batchers may form in powers of two (blocking); seconds."""
         started = time.perf_counter()
+        self._warm(self.run_batch, self.batcher)
+        if self.explainer is not None:
+            self._warm(self.run_reasons, self.explainer)
+        return time.perf_counter() - started
+
+    def _warm(self, run: Callable[[np.ndarray], np.ndarray], batcher: DynamicBatcher) -> None:
+        """Times the sizes up to the inline budget, so the batcher runs the batches that fit
+        it on the event loop, and the full batch, which tells the batcher how fast the queue
+        drains (admission by deadline)."""
         sizes = sorted(
             {*(1 << i for i in range(self.max_batch_size.bit_length())), self.max_batch_size}
         )
@@ -122,32 +159,41 @@ class ModelRuntime:
         for size in sizes:
             shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked
             rows = np.zeros(shape, dtype=spec.dtype)
-            self.run_batch(rows)
+            run(rows)
             full = size == self.max_batch_size
             if within_budget:
-                seconds = self._fastest_of_three(rows)
+                seconds = _fastest_of_three(run, rows)
                 within_budget = seconds <= self._inline_budget_s
                 if within_budget:
                     inline_rows = size
             elif full:
                 # One timing is enough here: full batches keep the batcher's figure current.
                 started_batch = time.perf_counter()
-                self.run_batch(rows)
+                run(rows)
                 seconds = time.perf_counter() - started_batch
             # Sizes in between are bounded by their neighbours: no more timing of those.
             if full:
-                self.batcher.row_seconds = seconds / size
-        self.batcher.inline_rows = inline_rows
-        return time.perf_counter() - started
+                batcher.row_seconds = seconds / size
+        batcher.inline_rows = inline_rows
 
-    def _fastest_of_three(self, rows: np.ndarray) -> float:
-        """Seconds for one batch; the fastest of three, so a busy machine does not decide."""
-        fastest = float("inf")
-        for _ in range(3):
-            timed = time.perf_counter()
-            self.run_batch(rows)
-            fastest = min(fastest, time.perf_counter() - timed)
-        return fastest
+
+def _fastest_of_three(run: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> float:
+    """Seconds for one batch; the fastest of three, so a busy machine does not decide."""
+    fastest = float("inf")
+    for _ in range(3):
+        timed = time.perf_counter()
+        run(rows)
+        fastest = min(fastest, time.perf_counter() - timed)
+    return fastest
+
+
+def _session(path: Path, config: RuntimeConfig, choice: ProviderChoice) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(config.session), providers=choice.providers
+        )
+    except Exception as exc:  # ORT raises several unrelated types for a bad file
+        raise ModelLoadError(f"ONNX Runtime could not load {path}: {exc}") from exc
 
 
 def _check_tensor(spec: TensorSpec, actual: list[ort.NodeArg], role: str) -> None:

@@ -322,6 +322,9 @@ def test_fraud_training_exports_a_model_with_thresholds(
     assert card.tabular is not None and card.tabular.features == list(FEATURES)
     assert card.thresholds is not None and card.thresholds.review <= card.thresholds.decline
     assert float(card.metrics["test_auc_roc"]) > 0.8  # amount > 220 is easy to learn
+    assert card.reasons is not None and len(card.reasons.baseline) == len(FEATURES)
+    assert (folder / card.reasons.file).is_file()
+    assert float(card.metrics["reasons_onnx_parity_max_abs_diff"]) < 1e-4
     run = next((tmp_path / "runs").iterdir())
     assert {"curves.png", "roc_pr.png", "metrics.json"} <= {p.name for p in run.iterdir()}
 

@@ -1,0 +1,85 @@
+"""Reasons on the fraud routes, on the real app with a logistic model and its reasons graph,
+whose attributions are known exactly: coefficient times (value - baseline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests import model_factory
+from tests.api.test_fraud import payment
+from tests.conftest import ClientFactory, transaction
+
+
+@pytest.fixture
+def explained(make_client: ClientFactory, tmp_path: Path) -> TestClient:
+    root = tmp_path / "explained"
+    model_factory.fraud_model(root, reasons=True)
+    return make_client(root)
+
+
+def scored(client: TestClient, query: str = "") -> list[dict]:
+    body = {
+        "transactions": [
+            transaction(transaction_id="big", amount=300.0, terminal_risk_7d=0.25),
+            transaction(transaction_id="small", amount=20.0),
+        ]
+    }
+    answer = client.post(f"/v1/fraud/score{query}", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["results"]
+
+
+def test_flagged_scores_come_with_their_reasons_in_words(explained: TestClient) -> None:
+    big, small = scored(explained)
+    assert big["decision"] == "decline" and small["decision"] == "approve"
+    assert "reasons" not in small  # approved: no reasons by default
+    # Only what pushed the score up, largest first: the amount (0.02 x (300 - 50)), then the
+    # terminal's risk (3 x (0.25 - 0.02)); daytime (night 0 against 0.15) pulled it down.
+    assert big["reasons"] == [
+        {
+            "code": "amount",
+            "feature": "amount",
+            "value": 300.0,
+            "contribution": pytest.approx(5.0, abs=1e-4),
+            "text": "amount 300.00 is 5.9 times this card's 30-day average of 51.20",
+        },
+        {
+            "code": "terminal_risk_7d",
+            "feature": "terminal_risk_7d",
+            "value": 0.25,
+            "contribution": pytest.approx(0.69, abs=1e-4),
+            "text": "this terminal: 10 of its 40 transactions in the known week before were fraud",
+        },
+    ]
+
+
+def test_reasons_can_be_asked_for_always_or_never(explained: TestClient) -> None:
+    big, small = scored(explained, "?reasons=always")
+    assert small["reasons"] == []  # nothing pushed it up
+    assert [r["code"] for r in big["reasons"]] == ["amount", "terminal_risk_7d"]
+    assert all("reasons" not in r for r in scored(explained, "?reasons=never"))
+    wrong = explained.post("/v1/fraud/score?reasons=sometimes", json=transaction())
+    assert wrong.status_code == 422
+
+
+def test_recorded_payments_get_reasons_about_their_card(explained: TestClient) -> None:
+    explained.post("/v1/fraud/transactions", json=payment(1, amount=20.0))
+    night = payment(2, amount=300.0, timestamp="2018-09-13T02:00:00")
+    first = explained.post("/v1/fraud/transactions", json=night)
+    (result,) = first.json()["results"]
+    assert result["decision"] == "decline"
+    assert [(r["code"], r["text"]) for r in result["reasons"]] == [
+        ("amount", "amount 300.00 is 1.9 times card 17's 30-day average of 160.00"),
+        ("night", "night-time payment (00:00 to 06:59)"),
+    ]
+    again = explained.post("/v1/fraud/transactions", json=night)
+    assert again.json()["results"] == first.json()["results"]  # a retry: the same words
+
+
+def test_a_model_without_a_reasons_graph_gives_none(client: TestClient) -> None:
+    answer = client.post("/v1/fraud/score?reasons=always", json=transaction(amount=300.0))
+    assert answer.status_code == 200
+    assert "reasons" not in answer.json()["results"][0]

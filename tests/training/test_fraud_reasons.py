@@ -1,0 +1,82 @@
+"""The reasons graph: its hand-written backward pass equals autograd, it is exact for a
+logistic model, and ONNX Runtime runs it as PyTorch does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.fraud.features import FEATURES
+from training.export import check_parity, export_onnx
+from training.fraud import DerivedFeatures, FraudMLP, PiecewiseLinearEncoding, ServingFraudModel
+from training.fraud_reasons import FraudReasons, autograd_attributions
+
+
+def raw_features(rows: int, seed: int = 0) -> np.ndarray:
+    """Values shaped like the benchmark's: amounts, 0/1 flags, counts, averages, risks."""
+    rng = np.random.default_rng(seed)
+    x = np.empty((rows, len(FEATURES)), dtype=np.float32)
+    for column, name in enumerate(FEATURES):
+        if name == "TX_AMOUNT" or "AVG_AMOUNT" in name:
+            x[:, column] = rng.gamma(2.0, 40.0, rows)
+        elif name.startswith("TX_DURING"):
+            x[:, column] = rng.integers(0, 2, rows)
+        elif "_NB_TX_" in name:
+            x[:, column] = rng.poisson(20, rows)
+        else:
+            x[:, column] = rng.beta(0.5, 8.0, rows)
+    return x
+
+
+def ensemble(x: np.ndarray) -> ServingFraudModel:
+    """A small model of the served kind, untrained (the weights' values do not matter)."""
+    torch.manual_seed(0)
+    derive = DerivedFeatures()
+    with torch.no_grad():
+        derived = derive(torch.from_numpy(x)).numpy()
+    encoding = PiecewiseLinearEncoding.fit(derived, 8)
+    members = [FraudMLP(derive.width + encoding.width_out, [32, 16], 0.3) for _ in range(2)]
+    plain = [FraudMLP(derive.width, [32], 0.3)]
+    mean, std = derived.mean(0), derived.std(0) + 1e-6
+    return ServingFraudModel(members, derive, mean, std, encoding, plain).eval()
+
+
+def test_the_written_out_gradient_equals_autograd() -> None:
+    x = raw_features(400)
+    model = ensemble(x[:300])
+    baseline = x[:300].mean(0)
+    features = torch.from_numpy(x[300:])  # inputs outside the encoding's fitted range too
+    with torch.no_grad():
+        explicit = FraudReasons(model, baseline)(features).numpy()
+    reference = autograd_attributions(model, features, torch.from_numpy(baseline)).numpy()
+    assert np.abs(reference).max() > 0.1  # a test of something
+    np.testing.assert_allclose(explicit, reference, rtol=1e-3, atol=1e-5)
+
+
+def test_a_logistic_model_gets_coefficient_times_value_minus_baseline() -> None:
+    x = raw_features(200)
+    torch.manual_seed(1)
+    member = FraudMLP(len(FEATURES), [], 0.0)  # no hidden layer: logistic regression
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    model = ServingFraudModel([member], DerivedFeatures(enabled=False), mean, std).eval()
+    baseline = mean
+    with torch.no_grad():
+        attributions = FraudReasons(model, baseline)(torch.from_numpy(x)).numpy()
+    coefficients = member.net[0].weight.detach().numpy()[0] / std  # per raw feature
+    np.testing.assert_allclose(attributions, coefficients * (x - baseline), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("encoded", [True, False])
+def test_onnx_runtime_runs_the_reasons_graph_as_pytorch_does(tmp_path: Path, encoded: bool) -> None:
+    x = raw_features(100)
+    model = ensemble(x)
+    if not encoded:
+        model.encoding = None
+        model.members = torch.nn.ModuleList()
+    reasons = FraudReasons(model, x.mean(0))
+    path = tmp_path / "reasons.onnx"
+    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
+    assert check_parity(reasons, path, x) < 1e-4
