@@ -11,6 +11,7 @@ from typing import Any
 
 from training.fraud import FraudConfig, train_fraud
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
+from training.fraud_reasons_check import ReasonsCheckConfig, check_reasons
 from training.images import ImageConfig, TransferConfig, train_images
 from training.transfer_experiment import TransferExperimentConfig, run_transfer_experiment
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         "transfer-experiment": (TransferExperimentConfig, run_transfer_experiment),
         "fraud": (FraudConfig, train_fraud),
         "evaluate": (FraudEvaluationConfig, evaluate_fraud),
+        "reasons-check": (ReasonsCheckConfig, check_reasons),
     }
     for name, (config_type, run) in runners.items():
         sub = commands.add_parser(

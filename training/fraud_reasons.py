@@ -52,6 +52,8 @@ class FraudReasons(nn.Module):
             bins_to_columns = torch.zeros(len(columns), derive.width)
             bins_to_columns[torch.arange(len(columns)), columns] = 1.0
             self.register_buffer("bins_to_columns", bins_to_columns)
+        self.register_buffer("first_weights", _first_weights(model.members))
+        self.register_buffer("plain_first_weights", _first_weights(model.plain_members))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.gradient((features + self.baseline) * 0.5) * (features - self.baseline)
@@ -68,49 +70,64 @@ class FraudReasons(nn.Module):
             )
             inputs = torch.cat([scaled, position.clamp(0.0, 1.0)], dim=1)
 
-        # d mean(p) / d inputs, member by member: p = sigmoid(z), dp/dz = p (1 - p).
-        slopes, p_sum, q_sum = [], 0.0, 0.0
-        for member, sees in [(m, inputs) for m in model.members] + [
-            (m, scaled) for m in model.plain_members
-        ]:
-            logit, gradient = _logit_and_gradient(member, sees)
-            p, q = torch.sigmoid(logit), torch.sigmoid(-logit)  # q: 1 - p, accurate near 1
-            p_sum, q_sum = p_sum + p, q_sum + q
-            slope = (p * q).unsqueeze(1) * gradient
-            if gradient.shape[1] < inputs.shape[1]:  # a plain member: nothing from the bins
-                slope = torch.cat([slope, torch.zeros_like(inputs[:, slope.shape[1] :])], dim=1)
-            slopes.append(slope)
+        # Each member: p = sigmoid(z), and d mean(p) / d inputs sums p (1 - p) dz / d inputs.
+        # The members' first layers go back in one product: their gradients side by side
+        # times their first-layer weights stacked, which sums over the members.
+        count = len(model.members) + len(model.plain_members)
+        p_sum, q_sum = torch.zeros_like(features[:, 0]), torch.zeros_like(features[:, 0])
+        d_scaled, d_bins = torch.zeros_like(scaled), None
+        for group, sees, weights in (
+            (model.members, inputs, self.first_weights),
+            (model.plain_members, scaled, self.plain_first_weights),
+        ):
+            if not group:
+                continue
+            firsts = []
+            for member in group:
+                p, q, first = _back_to_first_layer(member, sees)
+                p_sum, q_sum = p_sum + p, q_sum + q
+                firsts.append(first)
+            d_group = torch.cat(firsts, dim=1) @ weights
+            d_scaled = d_scaled + d_group[:, : derive.width]
+            if group is model.members and model.encoding is not None:
+                d_bins = d_group[:, derive.width :]
         # logit(mean p) = log(mean p) - log(mean q): its derivative divides by both.
-        count = len(slopes)
-        d_inputs = torch.stack(slopes).sum(0) * (count / (p_sum * q_sum)).unsqueeze(1)
+        factor = (count / (p_sum * q_sum)).unsqueeze(1)
 
         # Back through the encoding (clamped: flat outside its bin) and the scaling.
-        d_derived = d_inputs[:, : derive.width] / model.std
-        if model.encoding is not None:
-            inside = ((position >= 0.0) & (position <= 1.0)).to(features.dtype)
-            d_bins = d_inputs[:, derive.width :] * inside / model.encoding.width
-            d_derived = d_derived + d_bins @ self.bins_to_columns
+        d_derived = d_scaled * factor / model.std
+        if d_bins is not None and model.encoding is not None:
+            inside = (position >= 0.0) & (position <= 1.0)
+            through = torch.where(inside, d_bins * factor / model.encoding.width, 0.0)
+            d_derived = d_derived + through @ self.bins_to_columns
         return _through_derived(self, derive, features, d_derived)
 
 
-def _logit_and_gradient(
+def _back_to_first_layer(
     member: FraudMLP, inputs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The member's logit `[n]` and its gradient with respect to `inputs` `[n, width]`
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The member's p and 1 - p `[n]`, and d p / d (its first layer's output) `[n, width]`
     (dropout is the identity at inference)."""
     linears = [layer for layer in member.net if isinstance(layer, nn.Linear)]
-    hidden, active = inputs, []
+    hidden, outputs = inputs, []
     for linear in linears[:-1]:
-        before = linear(hidden)
-        on = (before > 0).to(inputs.dtype)
-        hidden = before * on
-        active.append(on)
-    last = linears[-1]
-    logit = last(hidden).squeeze(1)
-    gradient = last.weight.expand(inputs.shape[0], -1)
-    for linear, on in zip(reversed(linears[:-1]), reversed(active), strict=True):
-        gradient = (gradient * on) @ linear.weight
-    return logit, gradient
+        hidden = torch.relu(linear(hidden))
+        outputs.append(hidden)
+    logit = linears[-1](hidden).squeeze(1)
+    p, q = torch.sigmoid(logit), torch.sigmoid(-logit)  # q: 1 - p, accurate near 1
+    gradient = (p * q).unsqueeze(1)  # d p / d logit
+    for linear, output in zip(reversed(linears[1:]), reversed(outputs), strict=True):
+        # ReLU: no gradient where it gave 0. (A 0/1 mask: ONNX Runtime's Sign is slow.)
+        gradient = (output > 0).to(output.dtype) * (gradient @ linear.weight)
+    return p, q, gradient
+
+
+def _first_weights(members: nn.ModuleList) -> torch.Tensor:
+    """The members' first-layer weights stacked: `[sum of widths, inputs]`."""
+    if not members:
+        return torch.zeros(0)
+    firsts = [next(m for m in member.net if isinstance(m, nn.Linear)) for member in members]
+    return torch.cat([linear.weight.detach() for linear in firsts], dim=0)
 
 
 def _through_derived(

@@ -103,3 +103,22 @@ def bars(values: dict[str, float], title: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def deletion_curves(curve: list[dict], model: str, path: Path) -> None:
+    """Mean fall of the fraud probability as features are set to the baseline: those the
+    reasons name first, against features chosen at random."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ks = [point["features"] for point in curve]
+    ax.plot(ks, [p["by_reasons"] for p in curve], "o-", label="in the reasons' order")
+    ax.plot(ks, [p["at_random"] for p in curve], "s--", label="at random")
+    ax.set(
+        title=f"{model}: deletion test on flagged transactions",
+        xlabel="features set to the baseline",
+        ylabel="mean fall of the fraud probability",
+    )
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -80,3 +80,35 @@ def test_onnx_runtime_runs_the_reasons_graph_as_pytorch_does(tmp_path: Path, enc
     path = tmp_path / "reasons.onnx"
     export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
     assert check_parity(reasons, path, x) < 1e-4
+
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+SERVED = Path(__file__).resolve().parents[2] / "models" / "fraud"
+
+
+@pytest.mark.skipif(
+    not (DATA / "fraud-transactions.csv.gz").exists(), reason=f"needs the dataset in {DATA}"
+)
+def test_the_served_models_reasons_name_what_drives_its_scores() -> None:
+    """The deletion test on a slice of real flagged transactions (the full one, on 1,000,
+    is `python -m training reasons-check`): their top three reasons set to the baseline
+    lower the mean probability at least three times as much as three random features."""
+    import pandas as pd
+
+    from app.model_card import ModelCard
+    from training.fraud_data import COLUMNS, add_features, feature_matrix
+    from training.fraud_reasons_check import deletion_test
+
+    folder = max((p for p in SERVED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    card = ModelCard.model_validate_json((folder / "model.json").read_text())
+    assert card.reasons is not None, f"{folder} has no reasons graph"
+    frame = pd.read_csv(
+        DATA / "fraud-transactions.csv.gz", usecols=COLUMNS, parse_dates=["TX_DATETIME"]
+    )
+    when = frame["TX_DATETIME"]
+    # The served model's test week, with the 37 days its windows look back.
+    frame = add_features(frame[(when >= "2018-07-01") & (when < "2018-08-15")])
+    rows = feature_matrix(frame[frame["TX_DATETIME"] >= "2018-08-08"])
+    check = deletion_test(folder, card, rows, flagged=300, top=3, seed=0)
+    assert check["transactions"] == 300
+    assert check["fall_top_reasons"] >= 3 * check["fall_random_features"]

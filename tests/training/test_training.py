@@ -14,6 +14,7 @@ from PIL import Image
 
 from app.fraud.features import FEATURES
 from app.model_card import ModelCard
+from training import plots
 from training.cnn import (
     ResNetSmall,
     ServingImageModel,
@@ -31,9 +32,10 @@ from training.fraud import (
     choose_thresholds,
     train_fraud,
 )
-from training.fraud_data import add_features, feature_matrix, split_window
+from training.fraud_data import add_features, feature_matrix, load_transactions, split_window
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
+from training.fraud_reasons_check import deletion_test
 from training.images import ImageConfig, TransferConfig, _mirror, train_images
 from training.run_dirs import new_run_dir
 from training.schedules import lr_multiplier
@@ -325,6 +327,14 @@ def test_fraud_training_exports_a_model_with_thresholds(
     assert card.reasons is not None and len(card.reasons.baseline) == len(FEATURES)
     assert (folder / card.reasons.file).is_file()
     assert float(card.metrics["reasons_onnx_parity_max_abs_diff"]) < 1e-4
+    # The deletion test on a small slice (every day, every card: the mechanics are under
+    # test here, not the model): the reasons name what drives the score.
+    rows = feature_matrix(load_transactions(str(transactions_csv)))
+    check = deletion_test(folder, card, rows, flagged=50, top=3, seed=0)
+    assert check["transactions"] >= 5
+    assert check["fall_top_reasons"] >= 2 * check["fall_random_features"]  # one feature rules
+    plots.deletion_curves(check["curve"], card.name, tmp_path / "deletion.png")
+    assert (tmp_path / "deletion.png").stat().st_size > 0
     run = next((tmp_path / "runs").iterdir())
     assert {"curves.png", "roc_pr.png", "metrics.json"} <= {p.name for p in run.iterdir()}
 
