@@ -1,8 +1,8 @@
 """`make bench` / `python -m bench`: the service beside the hardware limit and its peers,
 and its Open Inference Protocol (v2) beside its own `/v1`.
 
-Three sections, all by default; `--only systems`, `--only open-inference` or
-`--only fraud-history` runs one.
+Four sections, all by default; `--only systems`, `--only open-inference`,
+`--only fraud-history` or `--only reasons` runs one.
 
 systems: for each system, start it, warm it up, then for each workload and concurrency
 level run wrk in windows until three in a row agree on throughput within 10% (as Triton's
@@ -18,6 +18,10 @@ minutes: `python -m bench --only open-inference`.
 fraud-history (`bench/fraud_history.py`): stateful fraud scoring (raw payments, the history
 kept by the service) beside stateless `/score`, with the embedded store and with Redis, in
 rounds side by side. A few minutes: `python -m bench --only fraud-history`.
+
+reasons (`bench/reasons.py`): what the fraud model's reasons cost, through HTTP (`/score`
+with reasons never, for flagged answers, always) and in process (the reasons graph for
+every row), side by side in rounds. A few minutes: `python -m bench --only reasons`.
 
 Writes `<out>/<date>-<host>.json`, `.md`, and PNGs: one per model, one for open-inference.
 """
@@ -39,7 +43,7 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.settings import Settings
-from bench import fraud_history, inprocess, open_inference, perf_analyzer, report
+from bench import fraud_history, inprocess, open_inference, perf_analyzer, reasons, report
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
@@ -50,7 +54,7 @@ STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
 SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
-SECTIONS = ("systems", "open-inference", "fraud-history")
+SECTIONS = ("systems", "open-inference", "fraud-history", "reasons")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> Path:
     starts: dict[str, dict] = {}
     v2: dict | None = None
     history: dict | None = None
+    explained: dict | None = None
     bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     try:
         if "systems" in sections:
@@ -130,6 +135,18 @@ def main(argv: list[str] | None = None) -> Path:
                 2.0 if args.quick else 6.0,
                 20 if args.quick else 400,
                 load_history=not args.quick,
+            )
+        if "reasons" in sections:
+            print("reasons: the fraud model's reasons graph beside scoring alone", flush=True)
+            explained = reasons.measure(
+                settings,
+                transactions,
+                bodies_dir / "reasons",
+                1 if args.quick else args.rounds,
+                2.0 if args.quick else 5.0,
+                0.1 if args.quick else 1.0,
+                # Enough real transactions that the model flags some (about 1 in 100).
+                20 if args.quick else 1000,
             )
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)
@@ -172,6 +189,8 @@ def main(argv: list[str] | None = None) -> Path:
         results["open_inference"] = v2
     if history is not None:
         results["fraud_history"] = history
+    if explained is not None:
+        results["reasons"] = explained
     results["targets"] = report.targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}"

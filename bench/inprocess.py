@@ -56,7 +56,7 @@ def measure(
     runtime = ModelRuntime.load(
         card, version.onnx_path, config.runtime, choose_providers(config.device)
     )
-    rows = _inputs(card, images, transactions, max(batch_sizes))
+    rows = input_rows(card, images, transactions, max(batch_sizes))
     runtime.warm_up()
     samples: dict[int, list[float]] = {batch: [] for batch in batch_sizes}
     for _ in range(rounds):
@@ -91,7 +91,7 @@ def combined(start: Limit, end: Limit) -> Limit:
     )
 
 
-def _inputs(
+def input_rows(
     card: ModelCard, images: list[bytes], transactions: list[dict], count: int
 ) -> np.ndarray:
     if card.image is not None:

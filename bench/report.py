@@ -141,7 +141,33 @@ def targets(results: dict) -> list[dict]:
             )
     if "fraud_history" in results:
         out += _fraud_history_targets(results["fraud_history"])
+    if "reasons" in results:
+        out += _reasons_targets(results["reasons"])
     return out
+
+
+def _reasons_targets(section: dict) -> list[dict]:
+    from bench.reasons import http_ratios, in_process_ratios
+
+    flagged = http_ratios(section)["flagged"]
+    by_size = in_process_ratios(section)
+    served = max(by_size)
+    return [
+        {
+            "target": "fraud reasons, default (flagged answers only), c=64: req/s over "
+            "reasons=never (side by side)",
+            "value": round(flagged, 3),
+            "goal": ">= 0.9",
+            "met": flagged >= 0.9,
+        },
+        {
+            "target": f"fraud reasons for every row, in process at the served batch ({served}): "
+            "rows/s over the model alone",
+            "value": round(by_size[served], 3),
+            "goal": ">= 0.3",
+            "met": by_size[served] >= 0.3,
+        },
+    ]
 
 
 def _fraud_history_targets(section: dict) -> list[dict]:
@@ -193,6 +219,8 @@ def markdown(results: dict) -> str:
         lines += _open_inference_markdown(results)
     if "fraud_history" in results:
         lines += _fraud_history_markdown(results["fraud_history"])
+    if "reasons" in results:
+        lines += _reasons_markdown(results["reasons"])
     lines += ["", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
     for t in results["targets"]:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -354,6 +382,41 @@ def _fraud_history_markdown(section: dict) -> list[str]:
             f"| {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['server_cpu']} "
             f"| {r['rss_mb_peak']} | {rounds} |"
         )
+    return lines
+
+
+def _reasons_markdown(section: dict) -> list[str]:
+    from bench.reasons import http_ratios, in_process_ratios
+
+    http = section["http_rps_rounds"]
+    ratios = http_ratios(section)
+    lines = [
+        "",
+        f"## Reasons ({section['model']})",
+        "",
+        f"`/v1/fraud/score`, one real transaction per request ({section['bodies']} bodies, "
+        f"{section['bodies_flagged']} of them flagged), "
+        f"c=64, {section['rounds']} round(s) side by side in one server; ratios are the "
+        "median of the rounds' ratios to `reasons=never`.",
+        "",
+        "| reasons | req/s per round | over never |",
+        "| --- | --- | --- |",
+    ]
+    for mode, rates in http.items():
+        ratio = "" if mode == "never" else f"{ratios[mode]:.3f}"
+        lines.append(f"| {mode} | {', '.join(f'{r:,.0f}' for r in rates)} | {ratio} |")
+    rates = section["in_process"]["rows_per_s_rounds"]
+    lines += [
+        "",
+        "In process (ONNX Runtime through the service's runtime), rows/s per round:",
+        "",
+        "| batch | model alone | model, then reasons for every row | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for size, ratio in in_process_ratios(section).items():
+        alone = ", ".join(f"{r:,}" for r in rates["scored"][str(size)])
+        both = ", ".join(f"{r:,}" for r in rates["explained"][str(size)])
+        lines.append(f"| {size} | {alone} | {both} | {ratio:.3f} |")
     return lines
 
 

@@ -365,11 +365,11 @@ async def _explain(
     one batched run of the model's reasons graph. Models without one give none. The score
     stands without its reasons: where they cannot be had (the version unloading, the queue
     past the deadline), they are null, not an error."""
-    model_card = runtime.model_card
-    if mode == "never" or runtime.explainer is None or not explains(model_card):
+    if mode == "never" or runtime.explainer is None:
         return
     wanted = [i for i, r in enumerate(results) if mode == "always" or r["decision"] != "approve"]
-    if not wanted:
+    model_card = runtime.model_card
+    if not wanted or not explains(model_card):  # most answers are approvals: checked last
         return
     values = [values_of(i) for i in wanted]
     rows = in_card_order(np.asarray(values, dtype=np.float32), model_card)

@@ -68,3 +68,13 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     for row in history.values():
         assert row["rps"] > 0 and row["errors"] == 0, row
     assert "## Fraud scoring with history" in stem.with_suffix(".md").read_text()
+
+    # What reasons cost: every mode answered, the in-process rounds at each batch size.
+    explained = results["reasons"]
+    assert set(explained["http_rps_rounds"]) == {"never", "flagged", "always"}
+    assert all(r > 0 for rates in explained["http_rps_rounds"].values() for r in rates)
+    in_process = explained["in_process"]["rows_per_s_rounds"]
+    assert set(in_process["scored"]) == set(in_process["explained"]) >= {"1", "64"}
+    reasons_targets = [t for t in results["targets"] if t["target"].startswith("fraud reasons")]
+    assert len(reasons_targets) == 2
+    assert "## Reasons (fraud/" in stem.with_suffix(".md").read_text()
