@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -16,23 +17,41 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.serving import config as serving
 
+# Each role may do what the ones before it may: a client scores and records, an analyst also
+# labels, looks cards and terminals up and works alerts, an admin also loads models.
+Role = Literal["client", "analyst", "admin"]
+ROLES: tuple[Role, ...] = ("client", "analyst", "admin")
+_KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key as the service keeps it: its digest, never the key itself."""
+    """An API key as the service keeps it: its digest, never the key itself; its role, and
+    the name that says who acted (in logs and records, instead of the key)."""
 
     digest: bytes  # sha256 of the key: equal-length inputs for a constant-time compare
-    admin: bool
+    role: Role
+    name: str
+
+    def may(self, role: Role) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(role)
 
 
 def parse_api_key(entry: str) -> ApiKey:
-    """`key` or `key:admin`."""
-    secret, _, role = entry.partition(":")
-    if role not in ("", "admin"):
-        raise ValueError(f"unknown API key role {role!r}; use key or key:admin")
+    """`key`, `key:role` or `key:role:name`; the role `client` unless given."""
+    secret, *rest = entry.split(":")
+    if len(rest) > 2:
+        raise ValueError("an API key is key, key:role or key:role:name")
+    role = rest[0] if rest else "client"
+    if role not in ROLES:
+        raise ValueError(f"unknown API key role {role!r}; use one of {', '.join(ROLES)}")
     if len(secret) < 16:
         raise ValueError("API keys must be at least 16 characters")
-    return ApiKey(hashlib.sha256(secret.encode()).digest(), role == "admin")
+    digest = hashlib.sha256(secret.encode()).digest()
+    name = rest[1] if len(rest) == 2 else f"key-{digest.hex()[:8]}"
+    if not _KEY_NAME.fullmatch(name):
+        raise ValueError("an API key's name is 1 to 64 letters, digits and ._-")
+    return ApiKey(digest, role, name)  # type: ignore[arg-type]  # checked above
 
 
 class BatchingOverride(BaseModel):
@@ -199,7 +218,8 @@ class Settings(BaseSettings):
 
     api_keys: Annotated[list[ApiKey], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated API keys, `key` or `key:admin`; empty: no authentication.",
+        description="Comma-separated API keys, `key`, `key:role` or `key:role:name`; roles "
+        "client (the default), analyst, admin; empty: no authentication.",
     )
     auth_probes_and_metrics: bool = Field(
         default=False, description="Require a key on /healthz, /readyz and /metrics as well."

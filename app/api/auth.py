@@ -1,9 +1,12 @@
-"""Optional API keys. Off unless `DEEPSERVE_API_KEYS` is set.
+"""Optional API keys with roles. Off unless `DEEPSERVE_API_KEYS` is set.
 
-`DEEPSERVE_API_KEYS=key1,key2:admin`: any listed key may call inference and model routes;
-`:admin` marks the keys that may also call the admin routes (model load and unload).
+`DEEPSERVE_API_KEYS=key1,key2:analyst:alice,key3:admin:ops`: each key has a role, `client`
+unless given, and a name. A client scores and records payments and reads the models; an
+analyst may also label payments, look cards and terminals up and work the alerts; an admin
+may also load and unload models. A valid key with too little role gets 403.
 Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>` (over gRPC, as metadata).
-Keys are compared in constant time and never logged; the settings keep only their digests.
+Keys are compared in constant time and never logged; the settings keep only their digests,
+and records say the key's name.
 """
 
 from __future__ import annotations
@@ -17,41 +20,46 @@ from fastapi import Request
 
 from app.api.services import services_of
 from app.errors import Forbidden, Unauthorized
-from app.settings import ApiKey, Settings
+from app.settings import ApiKey, Role, Settings
 
-# Who may call an endpoint when API keys are configured.
-Access = Literal["probe", "key", "admin"]
+# Who may call an endpoint when API keys are configured: probes (open unless the settings
+# say otherwise), or a key of at least this role.
+Access = Literal["probe"] | Role
 
 
-def check_key(headers: Mapping[str, str], keys: list[ApiKey], admin: bool = False) -> None:
-    """Raise unless the request carries a valid key (an admin key where `admin`); no keys
-    configured lets every request through. `headers`: HTTP headers, or gRPC metadata with
-    lower-case names."""
+def check_key(
+    headers: Mapping[str, str], keys: list[ApiKey], role: Role = "client"
+) -> ApiKey | None:
+    """The request's key, raising unless it is valid and of at least `role`; None, letting
+    every request through, when no keys are configured. `headers`: HTTP headers, or gRPC
+    metadata with lower-case names."""
     if not keys:
-        return
+        return None
     presented = _presented(headers)
     key = _match(keys, presented) if presented is not None else None
     if key is None:
         raise Unauthorized("a valid API key is required (Authorization: Bearer <key>)")
-    if admin and not key.admin:
-        raise Forbidden("this API key may not call admin routes")
+    if not key.may(role):
+        raise Forbidden(f"this API key's role is {key.role}; this route needs {role}")
+    return key
 
 
 def check_access(headers: Mapping[str, str], settings: Settings, access: Access) -> None:
-    """The key rule of an endpoint or gRPC call: probes need a key only where the settings
-    say so, `key` any valid key, `admin` an admin key."""
-    if access != "probe" or settings.auth_probes_and_metrics:
-        check_key(headers, settings.api_keys, admin=access == "admin")
+    """The key rule of an endpoint or gRPC call."""
+    if access != "probe":
+        check_key(headers, settings.api_keys, access)
+    elif settings.auth_probes_and_metrics:
+        check_key(headers, settings.api_keys)
 
 
 async def require_key(request: Request) -> None:
-    """Dependency for inference and model routes."""
+    """Dependency for model routes: any valid key."""
     check_key(request.headers, services_of(request.app).settings.api_keys)
 
 
 async def require_admin(request: Request) -> None:
     """Dependency for admin routes: an admin key when keys are configured."""
-    check_key(request.headers, services_of(request.app).settings.api_keys, admin=True)
+    check_key(request.headers, services_of(request.app).settings.api_keys, "admin")
 
 
 def _presented(headers: Mapping[str, str]) -> str | None:

@@ -82,7 +82,7 @@ class Endpoint:
     default_model: Callable[[Settings], str] | None = None
     tags: tuple[str, ...] = ("inference",)
     name: str = ""  # names the OpenAPI operation; default: the handler's name
-    access: Access = "key"
+    access: Access = "client"
     schemas: tuple[type[BaseModel], ...] = ()  # more that the request body refers to
     about_model: bool = True  # False where no model is concerned (`GET /v2`)
     segments: tuple[str, ...] = field(init=False, repr=False)

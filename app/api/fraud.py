@@ -177,6 +177,7 @@ ENDPOINTS = [
         tags=("fraud",),
         about_model=False,
         schemas=(LabelBatch,),
+        access="analyst",
     ),
     Endpoint(
         "GET",
@@ -188,6 +189,7 @@ ENDPOINTS = [
         query=(LIMIT,),
         tags=("fraud",),
         about_model=False,
+        access="analyst",
     ),
     Endpoint(
         "GET",
@@ -199,5 +201,6 @@ ENDPOINTS = [
         query=(LIMIT,),
         tags=("fraud",),
         about_model=False,
+        access="analyst",
     ),
 ]

@@ -8,12 +8,12 @@ from pydantic import ValidationError
 from app.settings import Settings
 from tests.conftest import transaction
 
-KEY, ADMIN = "k" * 20, "a" * 20
+KEY, ANALYST, ADMIN = "k" * 20, "n" * 20, "a" * 20
 
 
 @pytest.fixture
 def keyed(make_client):
-    return make_client(api_keys=[KEY, f"{ADMIN}:admin"])
+    return make_client(api_keys=[KEY, f"{ANALYST}:analyst:alice", f"{ADMIN}:admin"])
 
 
 def test_inference_and_model_routes_need_a_key(keyed) -> None:
@@ -50,7 +50,38 @@ def test_keys_never_reach_the_logs(keyed, caplog) -> None:
     assert KEY not in caplog.text and KEY[:-1] not in caplog.text
 
 
-@pytest.mark.parametrize("entry", ["short", "k" * 20 + ":root"])
+def test_each_role_may_do_what_the_ones_before_it_may(keyed) -> None:
+    labels = {"labels": [{"transaction_id": 1, "fraud": True}]}
+    routes = [
+        ("client", lambda key: keyed.post("/v1/fraud/score", json=transaction(), headers=key)),
+        ("analyst", lambda key: keyed.post("/v1/fraud/labels", json=labels, headers=key)),
+        ("analyst", lambda key: keyed.get("/v1/fraud/customers/17", headers=key)),
+        ("admin", lambda key: keyed.post("/v1/models/tiny-fraud/load", headers=key)),
+    ]
+    for role, key in (("client", KEY), ("analyst", ANALYST), ("admin", ADMIN)):
+        for needed, call in routes:
+            response = call({"X-API-Key": key})
+            allowed = ["client", "analyst", "admin"].index(role) >= [
+                "client", "analyst", "admin"
+            ].index(needed)  # fmt: skip
+            if allowed:
+                assert response.status_code in (200, 404), (role, needed, response.text)
+            else:
+                assert response.status_code == 403, (role, needed)
+                assert response.json()["error"]["message"] == (
+                    f"this API key's role is {role}; this route needs {needed}"
+                )
+
+
+def test_keys_are_named_after_their_digest_unless_named() -> None:
+    named, plain = Settings(_env_file=None, api_keys=[f"{ANALYST}:analyst:alice", KEY]).api_keys
+    assert (named.role, named.name) == ("analyst", "alice")
+    assert plain.role == "client" and plain.name.startswith("key-") and KEY not in plain.name
+
+
+@pytest.mark.parametrize(
+    "entry", ["short", "k" * 20 + ":root", "k" * 20 + ":admin:bad name", "k" * 20 + ":a:b:c"]
+)
 def test_malformed_keys_fail_at_start_up(entry: str) -> None:
     with pytest.raises(ValidationError) as failure:
         Settings(_env_file=None, api_keys=[entry])

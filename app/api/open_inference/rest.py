@@ -114,7 +114,7 @@ def _endpoint(
     summary: str,
     response_model: type[BaseModel] | None = None,
     request_body: dict[str, object] | None = None,
-    access: Access = "key",
+    access: Access = "client",
     name: str = "",
 ) -> Endpoint:
     return Endpoint(
