@@ -16,10 +16,12 @@ operations (ONNX has no autograd); a test holds it equal to PyTorch's autograd.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from app.fraud.features import FEATURES
@@ -70,56 +72,69 @@ class FraudReasons(nn.Module):
             )
             inputs = torch.cat([scaled, position.clamp(0.0, 1.0)], dim=1)
 
-        # Each member: p = sigmoid(z), and d mean(p) / d inputs sums p (1 - p) dz / d inputs.
-        # The members' first layers go back in one product: their gradients side by side
-        # times their first-layer weights stacked, which sums over the members.
-        count = len(model.members) + len(model.plain_members)
-        p_sum, q_sum = torch.zeros_like(features[:, 0]), torch.zeros_like(features[:, 0])
-        d_scaled, d_bins = torch.zeros_like(scaled), None
-        for group, sees, weights in (
+        # logit(mean p) = log(mean p) - log(mean q), q = 1 - p: its derivative by member m's
+        # logit is M p_m q_m / (sum p * sum q). In logs, so that a payment every member is
+        # sure of (q underflowing to 0 in float32) keeps finite weights.
+        groups = [
             (model.members, inputs, self.first_weights),
             (model.plain_members, scaled, self.plain_first_weights),
-        ):
+        ]
+        forwards = [(_forward(m, sees)) for group, sees, _ in groups for m in group]
+        logits = torch.stack([logit for logit, _ in forwards])  # [members, n]
+        log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+        # log(p_m / sum p) by log-softmax, which subtracts the largest first: no cancellation
+        # between logs of 1e5 when the members agree.
+        log_weights = (
+            math.log(len(forwards)) + F.log_softmax(log_p, dim=0) + F.log_softmax(log_q, dim=0)
+        )
+        weights = torch.exp(log_weights).unsqueeze(2)  # [members, n, 1]
+
+        # The members' first layers go back in one product: their gradients side by side
+        # times their first-layer weights stacked, which sums over the members.
+        d_scaled, d_bins, index = torch.zeros_like(scaled), None, 0
+        for group, _, first_weights in groups:
             if not group:
                 continue
             firsts = []
             for member in group:
-                p, q, first = _back_to_first_layer(member, sees)
-                p_sum, q_sum = p_sum + p, q_sum + q
-                firsts.append(first)
-            d_group = torch.cat(firsts, dim=1) @ weights
+                outputs = forwards[index][1]
+                firsts.append(_back_to_first_layer(member, outputs, weights[index]))
+                index += 1
+            d_group = torch.cat(firsts, dim=1) @ first_weights
             d_scaled = d_scaled + d_group[:, : derive.width]
             if group is model.members and model.encoding is not None:
                 d_bins = d_group[:, derive.width :]
-        # logit(mean p) = log(mean p) - log(mean q): its derivative divides by both.
-        factor = (count / (p_sum * q_sum)).unsqueeze(1)
 
         # Back through the encoding (clamped: flat outside its bin) and the scaling.
-        d_derived = d_scaled * factor / model.std
+        d_derived = d_scaled / model.std
         if d_bins is not None and model.encoding is not None:
             inside = (position >= 0.0) & (position <= 1.0)
-            through = torch.where(inside, d_bins * factor / model.encoding.width, 0.0)
+            through = torch.where(inside, d_bins / model.encoding.width, 0.0)
             d_derived = d_derived + through @ self.bins_to_columns
         return _through_derived(self, derive, features, d_derived)
 
 
-def _back_to_first_layer(
-    member: FraudMLP, inputs: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The member's p and 1 - p `[n]`, and d p / d (its first layer's output) `[n, width]`
-    (dropout is the identity at inference)."""
+def _forward(member: FraudMLP, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The member's logit `[n]` and its hidden layers' outputs (dropout is the identity at
+    inference)."""
     linears = [layer for layer in member.net if isinstance(layer, nn.Linear)]
     hidden, outputs = inputs, []
     for linear in linears[:-1]:
         hidden = torch.relu(linear(hidden))
         outputs.append(hidden)
-    logit = linears[-1](hidden).squeeze(1)
-    p, q = torch.sigmoid(logit), torch.sigmoid(-logit)  # q: 1 - p, accurate near 1
-    gradient = (p * q).unsqueeze(1)  # d p / d logit
+    return linears[-1](hidden).squeeze(1), outputs
+
+
+def _back_to_first_layer(
+    member: FraudMLP, outputs: list[torch.Tensor], seed: torch.Tensor
+) -> torch.Tensor:
+    """`seed` `[n, 1]` times d logit / d (the first layer's output) `[n, width]`."""
+    linears = [layer for layer in member.net if isinstance(layer, nn.Linear)]
+    gradient = seed
     for linear, output in zip(reversed(linears[1:]), reversed(outputs), strict=True):
         # ReLU: no gradient where it gave 0. (A 0/1 mask: ONNX Runtime's Sign is slow.)
         gradient = (output > 0).to(output.dtype) * (gradient @ linear.weight)
-    return p, q, gradient
+    return gradient
 
 
 def _first_weights(members: nn.ModuleList) -> torch.Tensor:

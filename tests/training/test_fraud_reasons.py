@@ -112,3 +112,28 @@ def test_the_served_models_reasons_name_what_drives_its_scores() -> None:
     check = deletion_test(folder, card, rows, flagged=300, top=3, seed=0)
     assert check["transactions"] == 300
     assert check["fall_top_reasons"] >= 3 * check["fall_random_features"]
+
+
+def test_a_payment_the_model_is_sure_of_still_gets_finite_reasons(tmp_path: Path) -> None:
+    """p rounds to 1 in float32 (1 - p to 0): the weights are taken in logs, not divided."""
+    x = raw_features(50)
+    x[:, FEATURES.index("TX_AMOUNT")] = 1e4  # logit 1e5 with the coefficient below
+    torch.manual_seed(2)
+    members = [FraudMLP(len(FEATURES), [], 0.0) for _ in range(2)]
+    for member in members:  # the same logistic model twice: its exact answer is known
+        with torch.no_grad():
+            member.net[0].weight.copy_(members[0].net[0].weight)
+            member.net[0].weight[0, FEATURES.index("TX_AMOUNT")] = 10.0
+            member.net[0].bias.zero_()
+    mean, std = np.zeros(len(FEATURES), np.float32), np.ones(len(FEATURES), np.float32)
+    model = ServingFraudModel(members, DerivedFeatures(enabled=False), mean, std).eval()
+    baseline = np.full(len(FEATURES), 0.5, dtype=np.float32)
+    reasons = FraudReasons(model, baseline)
+    with torch.no_grad():
+        assert float(model(torch.from_numpy(x)).min()) == 1.0  # saturated
+        attributions = reasons(torch.from_numpy(x)).numpy()
+    coefficients = members[0].net[0].weight.detach().numpy()[0]
+    np.testing.assert_allclose(attributions, coefficients * (x - baseline), rtol=1e-5)
+    path = tmp_path / "reasons.onnx"
+    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
+    assert check_parity(reasons, path, x) < 1e-4
