@@ -27,7 +27,7 @@ _KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 @dataclass(frozen=True)
 class ApiKey:
     """An API key as the service keeps it: its digest, never the key itself; its role, and
-    the name that says who acted (in logs and records, instead of the key)."""
+    the name that stands for it wherever the service must say who acted."""
 
     digest: bytes  # sha256 of the key: equal-length inputs for a constant-time compare
     role: Role

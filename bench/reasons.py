@@ -119,6 +119,7 @@ def _in_process(
                 samples[name].setdefault(size, []).append(rate)
     return {
         "model": f"{card.name}/{card.version}",
+        "served_batch": runtime.max_batch_size,
         "rows_per_s_rounds": {
             name: {str(size): [round(r) for r in rates] for size, rates in by_size.items()}
             for name, by_size in samples.items()
@@ -139,8 +140,9 @@ def http_ratios(section: dict) -> dict[str, float]:
     """Requests/s with `flagged` and `always` over `never`: the median of the rounds'
     ratios."""
     rounds = section["http_rps_rounds"]
+    never = [max(rate, 1e-9) for rate in rounds["never"]]  # a window of errors serves 0
     return {
-        mode: float(np.median([a / b for a, b in zip(rounds[mode], rounds["never"], strict=True)]))
+        mode: float(np.median([a / b for a, b in zip(rounds[mode], never, strict=True)]))
         for mode in ("flagged", "always")
     }
 

@@ -151,7 +151,7 @@ def _reasons_targets(section: dict) -> list[dict]:
 
     flagged = http_ratios(section)["flagged"]
     by_size = in_process_ratios(section)
-    served = max(by_size)
+    served = section["in_process"]["served_batch"]
     return [
         {
             "target": "fraud reasons, default (flagged answers only), c=64: req/s over "

@@ -5,8 +5,8 @@ unless given, and a name. A client scores and records payments and reads the mod
 analyst may also label payments, look cards and terminals up and work the alerts; an admin
 may also load and unload models. A valid key with too little role gets 403.
 Clients send `Authorization: Bearer <key>` or `X-API-Key: <key>` (over gRPC, as metadata).
-Keys are compared in constant time and never logged; the settings keep only their digests,
-and records say the key's name.
+Keys are compared in constant time and never logged; the settings keep only their digests.
+A key's name stands for it wherever the service must say who acted.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ Routes never see an `InferenceSession`; they reach a `ModelRuntime` through the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -83,9 +84,8 @@ class ModelRuntime:
 
     async def close(self, timeout_s: float) -> None:
         """Answer what is queued (within `timeout_s`), then stop the batchers."""
-        await self.batcher.close(timeout_s)
-        if self.explainer is not None:
-            await self.explainer.close(timeout_s)
+        batchers = [b for b in (self.batcher, self.explainer) if b is not None]
+        await asyncio.gather(*(b.close(timeout_s) for b in batchers))
 
     @classmethod
     def load(
@@ -104,12 +104,18 @@ class ModelRuntime:
             _check_tensor(spec, session.get_outputs(), "output")
         reasons_session = None
         if card.reasons is not None:
-            reasons_session = _session(onnx_path.with_name(card.reasons.file), config, choice)
-            _check_tensor(card.input, reasons_session.get_inputs(), "input")
-            attributions = TensorSpec(
-                name=card.reasons.output, dtype="float32", shape=card.input.shape
-            )
-            _check_tensor(attributions, reasons_session.get_outputs(), "output")
+            try:
+                reasons_session = _session(onnx_path.with_name(card.reasons.file), config, choice)
+                _check_tensor(card.input, reasons_session.get_inputs(), "input")
+                attributions = TensorSpec(
+                    name=card.reasons.output, dtype="float32", shape=card.input.shape
+                )
+                _check_tensor(attributions, reasons_session.get_outputs(), "output")
+            except ModelLoadError as exc:  # the scores stand without their reasons
+                logger.error(
+                    "model %s/%s: served without reasons: %s", card.name, card.version, exc
+                )
+                reasons_session = None
         wanted = choice.names[0]
         if wanted not in session.get_providers():
             logger.warning(
@@ -142,9 +148,22 @@ class ModelRuntime:
     def warm_up(self) -> float:
         """Run every batch size the batchers may form in powers of two (blocking); seconds."""
         started = time.perf_counter()
-        self._warm(self.run_batch, self.batcher)
+        try:
+            self._warm(self.run_batch, self.batcher)
+        except Exception as exc:  # ORT raises several types for a graph that cannot run
+            raise ModelLoadError(f"the model failed its warm-up: {exc}") from exc
         if self.explainer is not None:
-            self._warm(self.run_reasons, self.explainer)
+            try:
+                self._warm(self.run_reasons, self.explainer)
+            except Exception as exc:  # the scores stand without their reasons
+                card = self.model_card
+                logger.error(
+                    "model %s/%s: served without reasons: the reasons graph failed its warm-up: %s",
+                    card.name,
+                    card.version,
+                    exc,
+                )
+                self.explainer, self._reasons_session = None, None  # not started yet
         self._release_warm_up_memory()
         return time.perf_counter() - started
 

@@ -132,3 +132,37 @@ def test_a_score_whose_reasons_cannot_be_had_is_answered_without_them(
     (result,) = recorded.json()["results"]
     assert result["decision"] == "decline" and result["reasons"] is None
     assert client.get("/v1/fraud/customers/17").json()["transactions"][0]["transaction_id"] == 1
+
+
+@pytest.mark.parametrize("fault", ["not a graph", "fails whenever it runs"])
+def test_a_broken_reasons_graph_leaves_the_model_serving(
+    make_client: ClientFactory, tmp_path: Path, fault: str
+) -> None:
+    root = tmp_path / "broken"
+    folder = model_factory.fraud_model(root, reasons=True)
+    if fault == "not a graph":
+        (folder / "reasons.onnx").write_bytes(b"not onnx")
+    else:  # a lookup in an empty table: ONNX Runtime raises at warm-up
+        path = folder / "reasons.onnx"
+        model = onnx.load(path)
+        graph = model.graph
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.zeros(0, dtype=np.float32), "empty"),
+                numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
+            ]
+        )
+        graph.node[-1].output[0] = "unchecked"
+        graph.node.extend(
+            [
+                helper.make_node("Gather", ["empty", "zero"], ["nothing"]),
+                helper.make_node("Add", ["unchecked", "nothing"], ["attributions"]),
+            ]
+        )
+        onnx.save(model, path)
+    client = make_client(root)
+    assert client.get("/readyz").status_code == 200
+    answer = client.post("/v1/fraud/score?reasons=always", json=transaction(amount=300.0))
+    assert answer.status_code == 200, answer.text
+    result = answer.json()["results"][0]
+    assert result["decision"] == "review" and "reasons" not in result
