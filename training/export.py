@@ -63,6 +63,8 @@ def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
         with torch.no_grad():
             expected = module(torch.from_numpy(np.ascontiguousarray(rows))).numpy()
         (actual,) = session.run(None, {input_name: rows})
+        if not (np.isfinite(actual).all() and np.isfinite(expected).all()):
+            raise ParityError("a runtime gives values that are not finite (NaN or inf)")
         worst = max(worst, float(np.max(np.abs(actual - expected))))
     if worst > PARITY_TOLERANCE:
         raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")

@@ -81,7 +81,7 @@ class FraudReasons(nn.Module):
         ]
         forwards = [(_forward(m, sees)) for group, sees, _ in groups for m in group]
         logits = torch.stack([logit for logit, _ in forwards])  # [members, n]
-        log_p, log_q = F.logsigmoid(logits), F.logsigmoid(-logits)
+        log_p, log_q = _log_sigmoid(logits), _log_sigmoid(-logits)
         # log(p_m / sum p) by log-softmax, which subtracts the largest first: no cancellation
         # between logs of 1e5 when the members agree.
         log_weights = (
@@ -112,6 +112,12 @@ class FraudReasons(nn.Module):
             through = torch.where(inside, d_bins / model.encoding.width, 0.0)
             d_derived = d_derived + through @ self.bins_to_columns
         return _through_derived(self, derive, features, d_derived)
+
+
+def _log_sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """log(sigmoid(z)), finite for every finite z. (The exporter writes F.logsigmoid as
+    Log(Sigmoid(z)), which is -inf once sigmoid(z) rounds to 0.)"""
+    return torch.clamp(z, max=0.0) - torch.log(1.0 + torch.exp(-torch.abs(z)))
 
 
 def _forward(member: FraudMLP, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
