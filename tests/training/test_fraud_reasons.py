@@ -137,3 +137,20 @@ def test_a_payment_the_model_is_sure_of_still_gets_finite_reasons(tmp_path: Path
     path = tmp_path / "reasons.onnx"
     export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
     assert check_parity(reasons, path, x) < 1e-4
+
+
+def test_the_served_reasons_graph_stays_finite_where_the_score_is_certain() -> None:
+    import onnxruntime as ort
+
+    from app.model_card import ModelCard
+
+    folder = max((p for p in SERVED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    card = ModelCard.model_validate_json((folder / "model.json").read_text())
+    assert card.reasons is not None, f"{folder} has no reasons graph"
+    session = ort.InferenceSession(str(folder / card.reasons.file))
+    rows = np.tile(np.asarray(card.reasons.baseline, dtype=np.float32), (4, 1))
+    amount = FEATURES.index("TX_AMOUNT")
+    rows[:, amount] = [5e3, 1e5, 1e7, 1e9]  # the API takes amounts up to 1e9
+    (attributions,) = session.run(None, {card.input.name: rows})
+    assert np.isfinite(attributions).all()
+    assert (attributions.argmax(axis=1) == amount).all()
