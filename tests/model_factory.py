@@ -185,38 +185,39 @@ def fraud_probability(
 
 
 def fraud_model_failing_on_large_amounts(root: Path, name: str = "fragile") -> Path:
-    """Like `fraud_model`, but the graph also looks the amount up in a 1000-entry table:
-    ONNX Runtime raises for any batch holding an amount of 1000 or more."""
+    """Like `fraud_model`, but ONNX Runtime raises for any batch holding an amount of 1000
+    or more."""
     folder = fraud_model(root, name=name)
-    model = onnx.load(folder / "model.onnx")
+    look_amounts_up(folder / "model.onnx", table_size=1000)
+    return folder
+
+
+def look_amounts_up(path: Path, table_size: int) -> None:
+    """Make a fraud graph also look each row's amount up in a table of `table_size` zeros
+    and add what it finds to its output (which changes nothing): ONNX Runtime raises for a
+    batch holding an amount of `table_size` or more, so for every batch when it is 0."""
+    model = onnx.load(path)
     graph = model.graph
     graph.initializer.extend(
         [
-            numpy_helper.from_array(np.zeros(1000, dtype=np.float32), "table"),
+            numpy_helper.from_array(np.zeros(table_size, dtype=np.float32), "table"),
             numpy_helper.from_array(np.array([0], dtype=np.int64), "first"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "second"),
             numpy_helper.from_array(np.array([1], dtype=np.int64), "columns"),
         ]
     )
-    sigmoid = graph.node[-1]
-    sigmoid.input[0] = "checked_logit"
-    graph.node.insert(
-        len(graph.node) - 1,
-        helper.make_node("Slice", ["features", "first", "second", "columns"], ["amount"]),
-    )
-    graph.node.insert(
-        len(graph.node) - 1,
-        helper.make_node("Cast", ["amount"], ["amount_index"], to=TensorProto.INT64),
-    )
-    graph.node.insert(
-        len(graph.node) - 1, helper.make_node("Gather", ["table", "amount_index"], ["looked_up"])
-    )  # zeros: changes nothing
-    graph.node.insert(
-        len(graph.node) - 1, helper.make_node("Add", ["logit", "looked_up"], ["checked_logit"])
+    output = graph.node[-1].output[0]
+    graph.node[-1].output[0] = "unchecked"
+    graph.node.extend(
+        [
+            helper.make_node("Slice", ["features", "first", "second", "columns"], ["amount"]),
+            helper.make_node("Cast", ["amount"], ["index"], to=TensorProto.INT64),
+            helper.make_node("Gather", ["table", "index"], ["looked_up"]),
+            helper.make_node("Add", ["unchecked", "looked_up"], [output]),
+        ]
     )
     onnx.checker.check_model(model)
-    onnx.save(model, folder / "model.onnx")
-    return folder
+    onnx.save(model, path)
 
 
 def slow_fraud_model(

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from fastapi.testclient import TestClient
-from onnx import TensorProto, helper, numpy_helper
 
 from tests import model_factory
 from tests.api.test_fraud import payment
@@ -88,38 +85,12 @@ def test_a_model_without_a_reasons_graph_gives_none(client: TestClient) -> None:
     assert "reasons" not in answer.json()["results"][0]
 
 
-def reasons_failing_on_large_amounts(folder: Path) -> None:
-    """The reasons graph also looks the amount up in a 1000-entry table: ONNX Runtime raises
-    for any batch holding an amount of 1000 or more (the model itself runs)."""
-    path = folder / "reasons.onnx"
-    model = onnx.load(path)
-    graph = model.graph
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.zeros(1000, dtype=np.float32), "table"),
-            numpy_helper.from_array(np.array([0], dtype=np.int64), "first"),
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "second"),
-            numpy_helper.from_array(np.array([1], dtype=np.int64), "columns"),
-        ]
-    )
-    graph.node[-1].output[0] = "unchecked"
-    graph.node.extend(
-        [
-            helper.make_node("Slice", ["features", "first", "second", "columns"], ["amount"]),
-            helper.make_node("Cast", ["amount"], ["index"], to=TensorProto.INT64),
-            helper.make_node("Gather", ["table", "index"], ["looked_up"]),  # zeros
-            helper.make_node("Add", ["unchecked", "looked_up"], ["attributions"]),
-        ]
-    )
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-
-
 def test_a_score_whose_reasons_cannot_be_had_is_answered_without_them(
     make_client: ClientFactory, tmp_path: Path
 ) -> None:
     root = tmp_path / "fragile"
-    reasons_failing_on_large_amounts(model_factory.fraud_model(root, reasons=True))
+    folder = model_factory.fraud_model(root, reasons=True)
+    model_factory.look_amounts_up(folder / "reasons.onnx", table_size=1000)
     client = make_client(root)
     body = {"transactions": [transaction(amount=1500.0), transaction(transaction_id="b")]}
     answer = client.post("/v1/fraud/score?reasons=always", json=body)
@@ -143,23 +114,7 @@ def test_a_broken_reasons_graph_leaves_the_model_serving(
     if fault == "not a graph":
         (folder / "reasons.onnx").write_bytes(b"not onnx")
     else:  # a lookup in an empty table: ONNX Runtime raises at warm-up
-        path = folder / "reasons.onnx"
-        model = onnx.load(path)
-        graph = model.graph
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.zeros(0, dtype=np.float32), "empty"),
-                numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
-            ]
-        )
-        graph.node[-1].output[0] = "unchecked"
-        graph.node.extend(
-            [
-                helper.make_node("Gather", ["empty", "zero"], ["nothing"]),
-                helper.make_node("Add", ["unchecked", "nothing"], ["attributions"]),
-            ]
-        )
-        onnx.save(model, path)
+        model_factory.look_amounts_up(folder / "reasons.onnx", table_size=0)
     client = make_client(root)
     assert client.get("/readyz").status_code == 200
     answer = client.post("/v1/fraud/score?reasons=always", json=transaction(amount=300.0))

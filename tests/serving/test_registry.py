@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnx import helper, numpy_helper
-
 from tests import model_factory
 from tests.conftest import transaction
 
@@ -49,22 +45,7 @@ def test_a_graph_that_fails_its_warm_up_fails_and_others_load(
     model_repo: Path, make_client
 ) -> None:
     folder = model_factory.fraud_model(model_repo, name="unrunnable")
-    model = onnx.load(folder / "model.onnx")
-    graph = model.graph  # a lookup in an empty table: loads, then fails whenever it runs
-    graph.initializer.extend(
-        [
-            numpy_helper.from_array(np.zeros(0, dtype=np.float32), "empty"),
-            numpy_helper.from_array(np.array([0], dtype=np.int64), "zero"),
-        ]
-    )
-    graph.node[-1].output[0] = "unchecked"
-    graph.node.extend(
-        [
-            helper.make_node("Gather", ["empty", "zero"], ["nothing"]),
-            helper.make_node("Add", ["unchecked", "nothing"], ["fraud_probability"]),
-        ]
-    )
-    onnx.save(model, folder / "model.onnx")
+    model_factory.look_amounts_up(folder / "model.onnx", table_size=0)  # loads, never runs
     client = make_client()
     (version,) = client.get("/v1/models/unrunnable").json()["versions"]
     assert version["state"] == "failed" and "warm-up" in version["reason"]
