@@ -126,3 +126,19 @@ class NotInHistory(ServingError):
     """No transaction of that card or terminal is in the fraud history."""
 
     code = "not_in_history"
+
+
+class AlertNotFound(ServingError):
+    code = "alert_not_found"
+
+
+class AlertResolved(ServingError):
+    """The alert was resolved before: each alert is resolved once."""
+
+    code = "alert_resolved"
+
+
+class FreezeConflict(ServingError):
+    """Freezing a frozen card, or unfreezing one that is not frozen."""
+
+    code = "freeze_conflict"

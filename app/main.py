@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__ as app_version
-from app.api import admin, fraud, health, inference, metrics, models
+from app.api import admin, alerts, fraud, health, inference, metrics, models
 from app.api.auth import require_admin, require_key
 from app.api.dispatch import EndpointDispatcher
 from app.api.docs import install_docs
@@ -91,7 +91,14 @@ async def _prune_every(history: HistoryStore, interval_s: float) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     services = Services.build(settings)
-    table = EndpointTable([*inference.ENDPOINTS, *fraud.ENDPOINTS, *open_inference_rest.ENDPOINTS])
+    table = EndpointTable(
+        [
+            *inference.ENDPOINTS,
+            *fraud.ENDPOINTS,
+            *alerts.ENDPOINTS,
+            *open_inference_rest.ENDPOINTS,
+        ]
+    )
 
     grpc_server = GrpcServer(services)
 

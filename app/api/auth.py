@@ -44,12 +44,13 @@ def check_key(
     return key
 
 
-def check_access(headers: Mapping[str, str], settings: Settings, access: Access) -> None:
-    """The key rule of an endpoint or gRPC call."""
+def check_access(headers: Mapping[str, str], settings: Settings, access: Access) -> ApiKey | None:
+    """The key rule of an endpoint or gRPC call; the key presented, where keys are on."""
     if access != "probe":
-        check_key(headers, settings.api_keys, access)
-    elif settings.auth_probes_and_metrics:
-        check_key(headers, settings.api_keys)
+        return check_key(headers, settings.api_keys, access)
+    if settings.auth_probes_and_metrics:
+        return check_key(headers, settings.api_keys)
+    return None
 
 
 async def require_key(request: Request) -> None:

@@ -74,7 +74,7 @@ class EndpointDispatcher:
     def _call(self, endpoint: Endpoint, params: dict[str, str], request: Request) -> EndpointCall:
         settings = self.services.settings
         headers = request.headers
-        check_access(headers, settings, endpoint.access)
+        key = check_access(headers, settings, endpoint.access)
         model = params.get("model")
         if model is None and endpoint.default_model is not None:
             model = endpoint.default_model(settings)
@@ -87,11 +87,13 @@ class EndpointDispatcher:
             deadline=request_deadline(headers.get(DEADLINE_HEADER), settings),
             report=request_report(request.scope),
             client_gone=_disconnect_of(request),
+            key=key,
         )
 
 
 def _query(request: Request, endpoint: Endpoint) -> dict[str, int | str | None]:
-    """The endpoint's query parameters, each optional: a positive integer, or a choice."""
+    """The endpoint's query parameters, each optional: a positive integer, a choice, or
+    text."""
     names = [parameter.name for parameter in endpoint.query]
     if not request.scope["query_string"]:
         return dict.fromkeys(names)  # the usual case: nothing to parse
@@ -102,6 +104,9 @@ def _query(request: Request, endpoint: Endpoint) -> dict[str, int | str | None]:
         raw = request.query_params.get(name)
         if raw is None:
             values[name] = None
+            continue
+        if parameter.text:
+            values[name] = raw
             continue
         if parameter.choices:
             if raw not in parameter.choices:

@@ -15,7 +15,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.responses import HTMLResponse
 
 from app.api.deps import DEADLINE_HEADER
-from app.api.endpoints import Endpoint, EndpointTable
+from app.api.endpoints import Endpoint, EndpointTable, QueryParameter
 from app.codecs.transaction_schema import Transaction, TransactionBatch
 
 ASSETS_PATH = "/docs-assets"
@@ -87,9 +87,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "in": "query",
             "required": False,
             "description": query.description,
-            "schema": {"type": "string", "enum": list(query.choices)}
-            if query.choices
-            else {"type": "integer", "minimum": 1},
+            "schema": _query_schema(query),
         }
         for query in endpoint.query
     ]
@@ -123,3 +121,11 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
     if endpoint.request_body is not None:
         operation["requestBody"] = dict(endpoint.request_body)
     return operation
+
+
+def _query_schema(query: QueryParameter) -> dict[str, Any]:
+    if query.choices:
+        return {"type": "string", "enum": list(query.choices)}
+    if query.text:
+        return {"type": "string"}
+    return {"type": "integer", "minimum": 1}

@@ -21,17 +21,20 @@ from starlette.responses import Response
 from app.api.auth import Access
 from app.api.services import Services
 from app.codecs.open_inference import parse_version
+from app.errors import ValidationFailed
 from app.serving.data_plane import InferenceCall, RequestReport
-from app.settings import Settings
+from app.settings import ApiKey, Settings
 
 
 @dataclass(frozen=True)
 class QueryParameter:
-    """An optional query parameter: a positive integer, or one of `choices`."""
+    """An optional query parameter: a positive integer, one of `choices`, or `text` that the
+    handler reads."""
 
     name: str
     description: str
     choices: tuple[str, ...] = ()
+    text: bool = False
 
 
 @dataclass(slots=True)  # one per request: a frozen dataclass costs twice as much to build
@@ -46,6 +49,12 @@ class EndpointCall:
     deadline: float  # on time.monotonic()
     report: RequestReport
     client_gone: Callable[[], Awaitable[object]]
+    key: ApiKey | None = None  # the API key presented, where keys are configured
+
+    @property
+    def by(self) -> str | None:
+        """Who acts, for the records that say so: the key's name, never the key."""
+        return None if self.key is None else self.key.name
 
     def inference(self) -> InferenceCall:
         """The call for the data plane; a version in the path or `?version=` pins one."""
@@ -58,6 +67,16 @@ class EndpointCall:
         """A positive-integer query parameter (checked by the dispatcher)."""
         value = self.query.get(name)
         return value if isinstance(value, int) else None
+
+    def limit(self, default: int, maximum: int) -> int:
+        """`?limit=`: `default` where absent; a 422 above `maximum`."""
+        limit = self.number("limit") or default
+        if limit > maximum:
+            message = f"at most {maximum}"
+            raise ValidationFailed(
+                f"query.limit: {message}", [{"field": "query.limit", "message": message}]
+            )
+        return limit
 
     def version(self) -> int | None:
         raw = self.params.get("version")

@@ -18,9 +18,10 @@ from app.api.inference import REASONS, VERSION, ScoreResult, reasons_mode
 from app.api.responses import json_response
 from app.codecs.payments import PaymentBatch, decode_labels, decode_payments
 from app.codecs.transaction_schema import Identifier, LabelBatch, RawTransactionBatch
-from app.errors import NotInHistory, ValidationFailed
+from app.errors import NotInHistory
+from app.fraud.alerts.records import Freeze
 from app.fraud.features import FEATURE_NAMES
-from app.fraud.history.store import EntityKind
+from app.fraud.history.store import EntityKind, EntityView
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 1000
@@ -50,6 +51,7 @@ class HistoryView(BaseModel):
     id: Identifier  # type: ignore[valid-type]
     features: dict[str, float] | None
     transactions: list[dict[str, Any]]
+    frozen: dict[str, Any] | None = None  # cards only: the freeze, or null
 
 
 async def record_and_score(call: EndpointCall) -> Response:
@@ -87,16 +89,20 @@ async def terminal(call: EndpointCall) -> Response:
 
 
 async def _view(call: EndpointCall, kind: EntityKind, raw_id: str) -> Response:
-    """The window features as of the entity's newest payment, and its newest payments."""
-    limit = call.number("limit") or DEFAULT_PAGE
-    if limit > MAX_PAGE:
-        raise ValidationFailed(
-            f"limit: at most {MAX_PAGE}",
-            [{"field": "query.limit", "message": f"at most {MAX_PAGE}"}],
-        )
+    """The window features as of the entity's newest payment, and its newest payments; for
+    a card, its freeze."""
+    limit = call.limit(DEFAULT_PAGE, MAX_PAGE)
     view = await call.services.history.view(kind, raw_id, limit)
     if view is None:
         raise NotInHistory(f"the history holds no transaction of {kind} {raw_id!r}")
+    document = view_document(view, kind)
+    if kind == "customer":
+        freeze = await call.services.history.alerts.freeze_of(view.entity)
+        document["frozen"] = None if freeze is None else freeze_document(freeze)
+    return json_response(document)
+
+
+def view_document(view: EntityView, kind: EntityKind) -> dict[str, Any]:
     newest = view.newest[0].payment
     values = view.windows.model_inputs(newest.amount, False, False)
     prefix = f"{kind}_"
@@ -111,12 +117,26 @@ async def _view(call: EndpointCall, kind: EntityKind, raw_id: str) -> Response:
             "customer_id": known.payment.customer_id,
             "terminal_id": known.payment.terminal_id,
             "amount": known.payment.amount,
-            "timestamp": datetime.fromtimestamp(known.payment.time_us / 1e6, UTC).isoformat(),
+            "timestamp": iso_time(known.payment.time_us),
             "fraud": known.fraud,
         }
         for known in view.newest
     ]
-    return json_response({"id": view.entity, "features": features, "transactions": transactions})
+    return {"id": view.entity, "features": features, "transactions": transactions}
+
+
+def iso_time(time_us: int) -> str:
+    return datetime.fromtimestamp(time_us / 1e6, UTC).isoformat()
+
+
+def freeze_document(freeze: Freeze) -> dict[str, Any]:
+    return {
+        "customer_id": freeze.customer_id,
+        "frozen_at": iso_time(freeze.at_us),
+        "by": freeze.by,
+        "alert_id": freeze.alert_id,
+        "note": freeze.note,
+    }
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

@@ -15,10 +15,18 @@ from app.fraud.features import FEATURE_NAMES
 
 DECISIONS: tuple[Decision, ...] = get_args(Decision)
 _PACKED = struct.Struct(f"<Bd{len(FEATURE_NAMES)}d")  # decision, probability, inputs
+_FROZEN = 0x80  # in the decision's byte: declined because the card was frozen
 
 
-def pack_answer(probability: float, decision: Decision, inputs: list[float]) -> bytes:
-    return _PACKED.pack(DECISIONS.index(decision), probability, *inputs)
+def pack_answer(
+    probability: float, decision: Decision, inputs: list[float], frozen: bool = False
+) -> bytes:
+    return _PACKED.pack(DECISIONS.index(decision) | (_FROZEN * frozen), probability, *inputs)
+
+
+def was_frozen(packed: bytes) -> bool:
+    """Whether the answer declined the payment because its card was frozen."""
+    return packed[:1] != b"{" and bool(packed[0] & _FROZEN)
 
 
 def unpack_answer(transaction_id: Any, packed: bytes) -> dict[str, Any]:
@@ -29,6 +37,6 @@ def unpack_answer(transaction_id: Any, packed: bytes) -> dict[str, Any]:
     return {
         "transaction_id": transaction_id,
         "fraud_probability": probability,
-        "decision": DECISIONS[decision],
+        "decision": DECISIONS[decision & ~_FROZEN],
         "features": dict(zip(FEATURE_NAMES.values(), inputs, strict=True)),
     }

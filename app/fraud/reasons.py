@@ -65,6 +65,17 @@ def top_reasons(
     ]
 
 
+def frozen_reason(card: Any) -> dict[str, Any]:
+    """Why a frozen card's payment is declined, whatever its score: the first reason."""
+    return {
+        "code": "card_frozen",
+        "feature": None,
+        "value": None,
+        "contribution": None,
+        "text": f"card {card} is frozen: its payments are declined until it is unfrozen",
+    }
+
+
 def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> str:
     """One feature's value in words, against what it is compared with."""
     this_card = "this card" if card is None else f"card {card}"

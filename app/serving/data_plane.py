@@ -32,11 +32,12 @@ from app.errors import (
     ShuttingDown,
     ValidationFailed,
 )
-from app.fraud.answers import pack_answer, unpack_answer
+from app.fraud.alerts.records import FlaggedPayment
+from app.fraud.answers import pack_answer, unpack_answer, was_frozen
 from app.fraud.decisions import decide
 from app.fraud.features import FEATURE_NAMES, FEATURES
 from app.fraud.history.store import HistoryStore, Recorded
-from app.fraud.reasons import ReasonsMode, explains, top_reasons
+from app.fraud.reasons import ReasonsMode, explains, frozen_reason, top_reasons
 from app.model_card import ImagePreprocessing, ModelCard
 from app.serving.batching import Admission, DeferredRows, OnOutputs
 from app.serving.config import DecodeConfig
@@ -173,6 +174,7 @@ class DataPlane:
         inputs: list[list[float]] = []  # per payment, in FEATURES order
         answered_inputs: list[list[float]] = []  # those of the answers given (a retry's first)
         answered_by: list[ModelRuntime] = []
+        frozen: list[bool] = []  # per payment: declined because its card was frozen
         answer: dict[str, Any] = {}
 
         def rows_of(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
@@ -210,10 +212,14 @@ class DataPlane:
                 if record.earlier_answer:
                     result = unpack_answer(transaction_id, record.earlier_answer)
                     values = list(result["features"].values())
+                    frozen.append(was_frozen(record.earlier_answer))
                     if not include_features:
                         del result["features"]
                 else:
-                    decision = decide(probability, model_card.thresholds)
+                    frozen.append(record.frozen)
+                    decision = (
+                        "decline" if record.frozen else decide(probability, model_card.thresholds)
+                    )
                     result = {
                         "transaction_id": transaction_id,
                         "fraud_probability": probability,
@@ -222,7 +228,9 @@ class DataPlane:
                     if include_features:
                         result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
                     if record.new:
-                        answers[transaction_id] = pack_answer(probability, decision, values)
+                        answers[transaction_id] = pack_answer(
+                            probability, decision, values, record.frozen
+                        )
                 results.append(result)
                 answered_inputs.append(values)
             history.keep_answers(answers)
@@ -237,14 +245,32 @@ class DataPlane:
             await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
         # Recorded and answered: reasons are words about that answer, computed after it.
+        # Flagged payments get theirs whatever the client asked: their alerts keep them.
+        results = answer["results"]
         await _explain(
             call,
             answered_by[-1],
-            answer["results"],
-            reasons,
+            results,
+            "always" if reasons == "always" else "flagged",
             answered_inputs.__getitem__,
             [(r.payment.customer_id, r.payment.terminal_id) for r in recorded],
         )
+        for record, result, payment_frozen in zip(recorded, results, frozen, strict=True):
+            if payment_frozen:
+                card_frozen = frozen_reason(record.payment.customer_id)
+                result["reasons"] = [card_frozen, *(result.get("reasons") or ())]
+        # A frozen card was judged already: its declines raise no alert. Written before
+        # the answer; a retry after a failure here flags the same payments again, once.
+        flagged = [
+            FlaggedPayment(r.payment, res["fraud_probability"], res["decision"], res.get("reasons"))
+            for r, res, payment_frozen in zip(recorded, results, frozen, strict=True)
+            if res["decision"] != "approve" and not payment_frozen
+        ]
+        if flagged:
+            await history.alerts.flag(flagged)
+        if reasons == "never":
+            for result in results:
+                result.pop("reasons", None)
         return answer
 
     async def infer(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from app.fraud.answers import pack_answer, unpack_answer
+from app.fraud.answers import pack_answer, unpack_answer, was_frozen
 from app.fraud.features import FEATURE_NAMES
 
 
@@ -17,8 +17,16 @@ def test_an_answer_packs_small_and_unpacks_exactly() -> None:
     assert answer["fraud_probability"] == 0.1 + 0.2
     assert list(answer["features"]) == list(FEATURE_NAMES.values())
     assert list(answer["features"].values()) == inputs
+    assert not was_frozen(packed)
+
+
+def test_a_frozen_cards_decline_is_kept_as_such() -> None:
+    packed = pack_answer(0.01, "decline", [0.0] * len(FEATURE_NAMES), frozen=True)
+    assert was_frozen(packed)
+    assert unpack_answer(3, packed)["decision"] == "decline"
 
 
 def test_an_answer_kept_as_json_reads_back() -> None:
     kept = {"transaction_id": 1, "fraud_probability": 0.5, "decision": "approve"}
     assert unpack_answer(1, orjson.dumps(kept)) == kept
+    assert not was_frozen(orjson.dumps(kept))

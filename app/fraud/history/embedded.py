@@ -23,6 +23,7 @@ from pathlib import Path
 import orjson
 
 from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
+from app.fraud.alerts.embedded import EmbeddedAlerts
 from app.fraud.history.coalescing import ANSWERS_WITHIN_S
 from app.fraud.history.records import DAY_US, Payment, TransactionId
 from app.fraud.history.store import (
@@ -75,6 +76,7 @@ class EmbeddedHistory:
         self._unwritten = _Unwritten()
         self._answers: dict[TransactionId, bytes] = {}  # given, not written yet
         self._answers_timer: asyncio.TimerHandle | None = None
+        self.alerts = EmbeddedAlerts(self)
 
     @property
     def where(self) -> str:
@@ -94,6 +96,7 @@ class EmbeddedHistory:
             # NORMAL: a commit is in the WAL when it returns, which a killed process keeps.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            self.alerts.open_now(db)
             newest = db.execute("SELECT max(time_us) FROM payments").fetchone()[0]
             if newest is not None:  # what was loaded, or kept past a prune, too old now
                 db.execute("DELETE FROM payments WHERE time_us < ?", (newest - self.retention_us,))
@@ -223,6 +226,7 @@ class EmbeddedHistory:
                 p.transaction_id in new,
                 earlier.get(p.transaction_id) or None,
                 unwritten if p.transaction_id in unwritten.payments else None,
+                self.alerts.is_frozen(p.customer_id),
             )
             for p in payments
         ]
@@ -236,7 +240,7 @@ class EmbeddedHistory:
         if not ids:
             return
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 db.executemany(
                     "DELETE FROM payments WHERE transaction_id = ?", [(_text(i),) for i in ids]
                 )
@@ -260,8 +264,22 @@ class EmbeddedHistory:
             self._answers_timer = loop.call_later(ANSWERS_WITHIN_S, self._write_late_answers)
 
     async def label(self, labels: Sequence[tuple[TransactionId, bool]]) -> list[LabelOutcome]:
-        self.connection()  # open, or nothing happens
         outcomes: list[LabelOutcome] = []
+        try:
+            with self.labelling(labels, outcomes):
+                pass
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"the labels could not be written: {exc}") from exc
+        return outcomes
+
+    @contextlib.contextmanager
+    def labelling(
+        self, labels: Sequence[tuple[TransactionId, bool]], outcomes: list[LabelOutcome]
+    ) -> Iterator[sqlite3.Connection]:
+        """Apply labels in memory and in a transaction that the caller may add to (an
+        alert's resolution); if it fails, memory is as it was. Per label, its outcome is
+        appended to `outcomes`: applied, unchanged, or unknown (no such payment)."""
+        self.connection()  # open, or nothing happens
         changed: list[tuple[int, str]] = []
         undo: list[tuple[TransactionId, bool | None]] = []  # to restore if the write fails
         for transaction_id, fraud in labels:
@@ -277,14 +295,14 @@ class EmbeddedHistory:
             undo.append((transaction_id, previous))
             changed.append((int(fraud), _text(transaction_id)))
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 db.executemany("UPDATE payments SET fraud = ? WHERE transaction_id = ?", changed)
-        except sqlite3.Error as exc:
+                yield db
+        except BaseException:
             for transaction_id, previous in reversed(undo):
                 self.index.set_label(transaction_id, bool(previous))
                 self.index.payments[transaction_id].fraud = previous  # None stays None
-            raise StoreUnavailable(f"the labels could not be written: {exc}") from exc
-        return outcomes
+            raise
 
     async def view(self, kind: EntityKind, raw_id: str, limit: int) -> EntityView | None:
         self.connection()
@@ -308,7 +326,7 @@ class EmbeddedHistory:
             return 0
         forgotten = self.index.drop_before(self.newest_us - self.retention_us)
         try:
-            with self._transaction() as db:
+            with self.transaction() as db:
                 db.executemany(
                     "DELETE FROM payments WHERE transaction_id = ?",
                     [(_text(i),) for i in forgotten],
@@ -322,7 +340,7 @@ class EmbeddedHistory:
         memory are not updated, so load before the server starts."""
         self._write_unwritten()  # so that their ids are known to the file
         before = self.connection().total_changes
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT OR IGNORE INTO payments "
                 "(transaction_id, customer_id, terminal_id, amount, time_us, fraud) "
@@ -364,7 +382,7 @@ class EmbeddedHistory:
             )
         written = {p.transaction_id for p in payments}
         later = [(answer, _text(i)) for i, answer in answers.items() if i not in written]
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.executemany(
                 "INSERT INTO payments (transaction_id, customer_id, terminal_id, amount, "
                 "time_us, fraud, answer) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -373,7 +391,7 @@ class EmbeddedHistory:
             db.executemany("UPDATE payments SET answer = ? WHERE transaction_id = ?", later)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One commit for many statements (executemany alone commits each one)."""
         db = self.connection()
         db.execute("BEGIN")

@@ -13,6 +13,7 @@ busy history costs most):
   id's JSON text; the value is the amount (cards) or the label, 0 or 1 (terminals).
 - `P day:<n>`: the ids recorded per day of event time, for pruning whole days;
   `P first_day`, `P newest` (event time) and `P count` (payments kept).
+- `P frozen`: a hash of the frozen cards (see `app.fraud.alerts.redis_scripts`).
 
 Ids are written as their JSON text, so that 7 and "7" are different ids, as in the API.
 """
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 # Shared by the scripts: the windows of one recorded payment, as `windows.HistoryIndex`
 # computes them. Sums are returned as text: Redis would truncate a Lua number to an integer.
-_PRELUDE = r"""
+PRELUDE = r"""
 local P = ARGV[1]
 local DAY = 86400000000
 local WINDOWS = {1, 7, 30}
@@ -103,6 +104,21 @@ local function add(id, card, terminal, amount, time, head, label)
   redis.call('RPUSH', P .. 'day:' .. day_of(tonumber(time)), id)
 end
 
+-- A payment's label, 0 or 1: applied, unchanged, or unknown (no such payment).
+local function set_label(id, label)
+  local key = P .. 'tx:' .. id
+  local record = redis.call('GET', key)
+  if not record then return 'unknown' end
+  local card, terminal, amount, time, before, head = parse(record)
+  if before == label then return 'unchanged' end
+  if terminal_label(before) ~= label then
+    redis.call('ZREM', P .. 'k:' .. terminal, head .. '\0' .. terminal_label(before))
+    redis.call('ZADD', P .. 'k:' .. terminal, time, head .. '\0' .. label)
+  end
+  redis.call('SET', key, record_of(card, terminal, amount, time, label, head))
+  return 'applied'
+end
+
 -- After adding: the newest time, the oldest day (where pruning starts), the count.
 local function added(count, newest, oldest)
   if count == 0 then return end
@@ -119,10 +135,10 @@ end
 # the last call. ARGV: prefix, retention in us, how many answers, the answers (id, answer),
 # then per group: how many payments, then per payment: id, card, terminal, amount, time,
 # head. Returns per group "ok" and per payment: new (0/1), earlier answer, the 12 window
-# values (one string); or "conflict" or "old" and the id: then nothing of that group is
-# written.
+# values (one string), whether its card is frozen (0/1); or "conflict" or "old" and the
+# id: then nothing of that group is written.
 RECORD = (
-    _PRELUDE
+    PRELUDE
     + r"""
 local retention = tonumber(ARGV[2])
 local newest = tonumber(redis.call('GET', P .. 'newest') or '')
@@ -176,6 +192,7 @@ for _, group in ipairs(groups) do
       out[#out + 1] = group.fresh[i] and '' or (redis.call('GET', P .. 'r:' .. ARGV[b]) or '')
       local time = tonumber(ARGV[b + 4])
       out[#out + 1] = windows(ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], time, ARGV[b + 5])
+      out[#out + 1] = redis.call('HEXISTS', P .. 'frozen', ARGV[b + 1])
     end
   end
 end
@@ -185,7 +202,7 @@ return out
 
 # ARGV: prefix, ids. Undoes RECORD for payments whose scoring failed.
 FORGET = (
-    _PRELUDE
+    PRELUDE
     + r"""
 for i = 2, #ARGV do remove(ARGV[i]) end
 return 0
@@ -195,28 +212,10 @@ return 0
 # ARGV: prefix, then pairs of id and label (0/1). Returns per label: applied, unchanged or
 # unknown.
 LABEL = (
-    _PRELUDE
+    PRELUDE
     + r"""
 local out = {}
-for i = 2, #ARGV, 2 do
-  local key, label = P .. 'tx:' .. ARGV[i], ARGV[i + 1]
-  local record = redis.call('GET', key)
-  if not record then
-    out[#out + 1] = 'unknown'
-  else
-    local card, terminal, amount, time, before, head = parse(record)
-    if before == label then
-      out[#out + 1] = 'unchanged'
-    else
-      if terminal_label(before) ~= label then
-        redis.call('ZREM', P .. 'k:' .. terminal, head .. '\0' .. terminal_label(before))
-        redis.call('ZADD', P .. 'k:' .. terminal, time, head .. '\0' .. label)
-      end
-      redis.call('SET', key, record_of(card, terminal, amount, time, label, head))
-      out[#out + 1] = 'applied'
-    end
-  end
-end
+for i = 2, #ARGV, 2 do out[#out + 1] = set_label(ARGV[i], ARGV[i + 1]) end
 return out
 """
 )
@@ -225,7 +224,7 @@ return out
 # id's first). Returns {} when none holds a payment, else {entity, the 12 window values of
 # its newest payment (one string), then per payment newest first: id, record}.
 VIEW = (
-    _PRELUDE
+    PRELUDE
     + r"""
 local limit = tonumber(ARGV[3])
 for i = 4, #ARGV do
@@ -250,7 +249,7 @@ return {}
 # ARGV: prefix, retention in us. Forgets every day older than the retention's first whole
 # day (each day's payments are listed by `add`); returns how many payments.
 PRUNE = (
-    _PRELUDE
+    PRELUDE
     + r"""
 local newest = tonumber(redis.call('GET', P .. 'newest') or '')
 local first = tonumber(redis.call('GET', P .. 'first_day') or '')
@@ -270,7 +269,7 @@ return forgotten
 # ARGV: prefix, then per payment: id, card, terminal, amount, time, head, label ("", 0, 1).
 # Ids already kept are left as they are. Returns how many were new.
 LOAD = (
-    _PRELUDE
+    PRELUDE
     + r"""
 local loaded, latest, oldest = 0, nil, nil
 for b = 2, #ARGV, 7 do

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
+from app.fraud.alerts.redis_alerts import RedisAlerts
 from app.fraud.history import redis_scripts
 from app.fraud.history.coalescing import GroupOutcome, RecordCoalescer
 from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
@@ -47,10 +48,10 @@ class RedisHistory:
         # Short timeouts: a Redis that is gone must turn into a 503 well within a request's
         # deadline, not hang it. One immediate retry on another connection: after Redis
         # restarts, each pooled connection fails once. (Every script may run twice.)
-        self._client = aioredis.Redis.from_url(
+        self.client = aioredis.Redis.from_url(
             url, socket_connect_timeout=1.0, socket_timeout=2.0, retry=Retry(NoBackoff(), 1)
         )
-        script = self._client.register_script
+        script = self.client.register_script
         self._record = script(redis_scripts.RECORD)
         self._forget = script(redis_scripts.FORGET)
         self._label = script(redis_scripts.LABEL)
@@ -58,6 +59,7 @@ class RedisHistory:
         self._prune = script(redis_scripts.PRUNE)
         self._load = script(redis_scripts.LOAD)
         self._coalescer = RecordCoalescer(self._record_groups, self.forget)
+        self.alerts = RedisAlerts(self)
 
     @property
     def where(self) -> str:
@@ -73,12 +75,13 @@ class RedisHistory:
 
     async def close(self) -> None:
         await self._coalescer.close()
-        await self._client.aclose()
+        await self.client.aclose()
 
     async def check(self) -> None:
         try:
-            await self._client.ping()
+            await self.client.ping()
             await self._refresh_size()
+            await self.alerts.refresh()
         except RedisError as exc:
             self.problem = f"the fraud history's Redis at {self.where} does not answer: {exc}"
             return
@@ -97,7 +100,7 @@ class RedisHistory:
 
     async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
         if transaction_ids:
-            await self._call(self._forget, [self.prefix, *map(_text, transaction_ids)])
+            await self.call(self._forget, [self.prefix, *map(_text, transaction_ids)])
 
     def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
         self._coalescer.keep_answers(answers)
@@ -134,7 +137,7 @@ class RedisHistory:
                     p.time_us,
                     head,
                 ]
-        reply = iter(await self._call(self._record, args))
+        reply = iter(await self.call(self._record, args))
         answered = iter([self._outcome(reply, payments, unique) for payments, unique in sent])
         return [outcome or next(answered) for outcome in outcomes]
 
@@ -154,13 +157,16 @@ class RedisHistory:
         for payment in unique:
             new, answer = next(reply) == 1, next(reply)
             windows = _windows(next(reply), payment.amount)
-            results[payment.transaction_id] = Recorded(payment, windows, new, answer or None)
+            frozen = next(reply) == 1
+            results[payment.transaction_id] = Recorded(
+                payment, windows, new, answer or None, frozen=frozen
+            )
         recorded = [results[p.transaction_id] for p in payments]
         # The same payment twice in one request: recorded once, the second is a retry.
         seen: set[TransactionId] = set()
         for i, r in enumerate(recorded):
             if r.payment.transaction_id in seen:
-                recorded[i] = Recorded(r.payment, r.windows, new=False)
+                recorded[i] = Recorded(r.payment, r.windows, new=False, frozen=r.frozen)
             seen.add(r.payment.transaction_id)
         return recorded
 
@@ -170,7 +176,7 @@ class RedisHistory:
         args = [self.prefix]
         for transaction_id, fraud in labels:
             args += [_text(transaction_id), "1" if fraud else "0"]
-        reply = await self._call(self._label, args)
+        reply = await self.call(self._label, args)
         return [outcome.decode() for outcome in reply]
 
     async def view(self, kind: EntityKind, raw_id: str, limit: int) -> EntityView | None:
@@ -179,7 +185,7 @@ class RedisHistory:
         if digits.isascii() and digits.isdigit():
             candidates.insert(0, _text(int(raw_id)))
         letter = "c" if kind == "customer" else "k"
-        reply = await self._call(self._view, [self.prefix, letter, limit, *candidates])
+        reply = await self.call(self._view, [self.prefix, letter, limit, *candidates])
         if not reply:
             return None
         newest: list[KnownPayment] = []
@@ -193,7 +199,7 @@ class RedisHistory:
     async def prune(self) -> int:
         """Whole days of event time: a day's payments go once all of it is past the
         retention (so up to a day more is kept; no window reaches that far)."""
-        forgotten: int = await self._call(self._prune, [self.prefix, self.retention_us])
+        forgotten: int = await self.call(self._prune, [self.prefix, self.retention_us])
         await self.check()
         return forgotten
 
@@ -203,7 +209,7 @@ class RedisHistory:
             head = f"{sortable_id(orjson.loads(transaction_id))}\0{transaction_id}"
             label = "" if fraud is None else str(int(fraud))
             args += [transaction_id, customer, terminal, repr(amount), time_us, head, label]
-        loaded: int = await self._call(self._load, args)
+        loaded: int = await self.call(self._load, args)
         await self._refresh_size()
         return loaded
 
@@ -211,7 +217,7 @@ class RedisHistory:
         return self._size
 
     async def _refresh_size(self) -> None:
-        async with self._client.pipeline(transaction=False) as pipe:
+        async with self.client.pipeline(transaction=False) as pipe:
             pipe.get(self.prefix + "count")
             pipe.get(self.prefix + "newest")
             pipe.info("memory")
@@ -222,7 +228,7 @@ class RedisHistory:
             None if newest is None else int(newest),
         )
 
-    async def _call(self, script: Callable[..., Awaitable[Any]], args: Sequence[Any]) -> Any:
+    async def call(self, script: Callable[..., Awaitable[Any]], args: Sequence[Any]) -> Any:
         try:
             reply = await script(keys=[], args=args)
         except RedisError as exc:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
+from app.fraud.alerts.store import AlertStore
 from app.fraud.history.records import Payment, TransactionId, Windows
 
 LabelOutcome = Literal["applied", "unchanged", "unknown"]
@@ -30,6 +31,7 @@ class Recorded:
     # The store's handle on the write that will hold this payment, while it is recorded
     # only in memory (see `HistoryStore.persist`); None once durable.
     unwritten: object | None = None
+    frozen: bool = False  # its card was frozen when it was recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,11 @@ class HistoryStore(Protocol):
     records_at_once: bool
     # Why the store is not available now, if it is not (for /readyz); None when it is.
     problem: str | None
+
+    @property
+    def alerts(self) -> AlertStore:
+        """The analyst's queue and the frozen cards, in the same store."""
+        ...
 
     @property
     def where(self) -> str:
