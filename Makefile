@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint diagram grpc-stubs load-history replay train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,11 @@ container-test:
 # throughput: bench/results/replay-<date>.{json,md}.
 replay: $(VENV)/.dev-installed
 	$(PY) -m bench.replay
+
+# A simulated investigation team works the alert queue over the four folds' test weeks
+# (2018-08-08 to 2018-09-05), through HTTP: bench/results/investigation-<date>.{json,md,png}.
+investigate: $(VENV)/.dev-installed
+	$(PY) -m bench.investigation
 
 # Start the fraud history with the dataset's last 37 days (the server must be stopped).
 load-history: $(VENV)/.serve-installed

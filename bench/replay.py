@@ -147,10 +147,15 @@ def _post(client: httpx.Client, path: str, document: Any, retried: list[int]) ->
     return answer
 
 
-def feature_mismatches(result: Replay) -> dict[str, int]:
-    """Per feature, the transactions (with 37 days of history) whose served value differs."""
+def feature_mismatches(
+    result: Replay, checked_from: pd.Timestamp | None = None
+) -> dict[str, int]:
+    """Per feature, the transactions whose served value differs: those from `checked_from`,
+    by default those with 37 days of replayed history."""
     frame, served = result.frame, result.served
-    checked = (frame["TX_DATETIME"] >= frame["TX_DATETIME"].min() + HISTORY_NEEDED).to_numpy()
+    if checked_from is None:
+        checked_from = frame["TX_DATETIME"].min() + HISTORY_NEEDED
+    checked = (frame["TX_DATETIME"] >= checked_from).to_numpy()
     mismatches = {}
     for column in FEATURES:
         offline = frame[column].to_numpy(np.float64)[checked]

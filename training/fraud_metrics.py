@@ -12,6 +12,14 @@ def card_precision_top_k(test: pd.DataFrame, scores: np.ndarray, k: int = 100) -
 
     Cards found on an earlier day are left out of later days, as the benchmark prescribes.
     """
+    return float(np.mean(list(fraudulent_cards_in_top_k(test, scores, k).values())) / k)
+
+
+def fraudulent_cards_in_top_k(
+    test: pd.DataFrame, scores: np.ndarray, k: int = 100
+) -> dict[pd.Timestamp, int]:
+    """Per test day, how many of the k highest-scored cards (by their highest score that
+    day) were fraudulent that day; cards found on an earlier day left out."""
     frame = pd.DataFrame(
         {
             "day": test["TX_DATETIME"].dt.normalize().to_numpy(),
@@ -21,14 +29,14 @@ def card_precision_top_k(test: pd.DataFrame, scores: np.ndarray, k: int = 100) -
         }
     )
     detected: set[int] = set()
-    precisions = []
-    for _, day in frame.groupby("day", sort=True):
-        cards = day.groupby("customer").agg(score=("score", "max"), label=("label", "max"))
+    caught = {}
+    for day, rows in frame.groupby("day", sort=True):
+        cards = rows.groupby("customer").agg(score=("score", "max"), label=("label", "max"))
         cards = cards[~cards.index.isin(detected)]
         top = cards.sort_values("score", ascending=False, kind="stable").head(k)
-        precisions.append(top["label"].sum() / k)
+        caught[pd.Timestamp(day)] = int(top["label"].sum())
         detected |= set(top.index[top["label"] == 1])
-    return float(np.mean(precisions))
+    return caught
 
 
 def fraud_metrics(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:

@@ -122,3 +122,37 @@ def deletion_curves(curve: list[dict], model: str, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def investigation_days(days: list[dict], path: Path) -> None:
+    """A simulated investigation team's days: cards caught against the offline top 100,
+    fraud amount stopped, and the queue and the cost of freezes."""
+    labels = [d["day"][5:] for d in days]
+    x = np.arange(len(days))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    ax = axes[0]
+    ax.bar(x, [d["investigated"] for d in days], color="#c8d6e5", label="cards investigated")
+    ax.bar(x, [d["caught"] for d in days], color="#2e86de", label="fraudulent cards caught")
+    offline = [d["offline_top_100"] for d in days]
+    if any(v is not None for v in offline):
+        values = [np.nan if v is None else v for v in offline]
+        ax.plot(x, values, "k.--", label="offline: fraudulent cards in the top 100")
+    ax.set(title="cards a day", xlabel="day")
+    ax = axes[1]
+    ax.plot(x, [d["fraud_amount"] for d in days], "k-", label="all fraud")
+    ax.plot(x, [d["stopped_amount"] for d in days], "g-o", ms=3, label="stopped by freezes")
+    declined = [d["declined_fraud_amount"] for d in days]
+    ax.plot(x, declined, "r-s", ms=3, label="declined by the model")
+    ax.set(title="fraud amount a day", xlabel="day")
+    ax = axes[2]
+    ax.plot(x, [d["alerts_open_before"] for d in days], "b-", label="open alerts at day's end")
+    frozen_cost = [d["genuine_declined_frozen"] for d in days]
+    ax.plot(x, frozen_cost, "m-", label="genuine payments declined on frozen cards")
+    ax.set(title="queue and cost", xlabel="day")
+    for ax in axes:
+        ax.set_xticks(x[::3], labels[::3], rotation=45)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

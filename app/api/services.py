@@ -34,6 +34,7 @@ class Services:
         metrics.watch(registry.snapshot)
         history = history_store(settings)
         metrics.watch_history(history.size)
+        metrics.watch_alerts(history.alerts.counts)
         return cls(
             settings=settings,
             metrics=metrics,

@@ -10,8 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from app.fraud.alerts.records import AlertCounts
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -101,6 +103,11 @@ class ServingMetrics:
         taken, newest event time in microseconds or None)`."""
         self.registry.register(_HistoryCollector(read))
 
+    def watch_alerts(self, read: Callable[[], AlertCounts]) -> None:
+        """Report the alert queue, read at scrape time from the store: the whole queue's
+        figures (every replica reports the same ones; aggregate with max, not sum)."""
+        self.registry.register(_AlertCollector(read))
+
     def watch(self, read_models: Callable[[], Iterable[tuple[str, int, str, int]]]) -> None:
         """Report model states and queue depths, read at scrape time from
         `(name, version, state, queued rows)` tuples."""
@@ -171,4 +178,30 @@ class _HistoryCollector(Collector):
                 "deepserve_fraud_history_newest_event_seconds",
                 "Event time of the newest payment recorded, in seconds since the epoch.",
                 newest_us / 1e6,
+            )
+
+
+class _AlertCollector(Collector):
+    def __init__(self, read: Callable[[], AlertCounts]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterable[Metric]:
+        counts = self._read()
+        yield CounterMetricFamily(
+            "deepserve_fraud_alerts_opened", "Alerts opened, ever.", counts.opened
+        )
+        yield GaugeMetricFamily("deepserve_fraud_alerts_open", "Alerts open now.", counts.open)
+        resolved = CounterMetricFamily(
+            "deepserve_fraud_alerts_resolved", "Alerts resolved, by outcome.", labels=["outcome"]
+        )
+        resolved.add_metric(["fraud"], counts.resolved_fraud)
+        resolved.add_metric(["genuine"], counts.resolved_genuine)
+        yield resolved
+        yield GaugeMetricFamily("deepserve_fraud_frozen_cards", "Cards frozen now.", counts.frozen)
+        resolved_total = counts.resolved_fraud + counts.resolved_genuine
+        if resolved_total:
+            yield GaugeMetricFamily(
+                "deepserve_fraud_alerts_precision",
+                "Share of resolved alerts resolved as fraud: how often an alert was right.",
+                counts.resolved_fraud / resolved_total,
             )

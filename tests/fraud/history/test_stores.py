@@ -6,47 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from app.errors import PaymentConflict, ValidationFailed
-from app.fraud.history.embedded import EmbeddedHistory
 from app.fraud.history.records import DAY_US, Payment, Windows, event_time_us
-from app.fraud.history.redis_store import RedisHistory
-from app.fraud.history.store import HistoryStore
 from app.fraud.history.windows import HistoryIndex
+from tests.fraud.conftest import StoreFactory
 
 pytestmark = pytest.mark.anyio
 
 T0 = event_time_us(datetime(2018, 6, 1, 12, 0, 0))
-
-StoreFactory = Callable[[], Awaitable[HistoryStore]]
 
 
 def pay(
     tid: int | str, customer: int | str = 7, terminal: int | str = 9, days: float = 0
 ) -> Payment:
     return Payment(tid, customer, terminal, 10.0 + len(str(tid)), T0 + round(days * DAY_US))
-
-
-@pytest.fixture(params=["embedded", "redis"])
-async def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
-    """Opens a store on the same history each time it is called (a restart)."""
-    opened: list[HistoryStore] = []
-    url = request.getfixturevalue("redis_url") if request.param == "redis" else ""
-
-    async def make() -> HistoryStore:
-        store: HistoryStore = RedisHistory(url) if url else EmbeddedHistory(tmp_path / "history.db")
-        await store.open()
-        opened.append(store)
-        return store
-
-    yield make
-    for store in opened:
-        await store.close()
 
 
 async def test_a_batch_is_recorded_in_time_order_and_answered_in_request_order(
