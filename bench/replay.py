@@ -147,9 +147,7 @@ def _post(client: httpx.Client, path: str, document: Any, retried: list[int]) ->
     return answer
 
 
-def feature_mismatches(
-    result: Replay, checked_from: pd.Timestamp | None = None
-) -> dict[str, int]:
+def feature_mismatches(result: Replay, checked_from: pd.Timestamp | None = None) -> dict[str, int]:
     """Per feature, the transactions whose served value differs: those from `checked_from`,
     by default those with 37 days of replayed history."""
     frame, served = result.frame, result.served
