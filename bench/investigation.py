@@ -2,7 +2,8 @@
 fraud model, day by day, over the four folds' test weeks (2018-08-08 to 2018-09-05).
 
     python -m bench.investigation [--start 2018-08-08] [--days 28] [--team 100]
-                                  [--store embedded|redis] [--cards N] [--out DIR]
+                                  [--reissue-after DAYS] [--store embedded|redis]
+                                  [--cards N] [--out DIR]
 
 One `python -m app` on `models/` (its default fraud model), with the 37 days before the
 start loaded into its history (`HistoryStore.load`; labels only for payments a week older
@@ -13,7 +14,9 @@ At the end of each day the team takes the `--team` highest-scored open alerts fr
 `GET /v1/fraud/alerts` and resolves each with the truth, through the API as analysts
 would: `fraud` when any of the alert's payments was fraud (the card is then frozen), else
 `genuine`. It then checks that the cards it confirmed show those labels at once
-(`GET /v1/fraud/customers/{id}`).
+(`GET /v1/fraud/customers/{id}`). With `--reissue-after N`, the team also unfreezes each
+card it froze N days before (`POST /v1/fraud/customers/{id}/unfreeze`), as if the holder
+had a new card by then; by default a freeze stays.
 
 Per day: cards investigated, fraudulent cards caught (beside the offline CP@100 count of
 the same model on the same day: the fraudulent cards among its 100 highest-scored, by the
@@ -126,7 +129,12 @@ def load_history(store: HistoryStore, earlier: pd.DataFrame, start: pd.Timestamp
 
 
 def simulate(
-    base: str, frame: pd.DataFrame, start: pd.Timestamp, team: int, progress: bool = True
+    base: str,
+    frame: pd.DataFrame,
+    start: pd.Timestamp,
+    team: int,
+    reissue_after: int = 0,
+    progress: bool = True,
 ) -> Simulation:
     """Replay the days from `start` with labels a week late and the team at each day's end."""
     sim = Simulation()
@@ -134,11 +142,16 @@ def simulate(
     truth = dict(zip(frame["TRANSACTION_ID"], frame["TX_FRAUD"], strict=True))
     labelled = int(np.searchsorted(times, np.datetime64(start - LABEL_DELAY), side="left"))
     replayed = frame[frame["TX_DATETIME"] >= start]
+    frozen_on: dict[Any, int] = {}  # card: the day the team froze it
     started = time.perf_counter()
     with httpx.Client(base_url=base, timeout=60) as client:
         days = list(replayed.groupby(replayed["TX_DATETIME"].dt.normalize(), sort=True))
-        for day, payments in tqdm(days, desc="days", unit="day", disable=not progress):
+        for n, (day, payments) in enumerate(
+            tqdm(days, desc="days", unit="day", disable=not progress)
+        ):
             today = Day(str(day.date()))
+            if reissue_after:
+                _reissue(client, frozen_on, n - reissue_after)
             for first in range(0, len(payments), BATCH):
                 rows = payments.iloc[first : first + BATCH]
                 due = rows["TX_DATETIME"].iloc[-1] - LABEL_DELAY
@@ -154,7 +167,8 @@ def simulate(
                 answers = _post(client, path, body(rows), sim.retried).json()["results"]
                 _count(today, rows, answers)
                 sim.served += answers
-            _investigate(client, today, team, truth)
+            for card in _investigate(client, today, team, truth):
+                frozen_on[card] = n
             sim.days.append(today)
     sim.seconds = time.perf_counter() - started
     return sim
@@ -175,9 +189,18 @@ def _count(today: Day, rows: pd.DataFrame, answers: list[dict[str, Any]]) -> Non
             today.genuine_declined_frozen += 1
 
 
-def _investigate(client: httpx.Client, today: Day, team: int, truth: dict[int, int]) -> None:
+def _reissue(client: httpx.Client, frozen_on: dict[Any, int], up_to_day: int) -> None:
+    """Unfreeze the cards the team froze on `up_to_day` or before."""
+    for card in [c for c, day in frozen_on.items() if day <= up_to_day]:
+        lifted = client.post(f"/v1/fraud/customers/{card}/unfreeze")
+        if lifted.status_code != 200:
+            raise RuntimeError(f"unfreeze {card}: {lifted.status_code} {lifted.text}")
+        del frozen_on[card]
+
+
+def _investigate(client: httpx.Client, today: Day, team: int, truth: dict[int, int]) -> list[Any]:
     """The team's day: the `team` highest-scored open alerts, each resolved with the truth;
-    then the confirmed cards' labels looked up in the history."""
+    then the confirmed cards' labels looked up in the history. The cards it froze."""
     queue = client.get("/v1/fraud/alerts", params={"limit": team})
     queue.raise_for_status()
     alerts = queue.json()["alerts"]
@@ -209,6 +232,7 @@ def _investigate(client: httpx.Client, today: Day, team: int, truth: dict[int, i
         view = client.get(f"/v1/fraud/customers/{card}", params={"limit": 1000}).json()
         labels = {t["transaction_id"]: t["fraud"] for t in view["transactions"]}
         today.label_mismatches += sum(labels.get(i) is not True for i in ids)
+    return list(confirmed)
 
 
 def _metric(text: str, name: str) -> float:
@@ -273,6 +297,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--start", default="2018-08-08")
     parser.add_argument("--days", type=int, default=28)
     parser.add_argument("--team", type=int, default=100, help="alerts resolved a day")
+    parser.add_argument(
+        "--reissue-after", type=int, default=0, help="unfreeze after N days (0: never)"
+    )
     parser.add_argument("--store", choices=("embedded", "redis"), default="embedded")
     parser.add_argument("--cards", type=int, default=None, help="only the first N cards")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -290,14 +317,14 @@ def main(argv: list[str] | None = None) -> Path:
         if args.store == "embedded":
             load_history(EmbeddedHistory(state / "fraud-history.db"), earlier, start)
             with running_server(log_level="warning", grpc_port="0", state_dir=str(state)) as base:
-                sim = simulate(base, frame, start, args.team)
+                sim = simulate(base, frame, start, args.team, args.reissue_after)
         else:
             with redis_server() as redis:
                 load_history(RedisHistory(redis.url), earlier, start)
                 with running_server(
                     log_level="warning", grpc_port="0", fraud_store=redis.url
                 ) as base:
-                    sim = simulate(base, frame, start, args.team)
+                    sim = simulate(base, frame, start, args.team, args.reissue_after)
 
     offline = offline_top_100(frame, start, args.days) if args.cards is None else {}
     for day in sim.days:
@@ -316,6 +343,7 @@ def main(argv: list[str] | None = None) -> Path:
         "period": [args.start, args.days],
         "store": args.store,
         "team_per_day": args.team,
+        "reissue_after_days": args.reissue_after,
         "cards": args.cards,
         "payments_replayed": len(replayed),
         "seconds": sim.seconds,
@@ -341,8 +369,13 @@ def markdown(report: dict[str, Any], plot: str) -> str:
         "",
         f"{report['payments_replayed']:,} payments through HTTP ({report['store']} store), "
         f"labels a week late; a team resolving the {report['team_per_day']} highest-scored "
-        "open alerts at the end of each day with the true label (`python -m "
-        "bench.investigation`).",
+        "open alerts at the end of each day with the true label"
+        + (
+            f", and unfreezing each card {report['reissue_after_days']} days after freezing it"
+            if report["reissue_after_days"]
+            else ", freezes kept"
+        )
+        + " (`python -m bench.investigation`).",
         "",
         "| test week | cards investigated | fraudulent cards caught (a day) | offline CP@100 "
         "count (a day) | fraud amount stopped by freezes | declined by the model | all fraud "
