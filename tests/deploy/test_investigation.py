@@ -16,10 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_a_simulated_team_catches_fraud_and_the_history_stays_exact(tmp_path: Path) -> None:
-    stem = investigation.main(
-        ["--cards", "1500", "--days", "3", "--team", "5", "--reissue-after", "1"]
-        + ["--out", str(tmp_path)]
-    )
+    slice_ = ["--cards", "1500", "--days", "3", "--team", "5", "--reissue-after", "1"]
+    stem = investigation.main([*slice_, "--out", str(tmp_path)])
     report = json.loads(stem.with_suffix(".json").read_text())
     (week,) = report["weeks"]
     assert week["investigated"] == 15  # five a day: the queue never ran dry
