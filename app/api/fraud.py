@@ -28,6 +28,11 @@ MAX_PAGE = 1000
 INCLUDE = QueryParameter(
     "include", "`features`: each result also carries the 15 model inputs.", ("features",)
 )
+RECORD = QueryParameter(
+    "record",
+    "`false`: score from the history as if recorded, and record nothing (what if).",
+    ("true", "false"),
+)
 LIMIT = QueryParameter(
     "limit", f"How many of the newest transactions; default {DEFAULT_PAGE}, at most {MAX_PAGE}."
 )
@@ -62,8 +67,9 @@ async def record_and_score(call: EndpointCall) -> Response:
         return decode_payments(body, settings.max_transactions_per_request)
 
     include = call.query.get("include") == "features"
+    record = call.query.get("record") != "false"
     answer = await call.services.data_plane.record_and_score(
-        call.inference(), read, include, reasons_mode(call)
+        call.inference(), read, include, reasons_mode(call), record
     )
     return json_response(answer)
 
@@ -170,7 +176,7 @@ ENDPOINTS = [
         "Record raw payments in the history and score them",
         PaymentsResponse,
         PAYMENT_BODY,
-        query=(VERSION, INCLUDE, REASONS),
+        query=(VERSION, INCLUDE, REASONS, RECORD),
         tags=("fraud",),
         schemas=(RawTransactionBatch,),
     ),
@@ -181,7 +187,7 @@ ENDPOINTS = [
         "Record raw payments and score them with the default fraud model",
         PaymentsResponse,
         PAYMENT_BODY,
-        query=(VERSION, INCLUDE, REASONS),
+        query=(VERSION, INCLUDE, REASONS, RECORD),
         default_model=lambda settings: settings.default_fraud_model,
         tags=("fraud",),
         name="record_and_score_default",

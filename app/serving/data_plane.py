@@ -165,11 +165,14 @@ class DataPlane:
         read_payments: Callable[[], Awaitable[PaymentBatch]],
         include_features: bool,
         reasons: ReasonsMode = "flagged",
+        record: bool = True,
     ) -> dict[str, Any]:
         """Record raw payments in the history and score each with the features computed
         from it. A payment is recorded and scored, or neither; one sent again gets the
-        answer it got the first time."""
+        answer it got the first time. Without `record`, scored as if recorded ("what
+        if"): nothing is kept, and no alert raised."""
         history = self._history
+        keep = record  # (`answer_from` names each Recorded `record`)
         recorded: list[Recorded] = []
         inputs: list[list[float]] = []  # per payment, in FEATURES order
         answered_inputs: list[list[float]] = []  # those of the answers given (a retry's first)
@@ -188,6 +191,9 @@ class DataPlane:
 
         async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> Rows:
             payments = [p.payment for p in batch]
+            if not keep:
+                recorded.extend(await history.preview(payments))
+                return rows_of(model_card, batch)
             if history.records_at_once:
                 # Recorded as the batch forms, with the payments of the requests before it.
                 def make() -> np.ndarray:
@@ -227,22 +233,25 @@ class DataPlane:
                     }
                     if include_features:
                         result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
-                    if record.new:
+                    if record.new and keep:
                         answers[transaction_id] = pack_answer(
                             probability, decision, values, record.frozen
                         )
                 results.append(result)
                 answered_inputs.append(values)
-            history.keep_answers(answers)
+            if keep:
+                history.keep_answers(answers)
             answer.update(model=model_card.name, version=model_card.version, results=results)
 
         try:
             await self._serve(
                 call, "tabular_classifier", lambda _: read_payments(), to_rows, None, answer_from
             )
-            await history.persist(recorded)
+            if keep:
+                await history.persist(recorded)
         except BaseException:
-            await history.forget([r.payment.transaction_id for r in recorded if r.new])
+            if keep:
+                await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
         # Recorded and answered: reasons are words about that answer, computed after it.
         # Flagged payments get theirs whatever the client asked: their alerts keep them.
@@ -255,9 +264,9 @@ class DataPlane:
             answered_inputs.__getitem__,
             [(r.payment.customer_id, r.payment.terminal_id) for r in recorded],
         )
-        for record, result, payment_frozen in zip(recorded, results, frozen, strict=True):
+        for entry, result, payment_frozen in zip(recorded, results, frozen, strict=True):
             if payment_frozen:
-                card_frozen = frozen_reason(record.payment.customer_id)
+                card_frozen = frozen_reason(entry.payment.customer_id)
                 result["reasons"] = [card_frozen, *(result.get("reasons") or ())]
         # A frozen card was judged already: its declines raise no alert. Written before
         # the answer; a retry after a failure here flags the same payments again, once.
@@ -266,7 +275,7 @@ class DataPlane:
             for r, res, payment_frozen in zip(recorded, results, frozen, strict=True)
             if res["decision"] != "approve" and not payment_frozen
         ]
-        if flagged:
+        if flagged and keep:
             await history.alerts.flag(flagged)
         if reasons == "never":
             for result in results:

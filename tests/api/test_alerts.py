@@ -127,6 +127,19 @@ def test_resolving_as_fraud_labels_freezes_and_declines_the_cards_next_payments(
     assert [a["resolution"]["outcome"] for a in resolved_page] == ["fraud"]
 
 
+def test_what_if_scores_without_recording_or_alerting(analysts: TestClient) -> None:
+    send(analysts, payment(1, amount=40.0))
+    (what_if,) = send(analysts, payment(2, amount=300.0), query="?record=false&include=features")
+    assert what_if["decision"] == "review" and what_if["features"]["customer_nb_tx_1d"] == 2
+    assert what_if["reasons"][0]["code"] == "amount"
+    assert queue(analysts)["alerts"] == []
+    card = analysts.get("/v1/fraud/customers/17", headers=AS_ANALYST).json()
+    assert [t["transaction_id"] for t in card["transactions"]] == [1]
+    (recorded,) = send(analysts, payment(2, amount=300.0), query="?include=features")
+    assert recorded["features"] == what_if["features"]
+    assert len(queue(analysts)["alerts"]) == 1
+
+
 def test_the_queue_pages_with_a_cursor(analysts: TestClient) -> None:
     send(analysts, *(payment(i, customer_id=100 + i, amount=250.0 + i) for i in range(7)))
     seen, cursor = [], None

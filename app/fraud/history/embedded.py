@@ -162,6 +162,28 @@ class EmbeddedHistory:
             self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
         return self._recorded(payments, new)
 
+    async def preview(self, payments: Sequence[Payment]) -> list[Recorded]:
+        self.connection()
+        self._check_retention(payments)
+        new = self._new_ones(payments)
+        newest = self.newest_us
+        for payment in new.values():
+            self.index.add(payment)
+        try:
+            return [
+                Recorded(
+                    p,
+                    self.index.windows(p),
+                    p.transaction_id in new,
+                    frozen=self.alerts.is_frozen(p.customer_id),
+                )
+                for p in payments
+            ]
+        finally:  # nothing awaited in between: no other request saw them
+            for transaction_id in new:
+                self.index.remove(transaction_id)
+            self.newest_us = newest
+
     async def persist(self, recorded: Sequence[Recorded]) -> None:
         for unwritten in {r.unwritten for r in recorded}:
             if not isinstance(unwritten, _Unwritten):

@@ -200,6 +200,43 @@ return out
 """
 )
 
+# ARGV: prefix, retention in us, then per payment: id, card, terminal, amount, time, head.
+# RECORD for one group, then undone: returns "ok" and per payment the 12 window values and
+# whether its card is frozen; or "conflict" or "old" and the id. Nothing stays.
+PREVIEW = (
+    PRELUDE
+    + r"""
+local retention = tonumber(ARGV[2])
+local newest = tonumber(redis.call('GET', P .. 'newest') or '')
+for b = 3, #ARGV, 6 do
+  local id, t = ARGV[b], tonumber(ARGV[b + 4])
+  if newest and t < newest - retention then return {'old', id} end
+  local content = table.concat({ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ''}, '\0')
+  local earlier = redis.call('GET', P .. 'tx:' .. id)
+  if earlier and string.sub(earlier, 1, #content) ~= content then return {'conflict', id} end
+end
+local fresh = {}
+for b = 3, #ARGV, 6 do
+  if redis.call('EXISTS', P .. 'tx:' .. ARGV[b]) == 0 then
+    add(ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5], '')
+    fresh[#fresh + 1] = b
+  end
+end
+local out = {'ok'}
+for b = 3, #ARGV, 6 do
+  out[#out + 1] = windows(ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], tonumber(ARGV[b + 4]), ARGV[b + 5])
+  out[#out + 1] = redis.call('HEXISTS', P .. 'frozen', ARGV[b + 1])
+end
+for i = #fresh, 1, -1 do  -- the last added first: each is the last of its day's list
+  local b = fresh[i]
+  remove(ARGV[b])
+  redis.call('INCR', P .. 'count')  -- `remove` counted it out; it was never counted in
+  redis.call('RPOP', P .. 'day:' .. day_of(tonumber(ARGV[b + 4])))
+end
+return out
+"""
+)
+
 # ARGV: prefix, ids. Undoes RECORD for payments whose scoring failed.
 FORGET = (
     PRELUDE

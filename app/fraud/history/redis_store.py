@@ -54,6 +54,7 @@ class RedisHistory:
         script = self.client.register_script
         self._record = script(redis_scripts.RECORD)
         self._forget = script(redis_scripts.FORGET)
+        self._preview = script(redis_scripts.PREVIEW)
         self._label = script(redis_scripts.LABEL)
         self._view = script(redis_scripts.VIEW)
         self._prune = script(redis_scripts.PRUNE)
@@ -94,6 +95,27 @@ class RedisHistory:
 
     def record_now(self, payments: Sequence[Payment]) -> list[Recorded]:
         raise NotImplementedError("the Redis store records with `record`, a round trip")
+
+    async def preview(self, payments: Sequence[Payment]) -> list[Recorded]:
+        args: list[str | int] = [self.prefix, self.retention_us]
+        for p in payments:
+            transaction_id = _text(p.transaction_id)
+            head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
+            args += [transaction_id, _text(p.customer_id), _text(p.terminal_id)]
+            args += [repr(p.amount), p.time_us, head]
+        reply = await self.call(self._preview, args)
+        if reply[0] == b"conflict":
+            raise _conflict(orjson.loads(reply[1]))
+        if reply[0] == b"old":
+            raise ValidationFailed(
+                f"transaction {orjson.loads(reply[1])!r}: its timestamp is older than the "
+                f"history keeps ({self.retention_us // DAY_US} days before the newest)",
+                [{"field": "timestamp", "message": "older than the retention"}],
+            )
+        return [
+            Recorded(p, _windows(reply[1 + 2 * i], p.amount), frozen=reply[2 + 2 * i] == 1)
+            for i, p in enumerate(payments)
+        ]
 
     async def persist(self, recorded: Sequence[Recorded]) -> None:
         """Nothing to do: `record` returns once Redis has the payments."""

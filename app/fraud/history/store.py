@@ -90,6 +90,11 @@ class HistoryStore(Protocol):
         only after `persist`."""
         ...
 
+    async def preview(self, payments: Sequence[Payment]) -> list[Recorded]:
+        """Each payment's windows as `record` would give them (its card's freeze too), and
+        nothing recorded: "what if". A payment recorded before keeps its recorded windows."""
+        ...
+
     def record_now(self, payments: Sequence[Payment]) -> list[Recorded]:
         """`record` without waiting, where `records_at_once`."""
         ...

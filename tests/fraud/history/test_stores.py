@@ -204,3 +204,22 @@ async def test_concurrent_requests_are_written_together_and_fail_alone(
     assert first[0].new and first[0].windows.customer_nb_tx == (2, 2, 2)
     assert third[0].windows.customer_nb_tx == (3, 3, 3) and not third[1].new
     assert await store.view("customer", "8", 5) is None  # nothing of the failed request
+
+
+async def test_a_preview_gives_the_windows_of_a_record_and_keeps_nothing(
+    new_store: StoreFactory,
+) -> None:
+    store = await new_store()
+    await store.persist(await store.record([pay(1, days=-2), pay(2, days=-1, customer=8)]))
+    await store.check()
+    size = store.size().payments
+    what_if = [pay(3), pay(4, days=0.5, customer=8)]
+    previewed = await store.preview(what_if)
+    await store.check()  # Redis: reads its count again
+    assert store.size().payments == size
+    view = await store.view("customer", "8", 10)
+    assert view is not None and [k.payment.transaction_id for k in view.newest] == [2]
+    recorded = await store.record(what_if)
+    assert [r.windows for r in previewed] == [r.windows for r in recorded]
+    with pytest.raises(PaymentConflict):
+        await store.preview([Payment(3, 7, 9, 99.0, T0)])
