@@ -93,7 +93,7 @@ replay: $(VENV)/.dev-installed
 	$(PY) -m bench.replay
 
 # A simulated investigation team works the alert queue over the four folds' test weeks
-# (2018-08-08 to 2018-09-05), through HTTP: bench/results/investigation-<date>.{json,md,png}.
+# (the 28 days from 2018-08-08 to 2018-09-04), through HTTP: bench/results/investigation-<date>.{json,md,png}.
 investigate: $(VENV)/.dev-installed
 	$(PY) -m bench.investigation
 

@@ -1,5 +1,6 @@
 """`make investigate`: a simulated investigation team works the alert queue of the served
-fraud model, day by day, over the four folds' test weeks (2018-08-08 to 2018-09-05).
+fraud model, day by day, over the four folds' test weeks (the 28 days from 2018-08-08 to
+2018-09-04).
 
     python -m bench.investigation [--start 2018-08-08] [--days 28] [--team 100]
                                   [--reissue-after DAYS] [--store embedded|redis]

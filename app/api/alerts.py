@@ -75,13 +75,13 @@ class FrozenCards(BaseModel):
 async def queue(call: EndpointCall) -> Response:
     limit = call.limit(DEFAULT_PAGE, MAX_PAGE)
     cursor = call.query.get("cursor")
-    after = QueuePosition.from_cursor(str(cursor)) if cursor is not None else None
+    after = _position(str(cursor)) if cursor is not None else None
     status = call.query.get("status") or "open"
     alerts = call.services.history.alerts
     found = await alerts.page(status, limit + 1, after)  # type: ignore[arg-type]
     page = found[:limit]
     more = len(found) > limit
-    next_cursor = QueuePosition(page[-1].score, page[-1].id).cursor() if more else None
+    next_cursor = f"{page[-1].score!r}_{page[-1].id}" if more else None
     documents = [summary_document(a) for a in page]
     return json_response({"alerts": documents, "next_cursor": next_cursor})
 
@@ -176,6 +176,21 @@ def _resolution(resolution: Resolution | None) -> dict[str, Any] | None:
         "by": resolution.by,
         "at": iso_time(resolution.at_us),
     }
+
+
+def _position(cursor: str) -> QueuePosition:
+    """A page's `next_cursor`, the last alert's score and id, back to a queue position."""
+    score, _, alert_id = cursor.partition("_")
+    try:
+        position = QueuePosition(float(score), int(alert_id))
+    except ValueError:
+        position = None
+    if position is None or not (0.0 <= position.score <= 1.0 and 0 < position.alert_id < 2**63):
+        message = "not a cursor this service gave; send the `next_cursor` of a page"
+        raise ValidationFailed(
+            f"query.cursor: {message}", [{"field": "query.cursor", "message": message}]
+        )
+    return position
 
 
 def _alert_id(call: EndpointCall) -> int:

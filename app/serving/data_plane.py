@@ -277,9 +277,12 @@ class DataPlane:
         ]
         if flagged and keep:
             await history.alerts.flag(flagged)
-        if reasons == "never":
-            for result in results:
-                result.pop("reasons", None)
+        if reasons == "never":  # but a frozen card's decline still says why
+            for result, payment_frozen in zip(results, frozen, strict=True):
+                if payment_frozen:
+                    result["reasons"] = result["reasons"][:1]
+                else:
+                    result.pop("reasons", None)
         return answer
 
     async def infer(

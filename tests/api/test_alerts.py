@@ -198,15 +198,43 @@ def test_bad_requests_get_clear_errors(analysts: TestClient) -> None:
     for route in ("freeze", "unfreeze"):
         answer = analysts.post(f"/v1/fraud/customers/999/{route}", headers=AS_ANALYST)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_in_history"
-    bad_cursor = analysts.get("/v1/fraud/alerts?cursor=nonsense", headers=AS_ANALYST)
-    assert bad_cursor.status_code == 422
-    assert bad_cursor.json()["error"]["details"][0]["field"] == "query.cursor"
+    for cursor in ("nonsense", "0.5_99999999999999999999", "0.5_0", "2.0_3"):
+        bad_cursor = analysts.get(f"/v1/fraud/alerts?cursor={cursor}", headers=AS_ANALYST)
+        assert bad_cursor.status_code == 422, cursor
+        assert bad_cursor.json()["error"]["details"][0]["field"] == "query.cursor"
+    for card in ("-9999999999999999999", "99999999999999999999999"):
+        for route in ("freeze", "unfreeze"):
+            answer = analysts.post(f"/v1/fraud/customers/{card}/{route}", headers=AS_ANALYST)
+            assert answer.status_code == 404, (card, route, answer.text)
     # A client key scores and records, and may not work alerts: 403; no key at all, 401.
     assert analysts.post(path, json={"outcome": "fraud"}, headers=AS_CLIENT).status_code == 403
     assert analysts.get("/v1/fraud/alerts", headers=AS_CLIENT).status_code == 403
     assert analysts.post("/v1/fraud/customers/17/unfreeze", headers=AS_CLIENT).status_code == 403
     assert analysts.get("/v1/fraud/frozen").status_code == 401
     assert queue(analysts)["alerts"][0]["status"] == "open"  # none of it changed anything
+
+
+def test_a_card_named_by_digits_past_64_bits_is_a_string_card(analysts: TestClient) -> None:
+    big = "99999999999999999999999"
+    send(analysts, payment(1, customer_id=big, amount=300.0))
+    (alert,) = queue(analysts)["alerts"]
+    assert alert["customer_id"] == big
+    shown = analysts.get(f"/v1/fraud/alerts/{alert['id']}", headers=AS_ANALYST).json()
+    assert shown["history"]["id"] == big
+    path = f"/v1/fraud/alerts/{alert['id']}/resolve"
+    resolved = analysts.post(path, json={"outcome": "fraud"}, headers=AS_ANALYST)
+    assert resolved.status_code == 200 and resolved.json()["frozen"]["customer_id"] == big
+    assert (
+        analysts.post(f"/v1/fraud/customers/{big}/unfreeze", headers=AS_ANALYST).status_code == 200
+    )
+
+
+def test_a_frozen_cards_decline_says_why_even_without_reasons(analysts: TestClient) -> None:
+    send(analysts, payment(1, amount=20.0))
+    analysts.post("/v1/fraud/customers/17/freeze", headers=AS_ANALYST)
+    (later,) = send(analysts, payment(2, amount=20.0), query="?reasons=never")
+    assert later["decision"] == "decline"
+    assert [r["code"] for r in later["reasons"]] == ["card_frozen"]
 
 
 def test_a_card_frozen_by_hand_is_declined_and_listed(analysts: TestClient) -> None:

@@ -22,10 +22,9 @@ from app.fraud.alerts.records import (
     Outcome,
     QueuePosition,
     Resolution,
-    id_candidates,
     now_us,
 )
-from app.fraud.history.records import TransactionId
+from app.fraud.history.records import TransactionId, id_candidates, id_text
 from app.fraud.history.store import LabelOutcome
 
 if TYPE_CHECKING:
@@ -91,7 +90,9 @@ class EmbeddedAlerts:
         try:
             with self.history.transaction() as db:
                 for item in flagged:
-                    opened += _flag_one(db, item, at_us)
+                    # Frozen since the payment was recorded (by another analyst): no alert.
+                    if not self.is_frozen(item.payment.customer_id):
+                        opened += _flag_one(db, item, at_us)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the alerts could not be written: {exc}") from exc
         counts = self._counts
@@ -167,7 +168,7 @@ class EmbeddedAlerts:
                     _trail(db, alert_id, {"event": "card_frozen", "by": by, "at_us": at_us})
                     db.execute(
                         "INSERT INTO frozen_cards (customer_id, freeze) VALUES (?, ?)",
-                        (_text(customer_id), _freeze_json(freeze)),
+                        (id_text(customer_id), _freeze_json(freeze)),
                     )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the resolution could not be written: {exc}") from exc
@@ -194,7 +195,7 @@ class EmbeddedAlerts:
             with self.history.transaction() as db:
                 db.execute(
                     "INSERT INTO frozen_cards (customer_id, freeze) VALUES (?, ?)",
-                    (_text(customer_id), _freeze_json(freeze)),
+                    (id_text(customer_id), _freeze_json(freeze)),
                 )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the freeze could not be written: {exc}") from exc
@@ -209,7 +210,9 @@ class EmbeddedAlerts:
         freeze = self._frozen[customer_id]
         try:
             with self.history.transaction() as db:
-                db.execute("DELETE FROM frozen_cards WHERE customer_id = ?", (_text(customer_id),))
+                db.execute(
+                    "DELETE FROM frozen_cards WHERE customer_id = ?", (id_text(customer_id),)
+                )
                 if freeze.alert_id is not None:
                     event = {"event": "card_unfrozen", "by": by, "at_us": now_us()}
                     _trail(db, freeze.alert_id, event)
@@ -240,13 +243,13 @@ class EmbeddedAlerts:
 
 def _flag_one(db: sqlite3.Connection, item: FlaggedPayment, at_us: int) -> int:
     """Add one payment to its card's open alert, or open one; 1 if an alert was opened."""
-    transaction_id = _text(item.payment.transaction_id)
+    transaction_id = id_text(item.payment.transaction_id)
     seen = db.execute(
         "SELECT 1 FROM alert_payments WHERE transaction_id = ?", (transaction_id,)
     ).fetchone()
     if seen is not None:
         return 0
-    customer_id = _text(item.payment.customer_id)
+    customer_id = id_text(item.payment.customer_id)
     row = db.execute(
         "SELECT id FROM alerts WHERE customer_id = ? AND status = 'open'", (customer_id,)
     ).fetchone()
@@ -300,7 +303,3 @@ def _freeze_json(freeze: Freeze) -> bytes:
 
 def _freeze(customer_id: TransactionId, stored: dict[str, Any]) -> Freeze:
     return Freeze(customer_id, stored["at_us"], stored["by"], stored["alert_id"], stored["note"])
-
-
-def _text(identifier: TransactionId) -> str:
-    return orjson.dumps(identifier).decode()

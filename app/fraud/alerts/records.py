@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, get_args
 
-from app.errors import ValidationFailed
 from app.fraud.history.records import Payment, TransactionId
 
 Outcome = Literal["fraud", "genuine"]
@@ -93,34 +92,7 @@ class AlertCounts(NamedTuple):
 
 class QueuePosition(NamedTuple):
     """Where a page of the queue ended: the next page starts after this alert. The queue
-    runs by score, highest first, then by id, newest first; the cursor is the last alert's
-    score and id as text."""
+    runs by score, highest first, then by id, newest first."""
 
     score: float
     alert_id: int
-
-    def cursor(self) -> str:
-        return f"{self.score!r}_{self.alert_id}"
-
-    @classmethod
-    def from_cursor(cls, text: str) -> QueuePosition:
-        score, _, alert_id = text.partition("_")
-        try:
-            position = cls(float(score), int(alert_id))
-        except ValueError:
-            position = None
-        if position is None or not 0.0 <= position.score <= 1.0:
-            message = "not a cursor this service gave; send the `next_cursor` of a page"
-            raise ValidationFailed(
-                f"query.cursor: {message}", [{"field": "query.cursor", "message": message}]
-            )
-        return position
-
-
-def id_candidates(raw: str) -> list[TransactionId]:
-    """The ids a path segment may name: the integer first where it is one, then the text
-    (7 and "7" are different cards)."""
-    digits = raw.removeprefix("-")
-    if digits.isascii() and digits.isdigit() and len(digits) <= 19:
-        return [int(raw), raw]
-    return [raw]

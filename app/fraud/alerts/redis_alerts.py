@@ -22,10 +22,9 @@ from app.fraud.alerts.records import (
     Outcome,
     QueuePosition,
     Resolution,
-    id_candidates,
     now_us,
 )
-from app.fraud.history.records import TransactionId
+from app.fraud.history.records import TransactionId, id_candidates, id_text
 
 if TYPE_CHECKING:
     from app.fraud.history.redis_store import RedisHistory
@@ -69,7 +68,7 @@ class RedisAlerts:
         args: list[Any] = [self.prefix, now_us()]
         for item in flagged:
             p = item.payment
-            args += [_text(p.transaction_id), _text(p.customer_id)]
+            args += [id_text(p.transaction_id), id_text(p.customer_id)]
             args += [repr(item.probability), orjson.dumps(item.as_stored())]
         opened: int = await self.history.call(self._flag, args)
         return opened
@@ -116,7 +115,7 @@ class RedisAlerts:
     ) -> Freeze:
         at_us = now_us()
         value = _freeze_value(alert_id, at_us, by, note)
-        args = [self.prefix, _text(customer_id), value]
+        args = [self.prefix, id_text(customer_id), value]
         if not await self.history.call(self._freeze, args):
             raise FreezeConflict(f"card {customer_id!r} is frozen already")
         await self._refresh_quietly()
@@ -124,7 +123,7 @@ class RedisAlerts:
 
     async def unfreeze(self, raw_id: str, by: str | None) -> Freeze | None:
         event = orjson.dumps({"event": "card_unfrozen", "by": by, "at_us": now_us()})
-        candidates = [_text(c) for c in id_candidates(raw_id)]
+        candidates = [id_text(c) for c in id_candidates(raw_id)]
         reply = await self.history.call(self._unfreeze, [self.prefix, event, *candidates])
         if not reply:
             return None
@@ -132,7 +131,7 @@ class RedisAlerts:
         return _freeze(reply[0], reply[1])
 
     async def freeze_of(self, customer_id: TransactionId) -> Freeze | None:
-        card = _text(customer_id)
+        card = id_text(customer_id)
         value = await self.history.call(self._freeze_of, [self.prefix, card])
         return None if value is None else _freeze(card.encode(), value)
 
@@ -171,7 +170,3 @@ def _freeze(card: bytes, value: bytes) -> Freeze:
     stored = orjson.loads(text)
     alert_id = int(head) if head else None
     return Freeze(orjson.loads(card), stored["at_us"], stored["by"], alert_id, stored["note"])
-
-
-def _text(identifier: TransactionId) -> str:
-    return orjson.dumps(identifier).decode()

@@ -35,7 +35,9 @@ FLAG = (
 local now, opened = ARGV[2], 0
 for b = 3, #ARGV, 4 do
   local tx, card, score, flagged = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-  if redis.call('EXISTS', P .. 'alert:tx:' .. tx) == 0 then
+  -- Frozen since the payment was recorded (another analyst, another replica): no alert.
+  local frozen = redis.call('HEXISTS', P .. 'frozen', card) == 1
+  if not frozen and redis.call('EXISTS', P .. 'alert:tx:' .. tx) == 0 then
     local id = redis.call('GET', P .. 'alert:card:' .. card)
     local event = 'flagged'
     if not id then
@@ -122,7 +124,11 @@ local id, outcome = ARGV[2], ARGV[3]
 local key = alert_key(id)
 local status = redis.call('HGET', key, 'status')
 if not status then return 'unknown' end
-if status ~= 'open' then return 'resolved' end
+if status ~= 'open' then
+  -- The same resolution again: this script, run twice by a client retry after a lost reply.
+  if redis.call('HGET', key, 'resolution') == ARGV[4] then return 'ok' end
+  return 'resolved'
+end
 local label = (outcome == 'fraud') and '1' or '0'
 for _, tx in ipairs(redis.call('LRANGE', key .. ':ids', 0, -1)) do set_label(tx, label) end
 local card, score = unpack(redis.call('HMGET', key, 'card', 'score'))
@@ -141,9 +147,12 @@ return 'ok'
 """
 )
 
-# ARGV: prefix, card, freeze. Returns 1 if frozen now, 0 if it was frozen before.
+# ARGV: prefix, card, freeze. Returns 1 if frozen now (by this freeze), 0 if it was frozen
+# before.
 FREEZE = r"""
-return redis.call('HSETNX', ARGV[1] .. 'frozen', ARGV[2], ARGV[3])
+if redis.call('HSETNX', ARGV[1] .. 'frozen', ARGV[2], ARGV[3]) == 1 then return 1 end
+-- The same freeze again (a retry after a lost reply) is this one.
+return (redis.call('HGET', ARGV[1] .. 'frozen', ARGV[2]) == ARGV[3]) and 1 or 0
 """
 
 # ARGV: prefix, the trail event, then the cards the URL may name. Returns {} when none is

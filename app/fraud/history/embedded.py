@@ -25,7 +25,7 @@ import orjson
 from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
 from app.fraud.alerts.embedded import EmbeddedAlerts
 from app.fraud.history.coalescing import ANSWERS_WITHIN_S
-from app.fraud.history.records import DAY_US, Payment, TransactionId
+from app.fraud.history.records import DAY_US, Payment, TransactionId, id_candidates, id_text
 from app.fraud.history.store import (
     EntityKind,
     EntityView,
@@ -264,7 +264,7 @@ class EmbeddedHistory:
         try:
             with self.transaction() as db:
                 db.executemany(
-                    "DELETE FROM payments WHERE transaction_id = ?", [(_text(i),) for i in ids]
+                    "DELETE FROM payments WHERE transaction_id = ?", [(id_text(i),) for i in ids]
                 )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be written: {exc}") from exc
@@ -315,7 +315,7 @@ class EmbeddedHistory:
                 continue
             outcomes.append("applied")
             undo.append((transaction_id, previous))
-            changed.append((int(fraud), _text(transaction_id)))
+            changed.append((int(fraud), id_text(transaction_id)))
         try:
             with self.transaction() as db:
                 db.executemany("UPDATE payments SET fraud = ? WHERE transaction_id = ?", changed)
@@ -351,7 +351,7 @@ class EmbeddedHistory:
             with self.transaction() as db:
                 db.executemany(
                     "DELETE FROM payments WHERE transaction_id = ?",
-                    [(_text(i),) for i in forgotten],
+                    [(id_text(i),) for i in forgotten],
                 )
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"the history could not be pruned: {exc}") from exc
@@ -393,9 +393,9 @@ class EmbeddedHistory:
             transaction_id = p.transaction_id
             rows.append(
                 (
-                    _text(transaction_id),
-                    _text(p.customer.entity),
-                    _text(p.terminal.entity),
+                    id_text(transaction_id),
+                    id_text(p.customer.entity),
+                    id_text(p.terminal.entity),
                     p.amount,
                     p.time_us,
                     None if p.fraud is None else int(p.fraud),  # labelled before its write
@@ -403,7 +403,7 @@ class EmbeddedHistory:
                 )
             )
         written = {p.transaction_id for p in payments}
-        later = [(answer, _text(i)) for i, answer in answers.items() if i not in written]
+        later = [(answer, id_text(i)) for i, answer in answers.items() if i not in written]
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO payments (transaction_id, customer_id, terminal_id, amount, "
@@ -429,7 +429,7 @@ class EmbeddedHistory:
         marks = ",".join("?" * len(transaction_ids))
         rows = self.connection().execute(
             f"SELECT transaction_id, answer FROM payments WHERE transaction_id IN ({marks})",
-            [_text(i) for i in transaction_ids],
+            [id_text(i) for i in transaction_ids],
         )
         return {orjson.loads(text): answer or b"" for text, answer in rows}
 
@@ -439,17 +439,10 @@ class EmbeddedHistory:
         return self._db
 
 
-def _text(identifier: TransactionId) -> str:
-    return orjson.dumps(identifier).decode()
-
-
 def _identifier(raw: str, timelines: dict[TransactionId, Timeline]) -> TransactionId:
     """A path segment as the id it names: an integer where the history has one so written,
     else the string."""
-    digits = raw.removeprefix("-")
-    if digits.isascii() and digits.isdigit() and int(raw) in timelines:
-        return int(raw)
-    return raw
+    return next((c for c in id_candidates(raw) if c in timelines), raw)
 
 
 def _payment(row: tuple[str, str, str, float, int, int | None]) -> Payment:

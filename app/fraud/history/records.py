@@ -6,9 +6,28 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
+import orjson
+
 DAY_US = 86_400_000_000
 
 TransactionId = int | str
+
+
+_INT64 = range(-(2**63), 2**63)
+
+
+def id_text(identifier: TransactionId) -> str:
+    """An id as the stores write it: its JSON, so that 7 and "7" stay different ids."""
+    return orjson.dumps(identifier).decode()
+
+
+def id_candidates(raw: str) -> list[TransactionId]:
+    """The ids a path segment may name: the integer first where it is one the API takes
+    (within 64 bits), then the text (7 and "7" are different cards)."""
+    digits = raw.removeprefix("-")
+    if digits.isascii() and digits.isdigit() and len(digits) <= 19 and int(raw) in _INT64:
+        return [int(raw), raw]
+    return [raw]
 
 
 _EPOCH = datetime(1970, 1, 1)

@@ -23,7 +23,14 @@ from app.errors import PaymentConflict, StoreUnavailable, ValidationFailed
 from app.fraud.alerts.redis_alerts import RedisAlerts
 from app.fraud.history import redis_scripts
 from app.fraud.history.coalescing import GroupOutcome, RecordCoalescer
-from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
+from app.fraud.history.records import (
+    DAY_US,
+    Payment,
+    TransactionId,
+    Windows,
+    id_candidates,
+    id_text,
+)
 from app.fraud.history.store import (
     EntityKind,
     EntityView,
@@ -99,9 +106,9 @@ class RedisHistory:
     async def preview(self, payments: Sequence[Payment]) -> list[Recorded]:
         args: list[str | int] = [self.prefix, self.retention_us]
         for p in payments:
-            transaction_id = _text(p.transaction_id)
+            transaction_id = id_text(p.transaction_id)
             head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
-            args += [transaction_id, _text(p.customer_id), _text(p.terminal_id)]
+            args += [transaction_id, id_text(p.customer_id), id_text(p.terminal_id)]
             args += [repr(p.amount), p.time_us, head]
         reply = await self.call(self._preview, args)
         if reply[0] == b"conflict":
@@ -122,7 +129,7 @@ class RedisHistory:
 
     async def forget(self, transaction_ids: Sequence[TransactionId]) -> None:
         if transaction_ids:
-            await self.call(self._forget, [self.prefix, *map(_text, transaction_ids)])
+            await self.call(self._forget, [self.prefix, *map(id_text, transaction_ids)])
 
     def keep_answers(self, answers: dict[TransactionId, bytes]) -> None:
         self._coalescer.keep_answers(answers)
@@ -133,7 +140,7 @@ class RedisHistory:
         """Concurrent requests' payments, and the answers given since, in one script call."""
         args: list[str | int | bytes] = [self.prefix, self.retention_us, len(answers)]
         for transaction_id, answer in answers.items():
-            args += [_text(transaction_id), answer]
+            args += [id_text(transaction_id), answer]
         sent: list[tuple[Sequence[Payment], list[Payment]]] = []
         outcomes: list[GroupOutcome | None] = []
         for payments in groups:
@@ -149,12 +156,12 @@ class RedisHistory:
             sent.append((payments, list(unique.values())))
             args.append(len(unique))
             for p in unique.values():
-                transaction_id = _text(p.transaction_id)
+                transaction_id = id_text(p.transaction_id)
                 head = f"{sortable_id(p.transaction_id)}\0{transaction_id}"
                 args += [
                     transaction_id,
-                    _text(p.customer_id),
-                    _text(p.terminal_id),
+                    id_text(p.customer_id),
+                    id_text(p.terminal_id),
                     repr(p.amount),
                     p.time_us,
                     head,
@@ -197,15 +204,12 @@ class RedisHistory:
             return []
         args = [self.prefix]
         for transaction_id, fraud in labels:
-            args += [_text(transaction_id), "1" if fraud else "0"]
+            args += [id_text(transaction_id), "1" if fraud else "0"]
         reply = await self.call(self._label, args)
         return [outcome.decode() for outcome in reply]
 
     async def view(self, kind: EntityKind, raw_id: str, limit: int) -> EntityView | None:
-        candidates = [_text(raw_id)]
-        digits = raw_id.removeprefix("-")
-        if digits.isascii() and digits.isdigit():
-            candidates.insert(0, _text(int(raw_id)))
+        candidates = [id_text(c) for c in id_candidates(raw_id)]
         letter = "c" if kind == "customer" else "k"
         reply = await self.call(self._view, [self.prefix, letter, limit, *candidates])
         if not reply:
@@ -258,10 +262,6 @@ class RedisHistory:
             raise StoreUnavailable(self.problem) from exc
         self.problem = None
         return reply
-
-
-def _text(identifier: TransactionId) -> str:
-    return orjson.dumps(identifier).decode()
 
 
 def _windows(text: bytes, amount: float) -> Windows:

@@ -177,3 +177,17 @@ async def test_alerts_and_freezes_survive_a_restart(new_store: StoreFactory) -> 
     await reopened.check()
     counts = reopened.alerts.counts()
     assert (counts.opened, counts.open, counts.resolved_fraud, counts.frozen) == (2, 1, 1, 1)
+
+
+async def test_a_card_frozen_after_its_payment_was_recorded_raises_no_alert(
+    new_store: StoreFactory,
+) -> None:
+    store = await new_store()
+    await record_and_flag(store, {pay(1): 0.95})
+    (later,) = await store.record([pay(2, days=0.1)])
+    assert not later.frozen  # recorded before the freeze...
+    (alert,) = await store.alerts.page("open", 10, None)
+    await store.alerts.resolve(alert.id, "fraud", "", "alice")
+    # ...and flagged after it, by a request that was still scoring it.
+    assert await store.alerts.flag([flagged(pay(2, days=0.1), 0.97)]) == 0
+    assert await store.alerts.page("open", 10, None) == []
