@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench lint screenshots diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,13 @@ run: $(VENV)/.serve-installed
 	$(PY) -m app
 
 # Real servers the tests start: Redis (the shared fraud history) and nginx (two replicas
-# behind it); without them those tests skip and say why.
+# behind it), and a real browser for the console (Debian's chromium); without them those
+# tests skip and say why.
 test: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk || echo "no wrk: the benchmark test skips"
 	@command -v redis-server >/dev/null || $(APT_INSTALL) redis-server || echo "no redis-server: the Redis tests skip"
 	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || $(APT_INSTALL) nginx-light || echo "no nginx: the scale-out test skips"
+	@command -v chromium >/dev/null || $(APT_INSTALL) chromium || echo "no chromium: the console tests skip"
 	$(PY) -m ruff check app training tests bench
 	$(PY) -m mypy app
 	$(VENV)/bin/lint-imports
@@ -51,6 +53,10 @@ bench: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
 	@dpkg -s libb64-0d >/dev/null 2>&1 || $(APT_INSTALL) libb64-0d || echo "no libb64-0d: no perf_analyzer rows"
 	$(PY) -m bench
+
+# The console's screenshots in docs/, taken by its browser tests.
+screenshots: $(VENV)/.dev-installed
+	DEEPSERVE_SCREENSHOTS=docs $(PY) -m pytest -q tests/console
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check app training tests bench

@@ -12,8 +12,9 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app import __version__ as app_version
-from app.api import admin, alerts, fraud, health, inference, metrics, models
+from app.api import admin, alerts, auth, fraud, health, inference, metrics, models
 from app.api.auth import require_admin, require_key
+from app.api.console import install_console
 from app.api.dispatch import EndpointDispatcher
 from app.api.docs import install_docs
 from app.api.draining import DrainMiddleware
@@ -148,12 +149,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestLogMiddleware, metrics=services.metrics)
     install_error_handlers(app)
     install_docs(app, table)
+    if settings.console:
+        install_console(app)
     keyed = [Depends(require_key)]
     probes = keyed if settings.auth_probes_and_metrics else []
     app.include_router(health.router, dependencies=probes)
     app.include_router(metrics.router, dependencies=probes)
     app.include_router(models.router, dependencies=keyed)
     app.include_router(admin.router, dependencies=[Depends(require_admin)])
+    app.include_router(auth.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     auth_probes_and_metrics: bool = Field(
         default=False, description="Require a key on /healthz, /readyz and /metrics as well."
     )
+    console: bool = Field(
+        default=True, description="Serve the web console at / (off: / answers 404)."
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Comma-separated origins allowed by CORS; empty: none."
     )

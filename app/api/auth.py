@@ -16,7 +16,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Literal
 
-from fastapi import Request
+from fastapi import APIRouter, Request
 
 from app.api.services import services_of
 from app.errors import Forbidden, Unauthorized
@@ -51,6 +51,18 @@ def check_access(headers: Mapping[str, str], settings: Settings, access: Access)
     if settings.auth_probes_and_metrics:
         return check_key(headers, settings.api_keys)
     return None
+
+
+router = APIRouter(tags=["auth"])
+
+
+@router.get("/v1/key", summary="Whether keys are required, and the role and name of the key sent")
+async def whose_key(request: Request) -> dict[str, object]:
+    keys = services_of(request.app).settings.api_keys
+    key = check_key(request.headers, keys)
+    if key is None:  # no keys configured: every route is open
+        return {"keys_required": False, "role": "admin", "name": None}
+    return {"keys_required": True, "role": key.role, "name": key.name}
 
 
 async def require_key(request: Request) -> None:
