@@ -45,7 +45,7 @@ import onnxruntime as ort
 from app.settings import Settings
 from bench import fraud_history, inprocess, open_inference, perf_analyzer, reasons, report
 from bench.procs import cpu_seconds, free_port, rss_mb
-from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
+from bench.systems import PEERS, SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
 from bench.wrk import Window, run_window
 
@@ -231,7 +231,7 @@ def _systems(
             "rss_mb_idle": round(settled_rss(running), 1),
         }
         try:
-            peer = name in ("ray-serve", "bentoml")
+            peer = name in PEERS
             levels = args.peer_levels if peer else args.levels
             if name == "deepserve-unbatched":
                 levels = [64] if not args.quick else [8]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from bench.systems import PEERS
+
 V1_SYSTEM = "deepserve /v1 (HTTP, wrk)"  # bench/open_inference.py's rows, by name
 V2_HTTP_WRK = "deepserve v2 (HTTP, wrk)"
 V2_HTTP_PA = "deepserve v2 (HTTP, perf_analyzer)"
@@ -86,7 +88,7 @@ def targets(results: dict) -> list[dict]:
             0.5,
             True,
         )
-    for peer in ("ray-serve", "bentoml"):
+    for peer in PEERS:
         for workload in ("image-1", "fraud-1"):
             ours, theirs = (
                 _row(results, "deepserve", workload, 64),

@@ -35,6 +35,16 @@ PEER_PACKAGES = {
         "numpy",
     ],
     "bentoml": ["bentoml==1.4.39", f"onnxruntime=={ort.__version__}", "pillow", "numpy"],
+    "litserve": ["litserve==0.2.19", f"onnxruntime=={ort.__version__}", "pillow", "numpy"],
+    # uvloop 0.22 and later make MLServer 1.7's inference workers fail at start ("There is
+    # no current event loop"): the release before them.
+    "mlserver": [
+        "mlserver==1.7.1",
+        "uvloop<0.22",
+        f"onnxruntime=={ort.__version__}",
+        "pillow",
+        "numpy",
+    ],
     # The binary ships in the tritonclient wheel; 2.52 and later need glibc 2.38. It links
     # libcudart even on CPU (this package) and libb64 (Debian's libb64-0d).
     "perf-analyzer": ["tritonclient==2.50.0", "nvidia-cuda-runtime-cu12"],
@@ -44,7 +54,7 @@ PEER_PACKAGES = {
 @dataclass(frozen=True)
 class System:
     name: str
-    style: str  # request format: "deepserve" or "bentoml"
+    style: str  # request format: "deepserve", "bentoml", "litserve" or "mlserver"
     workloads: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
 
@@ -63,8 +73,14 @@ SYSTEMS = {
         System("fastapi-noop", "deepserve", ("fraud-1",)),
         System("ray-serve", "deepserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
         System("bentoml", "bentoml", ("image-1", "image-16", "fraud-1", "fraud-100")),
+        System("litserve", "litserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
+        System("mlserver", "mlserver", ("image-1", "image-16", "fraud-1", "fraud-100")),
     )
 }
+
+
+# The other serving systems, compared at the peer concurrency levels.
+PEERS = ("ray-serve", "bentoml", "litserve", "mlserver")
 
 
 @dataclass
@@ -132,6 +148,16 @@ def start(
             str(port),
         ]
         env["BENTOML_DO_NOT_TRACK"] = "true"
+    elif system.name == "litserve":
+        command = [str(peer_python("litserve")), "-m", "bench.peers.litserve_app", str(port)]
+    elif system.name == "mlserver":
+        python = peer_python("mlserver")
+        command = [str(python.parent / "mlserver"), "start", "bench/peers/mlserver"]
+        env.update(
+            MLSERVER_HTTP_PORT=str(port),
+            MLSERVER_GRPC_PORT=str(free_port()),
+            MLSERVER_METRICS_PORT=str(free_port()),
+        )
     else:
         raise ValueError(system.name)
     started = time.monotonic()

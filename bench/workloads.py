@@ -7,12 +7,15 @@ deepserve's Open Inference Protocol (v2) the items of `/v1`'s one-item bodies as
 
 from __future__ import annotations
 
+import base64
 import json
 import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from app.model_card import ModelCard
@@ -91,14 +94,19 @@ def build(
     folder: Path,
     bodies: int = 50,
 ) -> Requests:
-    """Write `bodies` request bodies for `workload` in `style` ("deepserve" or "bentoml")."""
+    """Write `bodies` request bodies for `workload` in `style`: "deepserve" (also Ray
+    Serve's ingress), "bentoml" (named fields), "litserve" (JSON, images in base64, as its
+    examples take them) or "mlserver" (its v2 REST JSON: images as base64 BYTES, a
+    transaction as the model's FP32 feature row)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     content_type = ""
     boundary = uuid.uuid4().hex  # one for all bodies: wrk sends one Content-Type header
     for index in range(bodies):
         start = index * workload.items
-        if workload.model == "image":
+        if style in ("litserve", "mlserver"):
+            body, content_type = _json_body(workload, style, images, transactions, start)
+        elif workload.model == "image":
             chosen = [images[(start + k) % len(images)] for k in range(workload.items)]
             if style == "deepserve" and workload.items == 1:
                 body, content_type = chosen[0], "image/jpeg"
@@ -119,9 +127,46 @@ def build(
         paths.append(path)
     if style == "deepserve":
         route = "/v1/classify" if workload.model == "image" else "/v1/fraud/score"
+    elif style == "mlserver":
+        route = f"/v2/models/{'cifar10' if workload.model == 'image' else 'fraud'}/infer"
     else:
         route = "/classify" if workload.model == "image" else "/score"
     return Requests(route, content_type, paths)
+
+
+def _json_body(
+    workload: Workload, style: str, images: list[bytes], transactions: list[dict], start: int
+) -> tuple[bytes, str]:
+    """A LitServe or MLServer body of `workload.items` items from `start` on."""
+    items = range(start, start + workload.items)
+    if workload.model == "image":
+        encoded = [base64.b64encode(images[i % len(images)]).decode() for i in items]
+        if style == "litserve":
+            document: object = {"images": encoded}
+        else:
+            tensor = {"name": "images", "datatype": "BYTES", "shape": [len(encoded)]}
+            tensor |= {"parameters": {"content_type": "base64"}, "data": encoded}
+            document = {"inputs": [tensor]}
+    else:
+        chosen = [transactions[i % len(transactions)] for i in items]
+        if style == "litserve":
+            document = chosen[0] if workload.items == 1 else {"transactions": chosen}
+        else:
+            rows = _feature_rows(chosen)
+            tensor = {"name": "features", "datatype": "FP32", "shape": list(rows.shape)}
+            document = {"inputs": [tensor | {"data": rows.ravel().tolist()}]}
+    return json.dumps(document).encode(), "application/json"
+
+
+def _feature_rows(transactions: list[dict]) -> np.ndarray:
+    """The served fraud model's input rows for these transactions, as `/v1` derives them."""
+    from app.codecs.transactions import decode_transactions
+    from app.serving.repository import discover, read_card
+
+    card = read_card(discover(ROOT / "models", ["fraud"])["fraud"][-1])
+    body = json.dumps({"transactions": transactions}).encode()
+    rows: np.ndarray = decode_transactions(body, len(transactions)).columns_for(card)
+    return rows.astype(np.float32)
 
 
 def v2_inputs(

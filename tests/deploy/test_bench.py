@@ -5,6 +5,7 @@ Says nothing about speed; checks that every part runs and the results are comple
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -78,3 +79,25 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     reasons_targets = [t for t in results["targets"] if t["target"].startswith("fraud reasons")]
     assert len(reasons_targets) == 2
     assert "## Reasons (fraud/" in stem.with_suffix(".md").read_text()
+
+
+def test_litserve_and_mlserver_bodies_carry_the_same_items(tmp_path: Path) -> None:
+    """Each peer is sent the items deepserve is sent, in its own documented format."""
+    from bench.workloads import WORKLOADS, build, sample_images, sample_transactions
+
+    images, _ = sample_images(4)
+    transactions, _ = sample_transactions(200)
+    lit = build(WORKLOADS["image-16"], "litserve", images, transactions, tmp_path, bodies=2)
+    sent = json.loads(lit.bodies[0].read_bytes())["images"]
+    assert lit.path == "/classify" and len(sent) == 16
+    assert [base64.b64decode(s) for s in sent[:4]] == images[:4]
+    v2 = build(WORKLOADS["image-1"], "mlserver", images, transactions, tmp_path, bodies=2)
+    (tensor,) = json.loads(v2.bodies[1].read_bytes())["inputs"]
+    assert v2.path == "/v2/models/cifar10/infer" and tensor["shape"] == [1]
+    assert base64.b64decode(tensor["data"][0]) == images[1]
+    scored = build(WORKLOADS["fraud-100"], "mlserver", images, transactions, tmp_path, bodies=1)
+    (rows,) = json.loads(scored.bodies[0].read_bytes())["inputs"]
+    assert scored.path == "/v2/models/fraud/infer" and rows["shape"] == [100, 15]
+    ours = build(WORKLOADS["fraud-100"], "deepserve", images, transactions, tmp_path, bodies=1)
+    sent_tx = json.loads(ours.bodies[0].read_bytes())["transactions"]
+    assert rows["data"][:1] == [pytest.approx(sent_tx[0]["amount"])]  # TX_AMOUNT first
