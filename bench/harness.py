@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> Path:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.systems = [s for s in args.systems if s in ("deepserve", "fastapi-noop")]
+        args.systems = [
+            s for s in args.systems if s in ("deepserve", "fastapi-noop", "fastapi-noop-lean")
+        ]
         args.levels, args.peer_levels = [1, 8], [1, 8]
         args.open_inference_levels = [1, 8]
         args.window_s, args.max_windows = 2.0, 1

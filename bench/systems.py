@@ -71,6 +71,7 @@ SYSTEMS = {
             {"DEEPSERVE_MAX_BATCH_SIZE": "1"},
         ),
         System("fastapi-noop", "deepserve", ("fraud-1",)),
+        System("fastapi-noop-lean", "deepserve", ("fraud-1",)),
         System("ray-serve", "deepserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
         System("bentoml", "bentoml", ("image-1", "image-16", "fraud-1", "fraud-100")),
         System("litserve", "litserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
@@ -134,6 +135,8 @@ def start(
         command = [sys.executable, "-m", "app"]
     elif system.name == "fastapi-noop":
         command = [sys.executable, "-m", "bench.noop_app", str(port)]
+    elif system.name == "fastapi-noop-lean":
+        command = [sys.executable, "-m", "bench.noop_app", str(port), "lean"]
     elif system.name == "ray-serve":
         command = [str(peer_python("ray")), "-m", "bench.peers.ray_serve_app", str(port)]
     elif system.name == "bentoml":
