@@ -225,9 +225,10 @@ def _systems(
         }
         first = requests[workloads[0]]
         probe = (first.path, first.content_type, first.bodies[0].read_bytes())
+        probe_headers = first.headers[0] if first.headers else {}
         port = free_port()
         print(f"{name}: starting", flush=True)
-        running = start(system, port, timeout_s=300, probe=probe)
+        running = start(system, port, timeout_s=300, probe=probe, probe_headers=probe_headers)
         starts[name] = {
             "start_to_ready_s": round(running.start_to_ready_s, 2),
             "rss_mb_idle": round(settled_rss(running), 1),
@@ -296,7 +297,12 @@ def _limits(
 
 def _window(running: Running, requests: Requests, concurrency: int, seconds: float) -> None:
     run_window(
-        running.base + requests.path, requests.content_type, requests.bodies, concurrency, seconds
+        running.base + requests.path,
+        requests.content_type,
+        requests.bodies,
+        concurrency,
+        seconds,
+        requests.headers,
     )
 
 
@@ -322,6 +328,7 @@ def _measure_level(
             requests.bodies,
             concurrency,
             seconds,
+            requests.headers,
         )
         server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
         if window.requests == 0 and empty < 5:

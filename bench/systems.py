@@ -45,16 +45,23 @@ PEER_PACKAGES = {
         "pillow",
         "numpy",
     ],
+    # PyTriton bundles the Triton server; see `bench/peers/pytriton_app.py` for why its
+    # environment is made from Debian's Python 3.11 (`PEER_INTERPRETERS`).
+    "triton": ["nvidia-pytriton==0.7.0", f"onnxruntime=={ort.__version__}", "pillow", "numpy"],
     # The binary ships in the tritonclient wheel; 2.52 and later need glibc 2.38. It links
     # libcudart even on CPU (this package) and libb64 (Debian's libb64-0d).
     "perf-analyzer": ["tritonclient==2.50.0", "nvidia-cuda-runtime-cu12"],
 }
 
 
+# Interpreters other than this one that a peer's environment must be made from.
+PEER_INTERPRETERS = {"triton": "/usr/bin/python3.11"}
+
+
 @dataclass(frozen=True)
 class System:
     name: str
-    style: str  # request format: "deepserve", "bentoml", "litserve" or "mlserver"
+    style: str  # request format: "deepserve", "bentoml", "litserve", "mlserver" or "triton"
     workloads: tuple[str, ...]
     env: dict[str, str] = field(default_factory=dict)
 
@@ -76,12 +83,13 @@ SYSTEMS = {
         System("bentoml", "bentoml", ("image-1", "image-16", "fraud-1", "fraud-100")),
         System("litserve", "litserve", ("image-1", "image-16", "fraud-1", "fraud-100")),
         System("mlserver", "mlserver", ("image-1", "image-16", "fraud-1", "fraud-100")),
+        System("triton", "triton", ("image-1", "image-16", "fraud-1", "fraud-100")),
     )
 }
 
 
 # The other serving systems, compared at the peer concurrency levels.
-PEERS = ("ray-serve", "bentoml", "litserve", "mlserver")
+PEERS = ("ray-serve", "bentoml", "litserve", "mlserver", "triton")
 
 
 @dataclass
@@ -105,7 +113,8 @@ def peer_python(peer: str) -> Path:
     wanted = " ".join(PEER_PACKAGES[peer])
     if not marker.exists() or marker.read_text() != wanted:
         print(f"installing {peer} into {venv} (once)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        interpreter = PEER_INTERPRETERS.get(peer, sys.executable)
+        subprocess.run([interpreter, "-m", "venv", str(venv)], check=True)
         subprocess.run(
             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
             + PEER_PACKAGES[peer],
@@ -116,7 +125,11 @@ def peer_python(peer: str) -> Path:
 
 
 def start(
-    system: System, port: int, timeout_s: float, probe: tuple[str, str, bytes] | None = None
+    system: System,
+    port: int,
+    timeout_s: float,
+    probe: tuple[str, str, bytes] | None = None,
+    probe_headers: dict[str, str] | None = None,
 ) -> Running:
     """Start `system` and wait until it is ready: deepserve's /readyz, or for the others a
     real request (`probe`: path, type, body), answers 200."""
@@ -153,6 +166,8 @@ def start(
         env["BENTOML_DO_NOT_TRACK"] = "true"
     elif system.name == "litserve":
         command = [str(peer_python("litserve")), "-m", "bench.peers.litserve_app", str(port)]
+    elif system.name == "triton":
+        command = [str(peer_python("triton")), "-m", "bench.peers.pytriton_app", str(port)]
     elif system.name == "mlserver":
         python = peer_python("mlserver")
         command = [str(python.parent / "mlserver"), "start", "bench/peers/mlserver"]
@@ -189,7 +204,7 @@ def start(
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}{path}",
                 data=body,
-                headers={"Content-Type": content_type},
+                headers={"Content-Type": content_type, **(probe_headers or {})},
             )
         try:
             with urllib.request.urlopen(request, timeout=5) as response:

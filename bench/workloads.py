@@ -96,9 +96,12 @@ def build(
 ) -> Requests:
     """Write `bodies` request bodies for `workload` in `style`: "deepserve" (also Ray
     Serve's ingress), "bentoml" (named fields), "litserve" (JSON, images in base64, as its
-    examples take them) or "mlserver" (its v2 REST JSON: images as base64 BYTES, a
-    transaction as the model's FP32 feature row)."""
+    examples take them), "mlserver" (its v2 REST JSON: images as base64 BYTES, a
+    transaction as the model's FP32 feature row) or "triton" (its v2 HTTP API with binary
+    tensor data: images as BYTES, transactions as feature rows)."""
     folder.mkdir(parents=True, exist_ok=True)
+    if style == "triton":
+        return _triton_requests(workload, images, transactions, folder, bodies)
     paths = []
     content_type = ""
     boundary = uuid.uuid4().hex  # one for all bodies: wrk sends one Content-Type header
@@ -156,6 +159,30 @@ def _json_body(
             tensor = {"name": "features", "datatype": "FP32", "shape": list(rows.shape)}
             document = {"inputs": [tensor | {"data": rows.ravel().tolist()}]}
     return json.dumps(document).encode(), "application/json"
+
+
+def _triton_requests(
+    workload: Workload, images: list[bytes], transactions: list[dict], folder: Path, bodies: int
+) -> Requests:
+    """Triton's v2 infer bodies of `workload.items` items each, binary tensor data."""
+    inputs = []
+    for index in range(bodies):
+        items = range(index * workload.items, (index + 1) * workload.items)
+        if workload.model == "image":
+            chosen = [images[i % len(images)] for i in items]
+            raw = b"".join(struct.pack("<I", len(data)) + data for data in chosen)
+            inputs.append(V2Input("images", "BYTES", [len(chosen), 1], raw))
+        else:
+            rows = _feature_rows([transactions[i % len(transactions)] for i in items])
+            inputs.append(
+                V2Input("features", "FP32", list(rows.shape), rows.astype("<f4").tobytes())
+            )
+    model, output = (
+        ("cifar10", "probabilities")
+        if workload.model == "image"
+        else ("fraud", "fraud_probability")
+    )
+    return build_v2(inputs, model, output, folder / f"triton-{workload.name}")
 
 
 def _feature_rows(transactions: list[dict]) -> np.ndarray:

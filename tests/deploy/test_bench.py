@@ -101,3 +101,23 @@ def test_litserve_and_mlserver_bodies_carry_the_same_items(tmp_path: Path) -> No
     ours = build(WORKLOADS["fraud-100"], "deepserve", images, transactions, tmp_path, bodies=1)
     sent_tx = json.loads(ours.bodies[0].read_bytes())["transactions"]
     assert rows["data"][:1] == [pytest.approx(sent_tx[0]["amount"])]  # TX_AMOUNT first
+
+
+def test_triton_bodies_are_v2_with_binary_tensor_data(tmp_path: Path) -> None:
+    from bench.workloads import WORKLOADS, build, sample_images, sample_transactions
+
+    images, _ = sample_images(4)
+    transactions, _ = sample_transactions(200)
+    sent = build(WORKLOADS["image-16"], "triton", images, transactions, tmp_path, bodies=2)
+    assert sent.path == "/v2/models/cifar10/infer" and sent.headers is not None
+    body = sent.bodies[0].read_bytes()
+    length = int(sent.headers[0]["Inference-Header-Content-Length"])
+    (tensor,) = json.loads(body[:length])["inputs"]
+    assert tensor["shape"] == [16, 1] and tensor["datatype"] == "BYTES"
+    assert tensor["parameters"]["binary_data_size"] == len(body) - length
+    first = int.from_bytes(body[length : length + 4], "little")
+    assert body[length + 4 : length + 4 + first] == images[0]
+    rows = build(WORKLOADS["fraud-100"], "triton", images, transactions, tmp_path, bodies=1)
+    head = int(rows.headers[0]["Inference-Header-Content-Length"]) if rows.headers else 0
+    (features,) = json.loads(rows.bodies[0].read_bytes()[:head])["inputs"]
+    assert features["shape"] == [100, 15] and features["parameters"]["binary_data_size"] == 6000
