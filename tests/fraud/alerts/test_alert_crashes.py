@@ -168,3 +168,29 @@ async def test_a_redis_killed_while_alerts_are_resolved_keeps_none_half_resolved
     await store.close()
     assert problems == []
     assert len(done) <= resolved < CARDS  # every acknowledged resolution kept
+
+
+async def test_a_resolution_run_twice_by_a_retry_is_one_resolution(redis_url: str) -> None:
+    """redis-py sends a script again when the connection drops after Redis ran it: the
+    second run must answer as the first did, not as another analyst's conflict."""
+    import redis.asyncio as aioredis
+
+    from app.fraud.alerts import redis_scripts
+
+    store = RedisHistory(redis_url)
+    await store.open()
+    await store.persist(await store.record([pay(1)]))
+    await store.alerts.flag([flagged(pay(1), 0.95)])
+    (alert,) = await store.alerts.page("open", 10, None)
+    resolution = b'{"outcome":"fraud","note":"","by":"alice","at_us":1}'
+    freeze = f"{alert.id}\0".encode() + b'{"at_us":1,"by":"alice","note":""}'
+    args = [store.prefix, alert.id, "fraud", resolution, b"{}", freeze, b"{}"]
+    client = aioredis.Redis.from_url(redis_url)
+    resolve = client.register_script(redis_scripts.RESOLVE)
+    assert await resolve(keys=[], args=args) == b"ok"
+    assert await resolve(keys=[], args=args) == b"ok"  # the same resolution again
+    other = [*args[:3], resolution.replace(b"alice", b"bob"), *args[4:]]
+    assert await resolve(keys=[], args=other) == b"resolved"
+    await client.aclose()
+    assert await half_done(store, [alert.id]) == (1, [])
+    await store.close()
