@@ -17,7 +17,7 @@ ASSETS_PATH = "/console"
 # Scripts, styles and requests from this origin only; images also as `blob:` (the
 # thumbnails of the images a person drops, never uploaded for them).
 CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob:; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _HEADERS = {
