@@ -29,6 +29,7 @@ DEFAULT_PAGE = 50
 MAX_PAGE = 500
 HISTORY_SHOWN = 20  # the card's newest payments shown with an alert
 MAX_NOTE = 2000
+MAX_BODY = 64 * 1024  # a note and an outcome, with room to spare
 
 STATUS = QueryParameter("status", "`open` (the default) or `resolved`.", STATUSES)
 LIMIT = QueryParameter("limit", f"Alerts per page; default {DEFAULT_PAGE}, at most {MAX_PAGE}.")
@@ -95,14 +96,14 @@ async def alert(call: EndpointCall) -> Response:
 
 async def resolve(call: EndpointCall) -> Response:
     alert_id = _alert_id(call)
-    request = _read(ResolutionRequest, await read_body(call.request, 64 * 1024), required=True)
+    request = _read(ResolutionRequest, await read_body(call.request, MAX_BODY), required=True)
     alerts = call.services.history.alerts
     resolved = await alerts.resolve(alert_id, request.outcome, request.note, call.by)
     return json_response(await _alert_document(call, resolved))
 
 
 async def freeze(call: EndpointCall) -> Response:
-    request = _read(FreezeRequest, await read_body(call.request, 64 * 1024), required=False)
+    request = _read(FreezeRequest, await read_body(call.request, MAX_BODY), required=False)
     raw_id = call.params["customer_id"]
     view = await call.services.history.view("customer", raw_id, 1)
     if view is None:

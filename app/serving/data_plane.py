@@ -91,7 +91,7 @@ class DataPlane:
         self._decoders: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        # Image decoding blocks (and mostly releases the GIL): keep it off the event loop.
+        # Image decoding blocks (and mostly releases the GIL): record it off the event loop.
         self._decoders = ThreadPoolExecutor(self._decode_config.threads, "decode")
 
     def close(self) -> None:
@@ -172,7 +172,6 @@ class DataPlane:
         answer it got the first time. Without `record`, scored as if recorded ("what
         if"): nothing is kept, and no alert raised."""
         history = self._history
-        keep = record  # (`answer_from` names each Recorded `record`)
         recorded: list[Recorded] = []
         inputs: list[list[float]] = []  # per payment, in FEATURES order
         answered_inputs: list[list[float]] = []  # those of the answers given (a retry's first)
@@ -181,7 +180,7 @@ class DataPlane:
         answer: dict[str, Any] = {}
 
         def rows_of(model_card: ModelCard, batch: PaymentBatch) -> np.ndarray:
-            # A retried payment is scored again only to keep the batch whole: its answer
+            # A retried payment is scored again only to record the batch whole: its answer
             # is the one it got first, where that was kept.
             inputs.extend(
                 r.windows.model_inputs(p.payment.amount, p.weekend, p.night)
@@ -191,7 +190,7 @@ class DataPlane:
 
         async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> Rows:
             payments = [p.payment for p in batch]
-            if not keep:
+            if not record:
                 recorded.extend(await history.preview(payments))
                 return rows_of(model_card, batch)
             if history.records_at_once:
@@ -213,18 +212,18 @@ class DataPlane:
             fraud = outputs.reshape(len(recorded), -1)[:, -1].tolist()
             _check_finite(fraud)
             results, answers = [], {}
-            for record, values, probability in zip(recorded, inputs, fraud, strict=True):
-                transaction_id = record.payment.transaction_id
-                if record.earlier_answer:
-                    result = unpack_answer(transaction_id, record.earlier_answer)
+            for entry, values, probability in zip(recorded, inputs, fraud, strict=True):
+                transaction_id = entry.payment.transaction_id
+                if entry.earlier_answer:
+                    result = unpack_answer(transaction_id, entry.earlier_answer)
                     values = list(result["features"].values())
-                    frozen.append(was_frozen(record.earlier_answer))
+                    frozen.append(was_frozen(entry.earlier_answer))
                     if not include_features:
                         del result["features"]
                 else:
-                    frozen.append(record.frozen)
+                    frozen.append(entry.frozen)
                     decision = (
-                        "decline" if record.frozen else decide(probability, model_card.thresholds)
+                        "decline" if entry.frozen else decide(probability, model_card.thresholds)
                     )
                     result = {
                         "transaction_id": transaction_id,
@@ -233,13 +232,13 @@ class DataPlane:
                     }
                     if include_features:
                         result["features"] = dict(zip(FEATURE_NAMES.values(), values, strict=True))
-                    if record.new and keep:
+                    if entry.new and record:
                         answers[transaction_id] = pack_answer(
-                            probability, decision, values, record.frozen
+                            probability, decision, values, entry.frozen
                         )
                 results.append(result)
                 answered_inputs.append(values)
-            if keep:
+            if record:
                 history.keep_answers(answers)
             answer.update(model=model_card.name, version=model_card.version, results=results)
 
@@ -247,10 +246,10 @@ class DataPlane:
             await self._serve(
                 call, "tabular_classifier", lambda _: read_payments(), to_rows, None, answer_from
             )
-            if keep:
+            if record:
                 await history.persist(recorded)
         except BaseException:
-            if keep:
+            if record:
                 await history.forget([r.payment.transaction_id for r in recorded if r.new])
             raise
         # Recorded and answered: reasons are words about that answer, computed after it.
@@ -275,7 +274,7 @@ class DataPlane:
             for r, res, payment_frozen in zip(recorded, results, frozen, strict=True)
             if res["decision"] != "approve" and not payment_frozen
         ]
-        if flagged and keep:
+        if flagged and record:
             await history.alerts.flag(flagged)
         if reasons == "never":  # but a frozen card's decline still says why
             for result, payment_frozen in zip(results, frozen, strict=True):

@@ -72,7 +72,7 @@ async function scrape() {
 }
 
 // Prometheus text to [{name, labels, value}].
-export function parse(text) {
+function parse(text) {
   const samples = [];
   for (const line of text.split("\n")) {
     if (!line || line.startsWith("#")) continue;

@@ -8,7 +8,7 @@ import * as models from "./models.js";
 import * as live from "./live.js";
 
 const PAGES = { images, transactions, alerts, models, live };
-export const session = { role: null, keysRequired: false };
+const session = { role: null, keysRequired: false };
 let current = null;
 
 async function checkKey() {
