@@ -128,6 +128,13 @@ class NotInHistory(ServingError):
     code = "not_in_history"
 
 
+class NeedsHistory(ServingError):
+    """A model version takes inputs only the service's history computes, on a route where
+    the client brings its own."""
+
+    code = "needs_history"
+
+
 class AlertNotFound(ServingError):
     code = "alert_not_found"
 

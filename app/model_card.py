@@ -69,6 +69,11 @@ class TabularPreprocessing(_Strict):
     """The ordered feature columns of the input tensor (`[batch, len(features)]`)."""
 
     features: list[str] = Field(min_length=1)
+    feature_set: str | None = Field(
+        default=None,
+        description="The named set the columns are (`app.fraud.features.FEATURE_SETS`), for "
+        "models that score payments; a set the service computes from its history.",
+    )
     scaling_in_graph: bool = Field(description="True when the graph standardizes its input.")
 
 

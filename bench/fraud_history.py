@@ -6,7 +6,11 @@ fsynced every second, as `deploy/` runs it). Rows, each measured once per round,
 back, the order reversed every other round:
 - `/v1/fraud/score`, one transaction per request (its features sent): the denominator;
 - `/v1/fraud/transactions`, one raw payment per request, on each store;
-- `/v1/fraud/transactions`, 100 raw payments per request, on each store (transactions/s).
+- `/v1/fraud/transactions`, 100 raw payments per request, on each store (transactions/s);
+- where the served version reads features only the history computes, the same stateful
+  route with the version `/score` serves (the benchmark's 15 features): what the wider
+  model costs; and both versions in process (ONNX Runtime alone, rows/s at the served
+  batch size), side by side.
 Every payment is a new one: wrk gives each request ids no request carried before
 (`bench/unique_ids.lua`). The payments are real ones of the dataset (cards, terminals,
 amounts) moved into the three days after its last. Where the dataset is at hand, both
@@ -26,9 +30,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from app.fraud.history.bulk_load import main as bulk_load
+from app.serving.repository import discover
+from bench.inprocess import stateless_version
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
-from bench.workloads import FRAUD, WORKLOADS, Requests, build
+from bench.workloads import FRAUD, ROOT, WORKLOADS, Requests, build
 from bench.wrk import Window, run_window
 from tests.redis_server import RedisServer, redis_installed
 
@@ -45,6 +51,7 @@ class Row:
     path: str
     items: int  # per request
     concurrency: int
+    query: str = ""  # e.g. "?version=5"
 
 
 ROWS = (
@@ -68,10 +75,17 @@ def measure(
     hundred, from as many dataset rows): repeating a few cards would make their windows
     longer than any real card's."""
     folder.mkdir(parents=True, exist_ok=True)
-    requests = {(row.path, row.items): _requests(row, transactions, folder, bodies) for row in ROWS}
+    rows = list(ROWS)
+    versions = discover(ROOT / "models", ["fraud"])["fraud"]
+    fifteen = stateless_version(ROOT / "models", "fraud")
+    if fifteen.version != versions[-1].version:
+        name = f"/v1/fraud/transactions, embedded, fraud/{fifteen.version}"
+        path, query = "/v1/fraud/transactions", f"?version={fifteen.version}"
+        rows.insert(2, Row(name, "embedded", path, 1, LEVEL, query))
+    compared = [fifteen.version, versions[-1].version] if len(rows) > len(ROWS) else []
+    requests = {(row.path, row.items): _requests(row, transactions, folder, bodies) for row in rows}
     servers: dict[str, Running] = {}
     redis: RedisServer | None = None
-    rows = list(ROWS)
     if not redis_installed():
         print("fraud history: no redis-server, no Redis rows", flush=True)
         rows = [r for r in rows if r.server != "redis"]
@@ -96,7 +110,9 @@ def measure(
             servers[server] = start(system, free_port(), timeout_s=300)
         idle_rss = {server: settled_rss(running) for server, running in servers.items()}
         for row in rows:  # warm-up
-            _window(servers[row.server], requests[(row.path, row.items)], 8, 2.0, next_id)
+            _window(
+                servers[row.server], requests[(row.path, row.items)], 8, 2.0, next_id, row.query
+            )
             next_id += 10**10
         for round_ in range(rounds):
             for row in rows if round_ % 2 == 0 else rows[::-1]:
@@ -104,7 +120,12 @@ def measure(
                 pid = running.process.pid
                 cpu_before, started = cpu_seconds(pid), time.monotonic()
                 window = _window(
-                    running, requests[(row.path, row.items)], row.concurrency, window_s, next_id
+                    running,
+                    requests[(row.path, row.items)],
+                    row.concurrency,
+                    window_s,
+                    next_id,
+                    row.query,
                 )
                 next_id += 10**10
                 served = window.rps * (1 - window.errors / max(window.requests, 1))
@@ -144,7 +165,45 @@ def measure(
         },
         "rss_mb_idle": {server: round(mb, 1) for server, mb in idle_rss.items()},
         "rows": [_summary(row, samples[row]) for row in rows],
+        "in_process_rows_per_s": (
+            in_process(compared, rounds, window_s / 2) if compared and FRAUD.exists() else {}
+        ),
     }
+
+
+def in_process(versions: list[int], rounds: int, seconds_each: float) -> dict[str, float]:
+    """Rows/s of each fraud version in ONNX Runtime, in the service's session settings, at
+    its card's largest batch, on real test-week rows; rounds interleaved, the median kept."""
+    import numpy as np
+
+    from app.serving.providers import choose_providers
+    from app.serving.repository import read_card
+    from app.serving.runtime import ModelRuntime
+    from app.settings import Settings
+    from training.fraud_data import feature_matrix, load_transactions
+
+    config = Settings(_env_file=None).registry_config()
+    frame = load_transactions(str(FRAUD))
+    by_number = {v.version: v for v in discover(ROOT / "models", ["fraud"])["fraud"]}
+    runtimes, rows = {}, {}
+    for number in versions:
+        card = read_card(by_number[number])
+        assert card.tabular is not None
+        runtimes[number] = ModelRuntime.load(
+            card, by_number[number].onnx_path, config.runtime, choose_providers(config.device)
+        )
+        sample = frame.iloc[-card.batching.max_batch_size :]
+        rows[number] = feature_matrix(sample, tuple(card.tabular.features))
+        runtimes[number].warm_up()
+    samples: dict[int, list[float]] = {number: [] for number in versions}
+    for round_ in range(rounds):
+        for number in versions if round_ % 2 == 0 else versions[::-1]:
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds_each:
+                runtimes[number].run_batch(rows[number])
+                count += 1
+            samples[number].append(count * len(rows[number]) / (time.perf_counter() - started))
+    return {f"fraud/{n}": round(float(np.median(s)), 1) for n, s in samples.items()}
 
 
 def _load_history(server: str, state: Path, redis: RedisServer | None) -> int:
@@ -196,9 +255,14 @@ def _requests(row: Row, transactions: list[dict], folder: Path, bodies: int) -> 
 
 
 def _window(
-    running: Running, requests: Requests, concurrency: int, seconds: float, first_id: int
+    running: Running,
+    requests: Requests,
+    concurrency: int,
+    seconds: float,
+    first_id: int,
+    query: str = "",
 ) -> Window:
-    url = running.base + requests.path
+    url = running.base + requests.path + query
     if not requests.path.endswith("/transactions"):  # stateless: any body may repeat
         return run_window(url, requests.content_type, requests.bodies, concurrency, seconds)
     return run_window(
@@ -218,7 +282,7 @@ def _summary(row: Row, samples: list[dict]) -> dict:
     return {
         "system": row.name,
         "store": row.server,
-        "path": row.path,
+        "path": row.path + row.query,
         "items": row.items,
         "concurrency": row.concurrency,
         "rps": round(middle["rps"], 1),

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from app.codecs.images import decode_image, to_input_rows
-from app.codecs.transactions import decode_transactions
+from app.codecs.transactions import decode_transactions, takes_sent_features
 from app.model_card import ModelCard
 from app.serving.providers import choose_providers
-from app.serving.repository import discover, read_card
+from app.serving.repository import VersionDir, discover, read_card
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 
@@ -50,7 +51,7 @@ def measure(
     """Items per second at each batch size: the median of `rounds` rounds that each time
     every size for `seconds_each`. On a shared machine one timing per size is as much the
     neighbours' load as the model's, and the best of such timings is the luckiest one."""
-    version = discover(settings.model_repository, [model])[model][-1]
+    version = stateless_version(settings.model_repository, model)
     card = read_card(version)
     config = settings.registry_config()
     runtime = ModelRuntime.load(
@@ -75,6 +76,17 @@ def measure(
         runtime.run_batch(rows[i % len(rows) : i % len(rows) + 1])
         single.append(time.perf_counter() - started)
     return Limit(model, card.version, items_per_s, samples, float(np.median(single)) * 1000)
+
+
+def stateless_version(repository: Path, model: str) -> VersionDir:
+    """The version `/v1/fraud/score` and `/v1/classify` serve when none is named, so the
+    one every row that sends its inputs measures: the newest whose inputs a client sends (a
+    fraud version that needs the history serves the stateful route)."""
+    versions = discover(repository, [model])[model]
+    sendable = [
+        v for v in versions if (card := read_card(v)).tabular is None or takes_sent_features(card)
+    ]
+    return (sendable or versions)[-1]
 
 
 def combined(start: Limit, end: Limit) -> Limit:

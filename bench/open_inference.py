@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.serving.repository import discover, read_card
+from app.serving.repository import read_card
 from app.settings import Settings
 from bench import perf_analyzer
+from bench.inprocess import stateless_version
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, build_v2, v2_inputs
@@ -72,6 +73,7 @@ class _Target:
     v1: Requests
     v2: Requests
     input_data: Path | None  # perf_analyzer's --input-data
+    version: int  # the one both protocols' rows are sent to
 
 
 def measure(
@@ -184,15 +186,16 @@ def _target(
 ) -> _Target:
     spec = WORKLOADS[workload]
     model = settings.default_image_model if spec.model == "image" else settings.default_fraud_model
-    # The version `/v1` and v2 both serve when none is asked for: the newest.
-    card = read_card(discover(settings.model_repository, [model])[model][-1])
+    # The version `/v1` serves when none is asked for; v2 names it (by default v2 serves
+    # the newest, which for fraud may be one that needs the history).
+    card = read_card(stateless_version(settings.model_repository, model))
     inputs = v2_inputs(spec, images, transactions, card, bodies)
     v1 = build(spec, "deepserve", images, transactions, folder, bodies)
-    v2 = build_v2(inputs, model, card.outputs[0].name, folder)
+    v2 = build_v2(inputs, model, card.outputs[0].name, folder, card.version)
     data = None
     if generator is not None:
         data = perf_analyzer.write_input_data(inputs, folder / f"perf-analyzer-{workload}.json")
-    return _Target(model, v1, v2, data)
+    return _Target(model, v1, v2, data, card.version)
 
 
 def _sample(
@@ -235,6 +238,7 @@ def _sample(
         measured = perf_analyzer.run(
             generator,
             target.model,
+            target.version,
             f"127.0.0.1:{running.grpc_port if grpc else running.port}",
             "grpc" if grpc else "http",
             target.input_data,

@@ -86,6 +86,7 @@ def write_input_data(inputs: list[V2Input], path: Path) -> Path:
 def run(
     generator: Generator,
     model: str,
+    version: int,
     url: str,
     protocol: str,
     input_data: Path,
@@ -100,6 +101,8 @@ def run(
         str(generator.binary),
         "-m",
         model,
+        "-x",
+        str(version),
         "-u",
         url,
         "-i",

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from app.serving.providers import choose_providers
-from app.serving.repository import discover, read_card
+from app.serving.repository import read_card
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
-from bench.inprocess import input_rows
+from bench.inprocess import input_rows, stateless_version
 from bench.procs import free_port
 from bench.systems import SYSTEMS, start, stop_process
 from bench.workloads import WORKLOADS, build
@@ -92,7 +92,7 @@ def _flagged(url: str, bodies: list[Path]) -> int:
 def _in_process(
     settings: Settings, model: str, transactions: list[dict], rounds: int, seconds_each: float
 ) -> dict:
-    version = discover(settings.model_repository, [model])[model][-1]
+    version = stateless_version(settings.model_repository, model)
     card = read_card(version)
     config = settings.registry_config()
     runtime = ModelRuntime.load(

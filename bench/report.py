@@ -404,6 +404,15 @@ def _fraud_history_markdown(section: dict) -> list[str]:
             f"| {r['p50_ms']} | {r['p99_ms']} | {r['errors']} | {r['server_cpu']} "
             f"| {r['rss_mb_peak']} | {rounds} |"
         )
+    in_process = section.get("in_process_rows_per_s")
+    if in_process:
+        lines += [
+            "",
+            "In process (ONNX Runtime alone, the card's largest batch of real rows, rounds "
+            "interleaved): "
+            + ", ".join(f"{version} {rows:,.0f} rows/s" for version, rows in in_process.items())
+            + ".",
+        ]
     return lines
 
 

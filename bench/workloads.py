@@ -188,9 +188,10 @@ def _triton_requests(
 def _feature_rows(transactions: list[dict]) -> np.ndarray:
     """The served fraud model's input rows for these transactions, as `/v1` derives them."""
     from app.codecs.transactions import decode_transactions
-    from app.serving.repository import discover, read_card
+    from app.serving.repository import read_card
+    from bench.inprocess import stateless_version
 
-    card = read_card(discover(ROOT / "models", ["fraud"])["fraud"][-1])
+    card = read_card(stateless_version(ROOT / "models", "fraud"))
     body = json.dumps({"transactions": transactions}).encode()
     rows: np.ndarray = decode_transactions(body, len(transactions)).columns_for(card)
     return rows.astype(np.float32)
@@ -224,7 +225,9 @@ def v2_inputs(
     ]
 
 
-def build_v2(inputs: list[V2Input], model: str, output: str, folder: Path) -> Requests:
+def build_v2(
+    inputs: list[V2Input], model: str, output: str, folder: Path, version: int | None = None
+) -> Requests:
     """Infer bodies in the binary tensor data extension, as perf_analyzer writes them: the
     JSON header (its length in `Inference-Header-Content-Length`), then the input's bytes;
     the output asked for as binary data."""
@@ -248,7 +251,8 @@ def build_v2(inputs: list[V2Input], model: str, output: str, folder: Path) -> Re
         path.write_bytes(head + tensor.raw)
         paths.append(path)
         headers.append({"Inference-Header-Content-Length": str(len(head))})
-    return Requests(f"/v2/models/{model}/infer", "application/octet-stream", paths, headers)
+    route = f"/v2/models/{model}" + ("" if version is None else f"/versions/{version}")
+    return Requests(f"{route}/infer", "application/octet-stream", paths, headers)
 
 
 def _multipart(field: str, images: list[bytes], boundary: str) -> tuple[bytes, str]:

@@ -12,7 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from app.fraud.features import FEATURES
+from app.fraud.features import FEATURE_SETS, FEATURES
 from app.model_card import ModelCard
 
 IMAGE_LABELS = ["red", "green", "blue", "dark"]
@@ -108,14 +108,20 @@ def fraud_model(
     max_queue_delay_ms: float = 0.0,
     amount_weight: float = 0.02,
     reasons: bool = False,
+    feature_set: str = "benchmark-15",
 ) -> Path:
     """float32 `[n, 15]` -> sigmoid(amount * w - 4 + night + 3 risk_7d): big amounts look
     like fraud. With `reasons`, also its reasons graph: for a logistic model, exactly
-    coefficient times (value - baseline), with `REASONS_BASELINE`."""
-    weights = np.zeros((len(FEATURES), 1), dtype=np.float32)
-    weights[FEATURES.index("TX_AMOUNT"), 0] = amount_weight
-    weights[FEATURES.index("TX_DURING_NIGHT"), 0] = 1.0
-    weights[FEATURES.index("TERMINAL_ID_RISK_7DAY_WINDOW"), 0] = 3.0
+    coefficient times (value - baseline), with `REASONS_BASELINE`. With the `history-17`
+    set, `[n, 17]`, and the amount over the card's earlier mean adds to the logit."""
+    columns = FEATURE_SETS[feature_set]
+    weights = np.zeros((len(columns), 1), dtype=np.float32)
+    weights[columns.index("TX_AMOUNT"), 0] = amount_weight
+    weights[columns.index("TX_DURING_NIGHT"), 0] = 1.0
+    weights[columns.index("TERMINAL_ID_RISK_7DAY_WINDOW"), 0] = 3.0
+    if "CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW" in columns:
+        weights[columns.index("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"), 0] = 1.0
+    baseline = REASONS_BASELINE[: len(columns)]
     nodes = [
         helper.make_node("MatMul", ["features", "W"], ["xw"]),
         helper.make_node("Add", ["xw", "b"], ["logit"]),
@@ -124,7 +130,7 @@ def fraud_model(
     graph = helper.make_graph(
         nodes,
         "tiny-fraud",
-        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(FEATURES)])],
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(columns)])],
         [helper.make_tensor_value_info("fraud_probability", TensorProto.FLOAT, ["batch", 1])],
         initializer=[
             numpy_helper.from_array(weights, "W"),
@@ -135,11 +141,15 @@ def fraud_model(
         "name": name,
         "version": version,
         "kind": "tabular_classifier",
-        "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(FEATURES)]}],
+        "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(columns)]}],
         "outputs": [{"name": "fraud_probability", "dtype": "float32", "shape": [None, 1]}],
         "output_transform": "none",
         "labels": ["genuine", "fraud"],
-        "tabular": {"features": list(FEATURES), "scaling_in_graph": True},
+        "tabular": {
+            "features": list(columns),
+            "feature_set": feature_set,
+            "scaling_in_graph": True,
+        },
         "thresholds": {"review": 0.5, "decline": 0.9, "rule": "set by hand for tests"},
         "batching": {"max_batch_size": max_batch_size, "max_queue_delay_ms": max_queue_delay_ms},
         "provenance": _provenance(),
@@ -147,7 +157,7 @@ def fraud_model(
     if reasons:
         card["reasons"] = {
             "method": "integrated_gradients_midpoint",
-            "baseline": REASONS_BASELINE.tolist(),
+            "baseline": baseline.tolist(),
         }
     folder = _save(graph, card, root)
     if reasons:
@@ -157,10 +167,14 @@ def fraud_model(
                 helper.make_node("Mul", ["away", "coefficients"], ["attributions"]),
             ],
             "tiny-fraud-reasons",
-            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 15])],
-            [helper.make_tensor_value_info("attributions", TensorProto.FLOAT, ["batch", 15])],
+            [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(columns)])],
+            [
+                helper.make_tensor_value_info(
+                    "attributions", TensorProto.FLOAT, ["batch", len(columns)]
+                )
+            ],
             initializer=[
-                numpy_helper.from_array(REASONS_BASELINE, "baseline"),
+                numpy_helper.from_array(baseline, "baseline"),
                 numpy_helper.from_array(weights[:, 0].copy(), "coefficients"),
             ],
         )
@@ -172,7 +186,7 @@ def fraud_model(
 
 # Where the tiny fraud model's reasons are measured from: an average payment.
 REASONS_BASELINE = np.array(
-    [50.0, 0.3, 0.15, 2, 50.0, 10, 50.0, 40, 50.0, 5, 0.01, 30, 0.02, 120, 0.02],
+    [50.0, 0.3, 0.15, 2, 50.0, 10, 50.0, 40, 50.0, 5, 0.01, 30, 0.02, 120, 0.02, 1.0, 0.1],
     dtype=np.float32,
 )
 

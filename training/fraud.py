@@ -17,7 +17,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from app.fraud.features import FEATURES
+from app.fraud.features import FEATURE_SETS, FEATURES
 from training import fraud_reasons as reasons
 from training import plots
 from training.devices import DeviceName, pick_device
@@ -39,6 +39,9 @@ class FraudConfig:
     train_days: int = 7
     delay_days: int = 7
     test_days: int = 7
+    # The inputs (`app.fraud.features.FEATURE_SETS`): the history's set is served only by
+    # the route that keeps the history; `benchmark-15` by the stateless one too.
+    feature_set: str = "history-17"
     hidden: list[int] = field(default_factory=lambda: [256, 128])
     dropout: float = 0.3
     epochs: int = 20
@@ -86,24 +89,30 @@ class FraudMLP(nn.Module):
 
 
 class DerivedFeatures(nn.Module):
-    """Raw `[n, 15]` -> `[n, 18]` model inputs, computed in the graph: amounts and counts
-    through log1p (they are heavy-tailed), plus the amount's ratio to the customer's 1, 7 and
-    30-day averages (one simulated fraud pattern multiplies a card's amounts)."""
+    """Raw `[n, columns]` -> `[n, columns + 3]` model inputs, computed in the graph: amounts,
+    counts and ratios through log1p (they are heavy-tailed), plus the amount's ratio to the
+    customer's 1, 7 and 30-day averages (one simulated fraud pattern multiplies a card's
+    amounts)."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, columns: tuple[str, ...] = FEATURES) -> None:
         super().__init__()
         self.enabled = enabled
-        heavy_tailed = ("TX_AMOUNT", "CUSTOMER_ID_NB", "CUSTOMER_ID_AVG", "TERMINAL_ID_NB")
-        mask = torch.tensor([f.startswith(heavy_tailed) for f in FEATURES])
+        self.columns = columns
+        heavy_tailed = (
+            "TX_AMOUNT",
+            "CUSTOMER_ID_NB",
+            "CUSTOMER_ID_AVG",
+            "CUSTOMER_ID_AMOUNT_OVER",
+            "TERMINAL_ID_NB",
+        )
+        mask = torch.tensor([f.startswith(heavy_tailed) for f in columns])
         self.register_buffer("log_mask", mask)
-        self.amount = FEATURES.index("TX_AMOUNT")
-        self.averages = [
-            FEATURES.index(f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW") for n in (1, 7, 30)
-        ]
+        self.amount = columns.index("TX_AMOUNT")
+        self.averages = [columns.index(f"CUSTOMER_ID_AVG_AMOUNT_{n}DAY_WINDOW") for n in (1, 7, 30)]
 
     @property
     def width(self) -> int:
-        return len(FEATURES) + (len(self.averages) if self.enabled else 0)
+        return len(self.columns) + (len(self.averages) if self.enabled else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.enabled:
@@ -143,7 +152,7 @@ class PiecewiseLinearEncoding(nn.Module):
 
 
 class ServingFraudModel(nn.Module):
-    """Raw float32 `[n, 15]` features -> fraud probability `[n, 1]`: derived features,
+    """Raw float32 `[n, columns]` features -> fraud probability `[n, 1]`: derived features,
     scaling, and the mean of an ensemble of MLPs, all in the graph. `members` see the scaled
     features and their encoding; `plain_members` the scaled features only."""
 
@@ -190,6 +199,7 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     # Data
+    columns = _columns(cfg)
     frame = load_transactions(cfg.data)
     window = split_window(frame, cfg.train_start, cfg.train_days, cfg.delay_days, cfg.test_days)
     print(
@@ -199,11 +209,12 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
     )
 
     # Model and loop
-    fitted = fit(cfg, feature_matrix(window.train), window.train["TX_FRAUD"].to_numpy(np.float32))
+    x_train = feature_matrix(window.train, columns)
+    fitted = fit(cfg, x_train, window.train["TX_FRAUD"].to_numpy(np.float32))
     model, history = fitted.model, fitted.history
 
     # Evaluate
-    test_scores = predict_scores(model, feature_matrix(window.test))
+    test_scores = predict_scores(model, feature_matrix(window.test, columns))
     metrics: dict[str, float | str] = {
         f"test_{k}": v for k, v in fraud_metrics(window.test, test_scores).items()
     }
@@ -232,22 +243,26 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
         return None
 
     # Save, with the graph that gives each flagged score its reasons
-    baseline = feature_matrix(window.train).mean(0).astype(np.float32)
+    baseline = x_train.mean(0).astype(np.float32)
     card = {
         "kind": "tabular_classifier",
         "description": _describe(cfg, model),
-        "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(FEATURES)]}],
+        "inputs": [{"name": "features", "dtype": "float32", "shape": [None, len(columns)]}],
         "outputs": [{"name": "fraud_probability", "dtype": "float32", "shape": [None, 1]}],
         "output_transform": "none",
         "labels": ["genuine", "fraud"],
-        "tabular": {"features": list(FEATURES), "scaling_in_graph": True},
+        "tabular": {
+            "features": list(columns),
+            "feature_set": cfg.feature_set,
+            "scaling_in_graph": True,
+        },
         "thresholds": {"review": review, "decline": decline, "rule": rule},
         "reasons": {"method": reasons.METHOD, "baseline": baseline.tolist()},
         "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0.0},  # ORT peaks near 1024 rows
         "metrics": metrics,
         "provenance": current_provenance(cfg.data, cfg.seed).model_dump(),
     }
-    examples = feature_matrix(window.test.sample(n=64, random_state=cfg.seed))
+    examples = feature_matrix(window.test.sample(n=64, random_state=cfg.seed), columns)
     explain = Companion(reasons.FraudReasons(model, baseline), "reasons.onnx", "attributions")
     target = publish(model, examples, card, Path(cfg.models_dir), cfg.name, [explain])
     print(f"exported {target}")
@@ -260,10 +275,20 @@ def _describe(cfg: FraudConfig, model: ServingFraudModel) -> str:
         shapes.append(f"{cfg.plain_members} x {[model.derive.width, *cfg.hidden, 1]}")
     encoding = f" and a {cfg.bins}-bin piecewise-linear encoding" if cfg.bins else ""
     plain = " (the second kind without the encoding)" if cfg.plain_members and cfg.bins else ""
+    inputs = {
+        "benchmark-15": "the benchmark's 15 transaction features",
+        "history-17": "the benchmark's 15 transaction features and 2 the history adds",
+    }.get(cfg.feature_set, f"the {cfg.feature_set} features")
     return (
-        f"Mean of fraud-scoring MLPs {' and '.join(shapes)}{plain} over the benchmark's 15 "
-        f"transaction features (derived ratios{encoding} in the graph)"
+        f"Mean of fraud-scoring MLPs {' and '.join(shapes)}{plain} over {inputs} "
+        f"(derived ratios{encoding} in the graph)"
     )
+
+
+def _columns(cfg: FraudConfig) -> tuple[str, ...]:
+    if cfg.feature_set not in FEATURE_SETS:
+        raise SystemExit(f"fraud: --feature-set must be one of {', '.join(FEATURE_SETS)}")
+    return FEATURE_SETS[cfg.feature_set]
 
 
 @dataclass
@@ -283,7 +308,7 @@ def fit(cfg: FraudConfig, x_all: np.ndarray, y_all: np.ndarray) -> Fitted:
     if cfg.ensemble + cfg.plain_members < 1:
         raise SystemExit("fraud: --ensemble and --plain-members add up to no model")
     torch.set_num_threads(cfg.threads)
-    derive = DerivedFeatures(cfg.derived_features)
+    derive = DerivedFeatures(cfg.derived_features, _columns(cfg))
     with torch.no_grad():
         derived = derive(torch.from_numpy(x_all)).numpy()
     mean, std = derived.mean(0), derived.std(0) + 1e-6  # fitted on the training window only

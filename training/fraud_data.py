@@ -1,4 +1,5 @@
-"""Card transactions: the CSV, the benchmark's 15 features, its windows and test-set rules.
+"""Card transactions: the CSV, every model input (the benchmark's 15 and the history's
+own), the benchmark's windows and test-set rules.
 
 Feature names come from `app.fraud.features`, the module the service uses to describe its
 inputs, so training and serving name and order the columns identically.
@@ -16,18 +17,21 @@ import pandas as pd
 from app.fraud.features import (
     BEHAVIOURAL_FIELDS,
     FEATURES,
+    HIGH_AMOUNT_DAYS,
+    HIGH_AMOUNT_TIMES,
+    MEAN_AMOUNT_DAYS,
     NIGHT_HOURS,
     TERMINAL_DELAY_DAYS,
     WINDOWS_DAYS,
 )
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
-FEATURES_VERSION = 3  # part of the cache key: bump when the feature code changes
+FEATURES_VERSION = 5  # part of the cache key: bump when the feature code changes
 COLUMNS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 
 
 def load_transactions(path: str) -> pd.DataFrame:
-    """The CSV with the 15 feature columns added, ordered by time then TRANSACTION_ID.
+    """The CSV with every feature column added, ordered by time then TRANSACTION_ID.
 
     Features are cached next to other derived data, keyed by the file's size and mtime.
     """
@@ -46,7 +50,8 @@ def load_transactions(path: str) -> pd.DataFrame:
 
 
 def add_features(frame: pd.DataFrame) -> pd.DataFrame:
-    """Add the benchmark's 15 inputs to a frame with the raw CSV columns."""
+    """Add every model input (`app.fraud.features.ALL_FEATURES`) to a frame with the raw CSV
+    columns."""
     frame = frame.sort_values(["TX_DATETIME", "TRANSACTION_ID"], kind="stable")
     frame = frame.reset_index(drop=True)
     when = frame["TX_DATETIME"]
@@ -67,6 +72,11 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
         frame[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] = np.where(
             count > 0, frauds / np.maximum(count, 1), 0.0
         )
+    over_mean, high = customer.against_earlier_mean(
+        MEAN_AMOUNT_DAYS, HIGH_AMOUNT_DAYS, HIGH_AMOUNT_TIMES
+    )
+    frame["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"] = over_mean
+    frame[f"CUSTOMER_ID_NB_HIGH_AMOUNT_{HIGH_AMOUNT_DAYS}DAY_WINDOW"] = high
     return frame
 
 
@@ -125,6 +135,35 @@ class _Windows:
         total = self._before(sums, stop) - self._before(sums, start)
         return self._scatter((stop - start).astype(np.float64)), self._scatter(total)
 
+    def against_earlier_mean(
+        self, mean_days: int, high_days: int, times: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per row, against the mean of the entity's earlier rows in (t - mean_days, t), the
+        row itself excluded: its amount over that mean (1 where there are none, or their mean
+        is 0), and how many of its earlier rows in (t - high_days, t) had an amount over
+        `times` that mean."""
+        position = np.arange(len(self.keys))
+        amounts = self.frame["TX_AMOUNT"].to_numpy(np.float64)[self.order]
+        start = np.searchsorted(self.keys, self.keys - mean_days * 86400, side="right")
+        high_start = np.searchsorted(self.keys, self.keys - high_days * 86400, side="right")
+        deepest = int((position - start).max(initial=0))
+        # Summed oldest first, one step back at a time, as the history sums them online, so
+        # that the means are equal to the last bit and the comparisons with them agree.
+        # (Adding 0.0 outside the window leaves a sum unchanged.)
+        total = np.zeros(len(position))
+        for back in range(deepest, 0, -1):
+            earlier = position - back
+            total += np.where(earlier >= start, amounts[np.maximum(earlier, 0)], 0.0)
+        count = position - start
+        mean = total / np.maximum(count, 1)
+        over = np.where((count > 0) & (mean > 0), amounts / np.where(mean > 0, mean, 1.0), 1.0)
+        bar = np.where(count > 0, times * mean, np.inf)
+        high = np.zeros(len(position))
+        for back in range(1, deepest + 1):
+            earlier = position - back
+            high += (earlier >= high_start) & (amounts[np.maximum(earlier, 0)] > bar)
+        return self._scatter(over), self._scatter(high)
+
 
 @dataclass
 class Window:
@@ -165,9 +204,9 @@ def split_window(
     return Window(train=train, test=pd.concat(kept))
 
 
-def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """float32 `[n, 15]` in the model's column order."""
-    return frame[list(FEATURES)].to_numpy(dtype=np.float32)
+def feature_matrix(frame: pd.DataFrame, columns: tuple[str, ...] = FEATURES) -> np.ndarray:
+    """float32 `[n, len(columns)]` in the model's column order."""
+    return frame[list(columns)].to_numpy(dtype=np.float32)
 
 
 def service_transaction(record: dict) -> dict:

@@ -1,8 +1,9 @@
 """`python -m training evaluate`: the fraud benchmark's protocol, ours beside the baselines.
 
 Four prequential folds; on each, our MLP and two scikit-learn baselines (logistic regression
-and gradient-boosted trees) train on the same week and are scored on the same test week.
-The published reference results are printed beside ours.
+and gradient-boosted trees) train on the same week and are scored on the same test week,
+once per feature set (the benchmark's 15, and those with what the history adds). The
+published reference results, all on the 15, are printed beside ours.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm import tqdm
 
+from app.fraud.features import FEATURE_SETS
 from training.fraud import FraudConfig, fit, predict_scores
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
@@ -47,11 +49,17 @@ Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, FraudConfig], np.ndarray]
 @dataclass
 class FraudEvaluationConfig(FraudConfig):
     folds: list[str] = field(default_factory=lambda: list(FOLD_STARTS))
+    feature_sets: list[str] = field(default_factory=lambda: list(FEATURE_SETS))
     baselines: bool = True
 
 
 def _mlp(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig) -> np.ndarray:
     return predict_scores(fit(cfg, x, y).model, x_test)
+
+
+def _with_set(cfg: FraudEvaluationConfig, feature_set: str) -> FraudConfig:
+    fields = {f: v for f, v in asdict(cfg).items() if f in FraudConfig.__dataclass_fields__}
+    return FraudConfig(**(fields | {"feature_set": feature_set}))
 
 
 def _logistic(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig) -> np.ndarray:
@@ -65,30 +73,36 @@ def _boosted(x: np.ndarray, y: np.ndarray, x_test: np.ndarray, cfg: FraudConfig)
 
 
 def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float]]]:
-    """Run every model on every fold; print and save the table and a plot."""
+    """Run every model on every fold with every feature set; print and save the tables
+    (means, and each fold's) and a plot."""
+    unknown = set(cfg.feature_sets) - set(FEATURE_SETS)
+    if unknown:
+        raise SystemExit(f"evaluate: no feature set {', '.join(sorted(unknown))}")
     run_dir = new_run_dir(cfg.runs_dir, "fraud-evaluation")
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    scorers: dict[str, Scorer] = {"ours: MLP": _mlp}
+    scorers: dict[str, Scorer] = {"MLP": _mlp}
     if cfg.baselines:
-        scorers |= {
-            "ours: logistic regression": _logistic,
-            "ours: gradient-boosted trees": _boosted,
-        }
+        scorers |= {"logistic regression": _logistic, "gradient-boosted trees": _boosted}
 
     frame = load_transactions(cfg.data)
     results: dict[str, dict[str, list[float]]] = {
-        name: {m: [] for m in METRICS} for name in scorers
+        f"ours: {name}, {feature_set}": {m: [] for m in METRICS}
+        for name in scorers
+        for feature_set in cfg.feature_sets
     }
     for start in tqdm(cfg.folds, desc="folds"):
         window = split_window(frame, start, cfg.train_days, cfg.delay_days, cfg.test_days)
-        x, y = feature_matrix(window.train), window.train["TX_FRAUD"].to_numpy(np.float32)
-        x_test = feature_matrix(window.test)
-        for name, scorer in scorers.items():
-            scores = scorer(x, y, x_test, cfg)
-            for metric, value in fraud_metrics(window.test, scores).items():
-                results[name][metric].append(value)
+        y = window.train["TX_FRAUD"].to_numpy(np.float32)
+        for feature_set in cfg.feature_sets:
+            columns = FEATURE_SETS[feature_set]
+            x = feature_matrix(window.train, columns)
+            x_test = feature_matrix(window.test, columns)
+            for name, scorer in scorers.items():
+                scores = scorer(x, y, x_test, _with_set(cfg, feature_set))
+                for metric, value in fraud_metrics(window.test, scores).items():
+                    results[f"ours: {name}, {feature_set}"][metric].append(value)
 
-    table = format_table(results)
+    table = format_table(results) + "\n\n" + format_folds(results, cfg.folds)
     print(table)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     (run_dir / "results.md").write_text(table + "\n")
@@ -105,6 +119,17 @@ def format_table(results: dict[str, dict[str, list[float]]]) -> str:
     for name, published in PUBLISHED.items():
         cells = [f"{mean:.3f} ± {std:.2f}" for mean, std in published]
         lines.append(f"| published: {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_folds(results: dict[str, dict[str, list[float]]], folds: list[str]) -> str:
+    """Each fold's figures: whether a difference holds on every fold, not only on average."""
+    header = " | ".join(f"fold {start}" for start in folds)
+    lines = [f"| model | metric | {header} |", "| --- | --- |" + " --- |" * len(folds)]
+    for name, values in results.items():
+        for metric in METRICS:
+            cells = " | ".join(f"{v:.3f}" for v in values[metric])
+            lines.append(f"| {name} | {metric} | {cells} |")
     return "\n".join(lines)
 
 

@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from app.fraud.features import FEATURES
-
 if TYPE_CHECKING:  # training.fraud publishes this graph with its model
     from training.fraud import DerivedFeatures, FraudMLP, ServingFraudModel
 
@@ -33,7 +31,7 @@ METHOD = "integrated_gradients_midpoint"
 
 
 class FraudReasons(nn.Module):
-    """Raw float32 `[n, 15]` features -> attributions `[n, 15]` in log-odds."""
+    """Raw float32 `[n, columns]` features -> attributions `[n, columns]` in log-odds."""
 
     def __init__(self, model: ServingFraudModel, baseline: np.ndarray) -> None:
         super().__init__()
@@ -42,9 +40,9 @@ class FraudReasons(nn.Module):
         derive = model.derive
         if derive.enabled:
             # One-hot rows that send the ratios' gradients back to the amount and averages.
-            to_amount = torch.zeros(len(FEATURES))
+            to_amount = torch.zeros(len(derive.columns))
             to_amount[derive.amount] = 1.0
-            to_averages = torch.zeros(len(derive.averages), len(FEATURES))
+            to_averages = torch.zeros(len(derive.averages), len(derive.columns))
             for row, column in enumerate(derive.averages):
                 to_averages[row, column] = 1.0
             self.register_buffer("to_amount", to_amount)
@@ -61,7 +59,7 @@ class FraudReasons(nn.Module):
         return self.gradient((features + self.baseline) * 0.5) * (features - self.baseline)
 
     def gradient(self, features: torch.Tensor) -> torch.Tensor:
-        """d logit(p) / d raw features `[n, 15]`."""
+        """d logit(p) / d raw features `[n, columns]`."""
         model, derive = self.model, self.model.derive
         derived = derive(features)
         scaled = (derived - model.mean) / model.std
@@ -157,7 +155,7 @@ def _through_derived(
     """d / d raw features, from d / d derived features."""
     if not derive.enabled:
         return d_derived
-    width = len(FEATURES)
+    width = len(derive.columns)
     # log1p(max(x, 0)) where logged: 1 / (1 + x) from 0 up (clamp passes its bound), else 0.
     logged_slope = torch.where(x >= 0, 1.0 / (1.0 + x.clamp_min(0)), torch.zeros_like(x))
     slope = torch.where(derive.log_mask, logged_slope, torch.ones_like(x))

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from app.fraud.features import FEATURES
 from app.model_card import ModelCard
 from training import plots
 from training.fraud_data import feature_matrix, load_transactions, split_window
@@ -45,9 +44,10 @@ def check_reasons(cfg: ReasonsCheckConfig) -> dict:
         raise SystemExit(f"{folder}: the model has no reasons graph")
     run_dir = new_run_dir(cfg.runs_dir, "reasons-check")
     frame = load_transactions(cfg.data)
-    rows = np.concatenate([feature_matrix(split_window(frame, start).test) for start in cfg.folds])
-    columns = [FEATURES.index(f) for f in card.tabular.features]
-    rows = rows[:, columns]  # in the card's order, as the service sends them
+    columns = tuple(card.tabular.features)  # in the card's order, as the service sends them
+    rows = np.concatenate(
+        [feature_matrix(split_window(frame, start).test, columns) for start in cfg.folds]
+    )
     result = deletion_test(folder, card, rows, cfg.flagged, cfg.top, cfg.seed)
     result |= {"model": f"{card.name}/{card.version}", "config": asdict(cfg)}
     (run_dir / "reasons_check.json").write_text(json.dumps(result, indent=2))

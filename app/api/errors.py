@@ -26,6 +26,7 @@ STATUS_BY_ERROR: dict[type[errors.ServingError], int] = {
     errors.Forbidden: 403,
     errors.ModelNotFound: 404,
     errors.NotInHistory: 404,
+    errors.NeedsHistory: 422,
     errors.AlertNotFound: 404,
     errors.AlertResolved: 409,
     errors.FreezeConflict: 409,

@@ -41,7 +41,7 @@ class TransactionRows:
     """Validated transactions as a fraud model reads them."""
 
     ids: list[str | int]  # transaction_id, for the answer
-    features: np.ndarray  # float32 `[n, features]` in FEATURES order
+    features: np.ndarray  # float32 `[n, 15]` in FEATURES order: the benchmark's, sent
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,11 +51,20 @@ class TransactionRows:
         return in_card_order(self.features, model_card)
 
 
-def in_card_order(rows: np.ndarray, model_card: ModelCard) -> np.ndarray:
-    """Rows in FEATURES order, in the column order the model card lists."""
+def in_card_order(
+    rows: np.ndarray, model_card: ModelCard, order: tuple[str, ...] = FEATURES
+) -> np.ndarray:
+    """Rows with columns in `order` (FEATURES as sent; ALL_FEATURES from the history), in
+    the column order the model card lists."""
     assert model_card.tabular is not None
-    columns = _card_columns(tuple(model_card.tabular.features))
+    columns = _card_columns(tuple(model_card.tabular.features), order)
     return rows if columns is None else rows[:, columns]
+
+
+def takes_sent_features(model_card: ModelCard) -> bool:
+    """Whether a model reads only features a client can send (none only the history
+    computes)."""
+    return model_card.tabular is not None and set(model_card.tabular.features) <= set(FEATURES)
 
 
 def decode_transactions(body: bytes, max_transactions: int) -> TransactionRows:
@@ -141,9 +150,9 @@ def validate_one_or_batch(body: bytes, one: type[BaseModel], batch: type[BaseMod
 
 
 @lru_cache(maxsize=64)
-def _card_columns(features: tuple[str, ...]) -> list[int] | None:
-    """Where a model card's columns sit in FEATURES order; None when they are that order."""
-    return None if features == FEATURES else [FEATURES.index(f) for f in features]
+def _card_columns(features: tuple[str, ...], order: tuple[str, ...]) -> list[int] | None:
+    """Where a model card's columns sit in `order`; None when they are that order."""
+    return None if features == order else [order.index(f) for f in features]
 
 
 def body_error(problems: list[Any], body: bytes) -> ServingError:

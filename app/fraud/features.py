@@ -1,8 +1,12 @@
-"""The 15 fraud-model inputs, named once for training and serving alike.
+"""The fraud-model inputs, named once for training and serving alike, in named sets.
 
-The definitions follow the fraud benchmark's handbook. `training/` computes these columns
-from transaction history; the service receives the behavioural ones from the client and
-derives the calendar ones from the timestamp with the functions below.
+- `benchmark-15`: the fraud benchmark's 15 inputs, as its handbook defines them. The
+  stateless route receives the behavioural ones from the client; the history computes them.
+- `history-17`: those and what the service's own history adds, computed only by it, at the
+  payment's moment (see `HISTORY_FEATURES`).
+
+`training/` computes every column over the dataset; the history stores compute the same
+online. A model card lists the columns its model takes, and names their set.
 """
 
 from __future__ import annotations
@@ -12,6 +16,10 @@ from datetime import datetime
 from typing import Literal
 
 WINDOWS_DAYS = (1, 7, 30)
+# The history's own inputs: a payment against the card's earlier payments of 30 days.
+MEAN_AMOUNT_DAYS = 30
+HIGH_AMOUNT_DAYS = 14
+HIGH_AMOUNT_TIMES = 3.0  # "high": over three times that mean
 NIGHT_HOURS = range(0, 7)  # 00:00:00 to 06:59:59
 TERMINAL_DELAY_DAYS = 7  # fraud labels are known about a week later
 
@@ -59,12 +67,48 @@ FEATURES: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class HistoryFeature:
+    """An input only the history can compute: its model column and its name in answers."""
+
+    column: str
+    name: str
+
+
+# One simulated fraud pattern multiplies a stolen card's amounts for two weeks. The
+# benchmark's averages include the payment itself, which dilutes a single large amount on a
+# quiet card; these two measure it against the card's earlier payments alone, and count how
+# many such payments the card made lately (a card being emptied). Chosen on the protocol's
+# folds over others tried: time since the card's previous payment, its payments at this
+# terminal before, the terminal's undelayed counts, the amount over the card's median.
+HISTORY_FEATURES: tuple[HistoryFeature, ...] = (
+    HistoryFeature("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW", "customer_amount_over_mean_30d"),
+    HistoryFeature(
+        "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW", f"customer_nb_high_amount_{HIGH_AMOUNT_DAYS}d"
+    ),
+)
+
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "benchmark-15": FEATURES,
+    "history-17": (*FEATURES, *(f.column for f in HISTORY_FEATURES)),
+}
+# Every column the history computes, in this order: the widest set.
+ALL_FEATURES: tuple[str, ...] = FEATURE_SETS["history-17"]
+HISTORY_ONLY: frozenset[str] = frozenset(f.column for f in HISTORY_FEATURES)
+
+
+def feature_set_of(columns: list[str] | tuple[str, ...]) -> str | None:
+    """The name of the set these columns are, in this order; None for none."""
+    return next((n for n, s in FEATURE_SETS.items() if tuple(columns) == s), None)
+
+
 # Model column -> its name in answers (`?include=features`) and the customer view.
 FEATURE_NAMES: dict[str, str] = {
     "TX_AMOUNT": "amount",
     "TX_DURING_WEEKEND": "during_weekend",
     "TX_DURING_NIGHT": "during_night",
     **BEHAVIOURAL_FIELDS,
+    **{f.column: f.name for f in HISTORY_FEATURES},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from app.fraud.features import FEATURE_NAMES
+from app.fraud.features import FEATURE_NAMES, FEATURES, HIGH_AMOUNT_DAYS, MEAN_AMOUNT_DAYS
 from app.model_card import ModelCard
 
 ReasonsMode = Literal["flagged", "always", "never"]
@@ -18,9 +18,15 @@ _SPAN = {1: "day", 7: "week", 30: "30 days"}
 def _code(feature: str) -> str:
     """A stable code per feature, what a client may switch on: `amount`, `weekend`, `night`,
     `customer_activity_1d`, `customer_average_7d`, `terminal_activity_30d`,
-    `terminal_risk_7d`, ..."""
+    `terminal_risk_7d`, `customer_amount_over_mean_30d`, `customer_high_amounts_14d`..."""
     name = FEATURE_NAMES[feature]
-    special = {"during_weekend": "weekend", "during_night": "night"}
+    special = {
+        "during_weekend": "weekend",
+        "during_night": "night",
+        f"customer_nb_high_amount_{HIGH_AMOUNT_DAYS}d": (
+            f"customer_high_amounts_{HIGH_AMOUNT_DAYS}d"
+        ),
+    }
     return special.get(
         name, name.replace("_nb_tx_", "_activity_").replace("_avg_amount_", "_average_")
     )
@@ -31,12 +37,13 @@ CODES: dict[str, str] = {feature: _code(feature) for feature in FEATURE_NAMES}
 
 def explains(model_card: ModelCard) -> bool:
     """Whether reasons can be given for this model's scores: it has a reasons graph, and
-    reads the fifteen features the sentences are about."""
+    reads the benchmark's fifteen features (the sentences compare with them), and only
+    features the sentences are about."""
     tabular = model_card.tabular
     return (
         model_card.reasons is not None
         and tabular is not None
-        and set(tabular.features) == set(FEATURE_NAMES)
+        and set(FEATURES) <= set(tabular.features) <= set(FEATURE_NAMES)
     )
 
 
@@ -90,6 +97,10 @@ def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> 
                 f"30-day average of {average_30:.2f}"
             )
         return f"amount {amount:.2f}, with no earlier payment of {this_card} to compare"
+    if feature == "CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW":
+        return _against_earlier_mean(v, this_card)
+    if feature == f"CUSTOMER_ID_NB_HIGH_AMOUNT_{HIGH_AMOUNT_DAYS}DAY_WINDOW":
+        return _high_amounts(v[feature], v, this_card)
     if feature == "TX_DURING_NIGHT":
         return "night-time payment (00:00 to 06:59)"
     if feature == "TX_DURING_WEEKEND":
@@ -112,4 +123,37 @@ def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> 
     return (
         f"{this_terminal}: {frauds} of its {count:.0f} transactions in the known {span} "
         "before were fraud"
+    )
+
+
+def _earlier_mean(v: Mapping[str, float]) -> tuple[int, float | None]:
+    """How many earlier payments of the card's 30 days there were, and their mean (None
+    where it cannot be had from the amount and its ratio)."""
+    earlier = round(v[f"CUSTOMER_ID_NB_TX_{MEAN_AMOUNT_DAYS}DAY_WINDOW"]) - 1
+    ratio = v["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"]
+    if earlier < 1 or ratio <= 0:
+        return max(earlier, 0), None
+    return earlier, v["TX_AMOUNT"] / ratio
+
+
+def _against_earlier_mean(v: Mapping[str, float], this_card: str) -> str:
+    amount = v["TX_AMOUNT"]
+    earlier, mean = _earlier_mean(v)
+    if mean is None:
+        return f"amount {amount:.2f}, with no earlier payment of {this_card} in 30 days to compare"
+    ratio = v["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"]
+    payments = "payment" if earlier == 1 else "payments"
+    return (
+        f"amount {amount:.2f} is {ratio:.1f} times the mean of {this_card}'s {earlier} earlier "
+        f"{payments} in 30 days ({mean:.2f})"
+    )
+
+
+def _high_amounts(count: float, v: Mapping[str, float], this_card: str) -> str:
+    _, mean = _earlier_mean(v)
+    against = "its 30-day mean" if mean is None else f"its 30-day mean of {mean:.2f}"
+    payments = "payment" if round(count) == 1 else "payments"
+    return (
+        f"{this_card}: {count:.0f} {payments} in the {HIGH_AMOUNT_DAYS} days before over three "
+        f"times {against}"
     )

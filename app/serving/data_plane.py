@@ -24,10 +24,11 @@ import numpy as np
 from app.codecs.images import decode_image, to_input_rows
 from app.codecs.open_inference import CheckedRequest
 from app.codecs.payments import PaymentBatch
-from app.codecs.transactions import TransactionRows, in_card_order
+from app.codecs.transactions import TransactionRows, in_card_order, takes_sent_features
 from app.errors import (
     ClientGone,
     InferenceFailed,
+    NeedsHistory,
     ServingError,
     ShuttingDown,
     ValidationFailed,
@@ -35,7 +36,7 @@ from app.errors import (
 from app.fraud.alerts.records import FlaggedPayment
 from app.fraud.answers import pack_answer, unpack_answer, was_frozen
 from app.fraud.decisions import decide
-from app.fraud.features import FEATURE_NAMES, FEATURES
+from app.fraud.features import ALL_FEATURES, FEATURE_NAMES, FEATURES
 from app.fraud.history.store import HistoryStore, Recorded
 from app.fraud.reasons import ReasonsMode, explains, frozen_reason, top_reasons
 from app.model_card import ImagePreprocessing, ModelCard
@@ -141,7 +142,12 @@ class DataPlane:
         """Each transaction's fraud probability and decision, in request order, with the
         reasons of those that need them."""
         runtime, transactions, outputs = await self._serve(
-            call, "tabular_classifier", lambda _: read_transactions(), _transaction_rows
+            call,
+            "tabular_classifier",
+            lambda _: read_transactions(),
+            _transaction_rows,
+            _takes_sent_features,
+            prefer=takes_sent_features,
         )
         model_card = runtime.model_card
         thresholds = model_card.thresholds
@@ -173,7 +179,7 @@ class DataPlane:
         if"): nothing is kept, and no alert raised."""
         history = self._history
         recorded: list[Recorded] = []
-        inputs: list[list[float]] = []  # per payment, in FEATURES order
+        inputs: list[list[float]] = []  # per payment, in ALL_FEATURES order
         answered_inputs: list[list[float]] = []  # those of the answers given (a retry's first)
         answered_by: list[ModelRuntime] = []
         frozen: list[bool] = []  # per payment: declined because its card was frozen
@@ -186,7 +192,7 @@ class DataPlane:
                 r.windows.model_inputs(p.payment.amount, p.weekend, p.night)
                 for p, r in zip(batch, recorded, strict=True)
             )
-            return in_card_order(np.asarray(inputs, dtype=np.float32), model_card)
+            return in_card_order(np.asarray(inputs, dtype=np.float32), model_card, ALL_FEATURES)
 
         async def to_rows(model_card: ModelCard, batch: PaymentBatch) -> Rows:
             payments = [p.payment for p in batch]
@@ -216,7 +222,8 @@ class DataPlane:
                 transaction_id = entry.payment.transaction_id
                 if entry.earlier_answer:
                     result = unpack_answer(transaction_id, entry.earlier_answer)
-                    values = list(result["features"].values())
+                    if len(result["features"]) == len(values):  # else kept by an older version
+                        values = list(result["features"].values())
                     frozen.append(was_frozen(entry.earlier_answer))
                     if not include_features:
                         del result["features"]
@@ -262,6 +269,7 @@ class DataPlane:
             "always" if reasons == "always" else "flagged",
             answered_inputs.__getitem__,
             [(r.payment.customer_id, r.payment.terminal_id) for r in recorded],
+            ALL_FEATURES,
         )
         for entry, result, payment_frozen in zip(recorded, results, frozen, strict=True):
             if payment_frozen:
@@ -310,11 +318,13 @@ class DataPlane:
         to_rows: Callable[[ModelCard, Payload], Awaitable[Rows] | Rows],
         check: Callable[[ModelCard], None] | None = None,
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None = None,
+        prefer: Callable[[ModelCard], bool] | None = None,
     ) -> tuple[ModelRuntime, Payload, np.ndarray]:
-        """Resolve, admit, read, convert and infer; the runtime that answered, the payload
-        read, and the model's outputs for it. `on_outputs` is given them in the batcher
-        (see `DynamicBatcher.infer`)."""
-        runtime = self._registry.resolve(call.model, call.version, kind)
+        """Resolve (without a version, the newest `prefer` accepts, where one does), admit,
+        read, convert and infer; the runtime that answered, the payload read, and the model's
+        outputs for it. `on_outputs` is given them in the batcher (see
+        `DynamicBatcher.infer`)."""
+        runtime = self._registry.resolve(call.model, call.version, kind, prefer)
         _report(call, runtime)
         if check is not None:
             check(runtime.model_card)
@@ -397,6 +407,7 @@ async def _explain(
     mode: ReasonsMode,
     values_of: Callable[[int], list[float]],
     subjects: list[tuple[Any, Any]] | None = None,
+    order: tuple[str, ...] = FEATURES,
 ) -> None:
     """Give the results that need them (flagged ones, or all, or none) their reasons, from
     one batched run of the model's reasons graph. Models without one give none. The score
@@ -409,7 +420,7 @@ async def _explain(
     if not wanted or not explains(model_card):  # most answers are approvals: checked last
         return
     values = [values_of(i) for i in wanted]
-    rows = in_card_order(np.asarray(values, dtype=np.float32), model_card)
+    rows = in_card_order(np.asarray(values, dtype=np.float32), model_card, order)
     try:
         attributions = await runtime.explainer.infer(rows, call.deadline)
     except ServingError as exc:
@@ -423,7 +434,7 @@ async def _explain(
     for index, row_values, row in zip(wanted, values, attributions.tolist(), strict=True):
         subject = subjects[index] if subjects else (None, None)
         results[index]["reasons"] = top_reasons(
-            dict(zip(FEATURES, row_values, strict=True)),
+            dict(zip(order, row_values, strict=True)),
             dict(zip(columns, row, strict=True)),
             *subject,
         )
@@ -431,6 +442,18 @@ async def _explain(
 
 def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> np.ndarray:
     return transactions.columns_for(model_card)
+
+
+def _takes_sent_features(model_card: ModelCard) -> None:
+    if takes_sent_features(model_card):
+        return
+    assert model_card.tabular is not None
+    computed = [FEATURE_NAMES[f] for f in model_card.tabular.features if f not in FEATURES]
+    raise NeedsHistory(
+        f"model {model_card.name!r} version {model_card.version} also takes features only "
+        f"the service's history computes ({', '.join(computed)}): send raw payments to "
+        "/v1/fraud/transactions, or name a version that takes the benchmark's 15 features"
+    )
 
 
 def _report(call: InferenceCall, runtime: ModelRuntime) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
@@ -42,6 +43,11 @@ class ModelVersion:
     runtime: ModelRuntime | None = None
     # For a failed version: its files as they were; changed files are loaded again.
     files_seen: tuple[tuple[int, int], ...] | None = None
+
+
+def _card_of(version: ModelVersion) -> ModelCard:
+    assert version.runtime is not None  # a ready version has its runtime
+    return version.runtime.model_card
 
 
 def _files_now(version_dir: VersionDir) -> tuple[tuple[int, int], ...]:
@@ -191,9 +197,14 @@ class ModelRegistry:
         await self._loaded.wait()
 
     def resolve(
-        self, name: str, version: int | None = None, kind: Kind | None = None
+        self,
+        name: str,
+        version: int | None = None,
+        kind: Kind | None = None,
+        prefer: Callable[[ModelCard], bool] | None = None,
     ) -> ModelRuntime:
-        """The runtime that serves a request; the highest ready version unless one is named."""
+        """The runtime that serves a request; the highest ready version unless one is named
+        (the highest `prefer` accepts, where one does)."""
         versions = self._models.get(name)
         if not versions:
             raise ModelNotFound(f"no model named {name!r}")
@@ -205,7 +216,8 @@ class ModelRegistry:
                     for v in versions.values()
                 )
                 raise ModelNotReady(f"model {name!r} has no ready version ({states})")
-            entry = max(ready, key=lambda v: v.version)
+            preferred = [v for v in ready if prefer is None or prefer(_card_of(v))]
+            entry = max(preferred or ready, key=lambda v: v.version)
         else:
             if version not in versions:
                 raise ModelNotFound(f"model {name!r} has no version {version}")

@@ -16,19 +16,21 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from app.fraud.features import BEHAVIOURAL_FIELDS, is_night, is_weekend
+from app.fraud.features import BEHAVIOURAL_FIELDS, FEATURES, is_night, is_weekend
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 class Model:
-    """The newest version of `models/<name>/`, in an ONNX Runtime session."""
+    """The newest version of `models/<name>/` whose inputs a client sends (not one that
+    needs deepserve's history), in an ONNX Runtime session."""
 
     def __init__(self, name: str) -> None:
-        folder = max(
-            (MODELS / name).iterdir(), key=lambda p: int(p.name) if p.name.isdigit() else 0
-        )
-        self.card = json.loads((folder / "model.json").read_text())
+        versions = [p for p in (MODELS / name).iterdir() if p.name.isdigit()]
+        cards = {p: json.loads((p / "model.json").read_text()) for p in versions}
+        sendable = [p for p, card in cards.items() if _takes_sent_features(card)]
+        folder = max(sendable, key=lambda p: int(p.name))
+        self.card = cards[folder]
         self.session = ort.InferenceSession(
             str(folder / "model.onnx"), providers=["CPUExecutionProvider"]
         )
@@ -37,6 +39,11 @@ class Model:
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: batch})[0]
+
+
+def _takes_sent_features(card: dict) -> bool:
+    tabular = card.get("tabular")
+    return tabular is None or set(tabular["features"]) <= set(FEATURES)
 
 
 def decode(data: bytes, card: dict) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import orjson
 
 from app.fraud.answers import pack_answer, unpack_answer, was_frozen
@@ -10,6 +12,7 @@ from app.fraud.features import FEATURE_NAMES
 
 def test_an_answer_packs_small_and_unpacks_exactly() -> None:
     inputs = [57.23, 0.0, 1.0, 1, 57.23, 3, 40.1 / 3, 9, 1 / 3, 0, 0.0, 4, 0.25, 17, 2 / 17]
+    inputs += [57.23 / (40.1 / 3), 1]
     packed = pack_answer(0.1 + 0.2, "review", inputs)
     assert len(packed) < 150
     answer = unpack_answer("tx-9", packed)
@@ -18,6 +21,16 @@ def test_an_answer_packs_small_and_unpacks_exactly() -> None:
     assert list(answer["features"]) == list(FEATURE_NAMES.values())
     assert list(answer["features"].values()) == inputs
     assert not was_frozen(packed)
+
+
+def test_an_answer_kept_with_the_benchmarks_inputs_alone_reads_back() -> None:
+    """As an earlier version packed it, before the history's own features."""
+    inputs = [float(i) for i in range(15)]
+    packed = struct.pack("<Bd15d", 1, 0.75, *inputs)
+    answer = unpack_answer(4, packed)
+    assert answer["decision"] == "review" and answer["fraud_probability"] == 0.75
+    assert list(answer["features"].values()) == inputs
+    assert list(answer["features"]) == list(FEATURE_NAMES.values())[:15]
 
 
 def test_a_frozen_cards_decline_is_kept_as_such() -> None:

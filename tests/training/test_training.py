@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from app.fraud.features import FEATURES
+from app.fraud.features import ALL_FEATURES, FEATURES
 from app.model_card import ModelCard
 from training import plots
 from training.cnn import (
@@ -220,6 +220,14 @@ def test_features_match_their_definitions() -> None:
             assert row[f"TERMINAL_ID_RISK_{n}DAY_WINDOW"] == pytest.approx(risk)
         assert row["TX_DURING_WEEKEND"] == int(t.weekday() >= 5)
         assert row["TX_DURING_NIGHT"] == int(t.hour < 7)
+        before = frame.iloc[:index]  # the card's earlier payments: the row itself excluded
+        mine = before[(before.CUSTOMER_ID == row.CUSTOMER_ID) & (t - 30 * day < before.TX_DATETIME)]
+        mean = mine.TX_AMOUNT.mean() if len(mine) else None
+        over = row.TX_AMOUNT / mean if mean else 1.0
+        assert row["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"] == pytest.approx(over)
+        recent = mine[t - 14 * day < mine.TX_DATETIME]
+        high = (3 * mean < recent.TX_AMOUNT).sum() if mean else 0
+        assert row["CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW"] == high
     matrix = feature_matrix(frame)
     assert matrix.shape == (len(frame), len(FEATURES))
     np.testing.assert_array_equal(
@@ -321,15 +329,16 @@ def test_fraud_training_exports_a_model_with_thresholds(
     )
     assert folder is not None
     card = ModelCard.model_validate_json((folder / "model.json").read_text())
-    assert card.tabular is not None and card.tabular.features == list(FEATURES)
+    assert card.tabular is not None and card.tabular.features == list(ALL_FEATURES)
+    assert card.tabular.feature_set == "history-17"
     assert card.thresholds is not None and card.thresholds.review <= card.thresholds.decline
     assert float(card.metrics["test_auc_roc"]) > 0.8  # amount > 220 is easy to learn
-    assert card.reasons is not None and len(card.reasons.baseline) == len(FEATURES)
+    assert card.reasons is not None and len(card.reasons.baseline) == len(ALL_FEATURES)
     assert (folder / card.reasons.file).is_file()
     assert float(card.metrics["reasons_onnx_parity_max_abs_diff"]) < 1e-4
     # The deletion test on a small slice (every day, every card: the mechanics are under
     # test here, not the model): the reasons name what drives the score.
-    rows = feature_matrix(load_transactions(str(transactions_csv)))
+    rows = feature_matrix(load_transactions(str(transactions_csv)), ALL_FEATURES)
     check = deletion_test(folder, card, rows, flagged=50, top=3, seed=0)
     assert check["transactions"] >= 5
     assert check["fall_top_reasons"] >= 2 * check["fall_random_features"]  # one feature rules
@@ -352,16 +361,18 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_
         )
     )
     assert set(results) == {
-        "ours: MLP",
-        "ours: logistic regression",
-        "ours: gradient-boosted trees",
+        f"ours: {model}, {feature_set}"
+        for model in ("MLP", "logistic regression", "gradient-boosted trees")
+        for feature_set in ("benchmark-15", "history-17")
     }
     for metrics in results.values():
         assert all(len(values) == 2 for values in metrics.values())
-    # Amounts above 220 are fraud: every model learns that.
-    assert np.mean(results["ours: logistic regression"]["auc_roc"]) > 0.8
+    # Amounts above 220 are fraud: every model learns that, on either set.
+    assert np.mean(results["ours: logistic regression, benchmark-15"]["auc_roc"]) > 0.8
+    assert np.mean(results["ours: logistic regression, history-17"]["auc_roc"]) > 0.8
     table = (next((tmp_path / "runs").iterdir()) / "results.md").read_text()
-    assert "published: XGBoost (tuned)" in table and "ours: MLP" in table
+    assert "published: XGBoost (tuned)" in table and "ours: MLP, history-17" in table
+    assert "fold 2018-05-02" in table  # each fold's figures, not only the means
 
 
 def test_image_training_resumes_from_its_checkpoint(
@@ -560,3 +571,22 @@ def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, mon
         "fraud-evaluation-20261123-093201-3",
     ]
     assert all(p.is_dir() for p in made)
+
+
+def test_no_feature_sees_the_future() -> None:
+    """Rows after a moment shuffled (amounts, cards, terminals, labels): no feature of a row
+    before it changes. Only what the service has at a payment's moment goes into it."""
+    frame = synthetic_transactions(days=40)
+    cut = pd.Timestamp("2018-04-25")
+    later = frame["TX_DATETIME"] >= cut
+    rng = np.random.default_rng(1)
+    shuffled = frame.copy()
+    for column in ("TX_AMOUNT", "CUSTOMER_ID", "TERMINAL_ID", "TX_FRAUD"):
+        shuffled.loc[later, column] = rng.permutation(frame.loc[later, column].to_numpy())
+    assert not shuffled.equals(frame)
+    before, after = add_features(frame), add_features(shuffled)
+    kept = before["TX_DATETIME"] < cut
+    assert kept.sum() > 100 and (~kept).sum() > 100
+    pd.testing.assert_frame_equal(
+        before.loc[kept, list(ALL_FEATURES)], after.loc[kept.to_numpy(), list(ALL_FEATURES)]
+    )

@@ -1,6 +1,6 @@
 // Transactions: record a payment and score it from the card's history (or, "what if",
-// score it without recording), with its decision, its reasons in words and the fifteen
-// features; the card's recent payments below.
+// score it without recording), with its decision, its reasons in words and the features
+// the history computed; the card's recent payments below.
 import { api, el, explain, showStatus, when } from "./api.js";
 
 export function setUp() {

@@ -55,17 +55,20 @@ class Payment(NamedTuple):
 
 
 class Windows(NamedTuple):
-    """The twelve behavioural features of one payment, computed from the history. (A
-    tuple: one is made for every payment scored.)"""
+    """The behavioural features of one payment, computed from the history: the benchmark's
+    twelve, then the history's own (`app.fraud.features.HISTORY_FEATURES`). (A tuple: one is
+    made for every payment scored.)"""
 
     customer_nb_tx: tuple[int, int, int]  # over 1, 7 and 30 days
     customer_avg_amount: tuple[float, float, float]
     terminal_nb_tx: tuple[int, int, int]
     terminal_risk: tuple[float, float, float]
+    customer_amount_over_mean: float  # over the mean of the card's earlier 30 days
+    customer_nb_high_amount: int  # earlier payments of 14 days over 3 times that mean
 
     def model_inputs(self, amount: float, weekend: bool, night: bool) -> list[float]:
-        """The fifteen model inputs in `app.fraud.features.FEATURES` order."""
-        counts, averages, terminal_counts, risks = self
+        """Every model input in `app.fraud.features.ALL_FEATURES` order."""
+        counts, averages, terminal_counts, risks, over_mean, high = self
         return [
             amount,
             float(weekend),
@@ -82,4 +85,6 @@ class Windows(NamedTuple):
             risks[1],
             terminal_counts[2],
             risks[2],
+            over_mean,
+            high,
         ]

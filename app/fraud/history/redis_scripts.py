@@ -27,6 +27,7 @@ local P = ARGV[1]
 local DAY = 86400000000
 local WINDOWS = {1, 7, 30}
 local DELAY = 7
+local HIGH_DAYS, HIGH_TIMES = 14, 3  -- the mean's window is the longest of WINDOWS
 
 local function bound(t) return string.format('%.0f', t) end
 -- Anchored at the start, `.*` runs to the end once and backs up to the last NUL: a few
@@ -44,7 +45,7 @@ local function parse(record)
 end
 local function terminal_label(label) return (label == '1') and '1' or '0' end
 
--- The twelve values in one string: a reply of fewer, longer elements parses faster.
+-- The fourteen values in one string: a reply of fewer, longer elements parses faster.
 local function windows(card, terminal, amount, t, head)
   local card_key, terminal_key = P .. 'c:' .. card, P .. 'k:' .. terminal
   local out = {}
@@ -61,6 +62,19 @@ local function windows(card, terminal, amount, t, head)
     out[#out + 1] = at - starts[n] + 1
     out[#out + 1] = string.format('%.17g', sum)
   end
+  -- Against the card's earlier payments of 30 days (the payment, last, excluded), summed
+  -- oldest first as `windows.py` and `training/` sum them: the same mean to the last bit.
+  local earlier, total, over, high = #amounts - 1, 0, 1, 0
+  for j = 1, earlier do total = total + amounts[j] end
+  if earlier > 0 then
+    local mean = total / earlier
+    if mean > 0 then over = tonumber(amount) / mean end
+    local bar = HIGH_TIMES * mean
+    local recent = redis.call('ZCOUNT', card_key, '-inf', bound(t - HIGH_DAYS * DAY))
+    for j = recent - starts[3] + 1, earlier do
+      if amounts[j] > bar then high = high + 1 end
+    end
+  end
   local near = redis.call('ZCOUNT', terminal_key, '-inf', bound(t - DELAY * DAY))
   local fars = {}
   for n = 1, 3 do
@@ -76,6 +90,8 @@ local function windows(card, terminal, amount, t, head)
     out[#out + 1] = near - fars[n]
     out[#out + 1] = frauds
   end
+  out[#out + 1] = string.format('%.17g', over)
+  out[#out + 1] = high
   return table.concat(out, ' ')
 end
 
@@ -201,7 +217,7 @@ return out
 )
 
 # ARGV: prefix, retention in us, then per payment: id, card, terminal, amount, time, head.
-# RECORD for one group, then undone: returns "ok" and per payment the 12 window values and
+# RECORD for one group, then undone: returns "ok" and per payment the 14 window values and
 # whether its card is frozen; or "conflict" or "old" and the id. Nothing stays.
 PREVIEW = (
     PRELUDE
@@ -258,7 +274,7 @@ return out
 )
 
 # ARGV: prefix, "c" or "k", how many payments, then the keys the URL may name (an integer
-# id's first). Returns {} when none holds a payment, else {entity, the 12 window values of
+# id's first). Returns {} when none holds a payment, else {entity, the 14 window values of
 # its newest payment (one string), then per payment newest first: id, record}.
 VIEW = (
     PRELUDE

@@ -265,8 +265,9 @@ class RedisHistory:
 
 
 def _windows(text: bytes, amount: float) -> Windows:
-    """The script's twelve values: per window the card's count and amount sum, then the
-    terminal's count and frauds."""
+    """The script's fourteen values: per window the card's count and amount sum, then the
+    terminal's count and frauds, then the amount over the card's earlier mean and its high
+    amounts."""
     values = text.split()
     counts = (int(values[0]), int(values[2]), int(values[4]))
     sums = (float(values[1]), float(values[3]), float(values[5]))
@@ -279,6 +280,8 @@ def _windows(text: bytes, amount: float) -> Windows:
         customer_avg_amount=(averages[0], averages[1], averages[2]),
         terminal_nb_tx=terminal,
         terminal_risk=(risks[0], risks[1], risks[2]),
+        customer_amount_over_mean=float(values[12]),
+        customer_nb_high_amount=int(values[13]),
     )
 
 

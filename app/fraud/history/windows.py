@@ -5,6 +5,10 @@ features of a payment computed from them exactly as the benchmark defines them.
   up to it in (time, transaction id) order.
 - Terminal windows: (t - 7 - N days, t - 7 days]; risk is the share labelled fraud, 0 where
   there are none; a payment with no label counts as genuine.
+- Against the card's earlier payments in (t - 30 days, t), the payment excluded: its amount
+  over their mean (1 where there are none, or their mean is 0), and how many of those in
+  (t - 14 days, t) were over three times that mean. Summed oldest first, as `training/` and
+  the Redis store sum them, so that all three agree to the last bit.
 """
 
 from __future__ import annotations
@@ -12,7 +16,13 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 
-from app.fraud.features import TERMINAL_DELAY_DAYS, WINDOWS_DAYS
+from app.fraud.features import (
+    HIGH_AMOUNT_DAYS,
+    HIGH_AMOUNT_TIMES,
+    MEAN_AMOUNT_DAYS,
+    TERMINAL_DELAY_DAYS,
+    WINDOWS_DAYS,
+)
 from app.fraud.history.records import DAY_US, Payment, TransactionId, Windows
 
 
@@ -120,6 +130,30 @@ class Known:
         )
 
 
+def _against_earlier_mean(
+    customer: Timeline, t: int, before: int, amount: float
+) -> tuple[float, int]:
+    """The amount over the mean of the card's payments of the 30 days up to `before` (the
+    payment's place), and how many of those within 14 days were over three times that
+    mean."""
+    amounts, times = customer.amounts, customer.times
+    start = bisect_right(times, t - MEAN_AMOUNT_DAYS * DAY_US, 0, before)
+    total = 0.0
+    for earlier in amounts[start:before]:  # oldest first, not `sum`: its order is its own
+        total += earlier
+    count = before - start
+    if not count:
+        return 1.0, 0
+    mean = total / count
+    bar = HIGH_AMOUNT_TIMES * mean
+    recent = bisect_right(times, t - HIGH_AMOUNT_DAYS * DAY_US, start, before)
+    high = 0
+    for earlier in amounts[recent:before]:
+        if earlier > bar:
+            high += 1
+    return (amount / mean if mean > 0 else 1.0), high
+
+
 class HistoryIndex:
     """Every recorded payment within the retention, by transaction id, card and terminal."""
 
@@ -159,7 +193,7 @@ class HistoryIndex:
         t = payment.time_us
         customer = self.customers.get(payment.customer_id) or _NOBODY
         times, amounts = customer.times, customer.amounts
-        end = customer.position(t, payment.transaction_id)
+        end = before = customer.position(t, payment.transaction_id)
         if end < len(times) and customer.ids[end] == payment.transaction_id:
             end += 1  # the payment itself
         # From the shortest window out, each longer one adding only what lies before the
@@ -173,6 +207,7 @@ class HistoryIndex:
             count = end - start
             counts.append(count)
             averages.append(total / count if count else payment.amount)
+        over_mean, high = _against_earlier_mean(customer, t, before, payment.amount)
         terminal = self.terminals.get(payment.terminal_id) or _NOBODY
         times, frauds = terminal.times, terminal.frauds
         near = bisect_right(times, t - TERMINAL_DELAY_DAYS * DAY_US)
@@ -187,6 +222,8 @@ class HistoryIndex:
             (averages[0], averages[1], averages[2]),
             (terminal_counts[0], terminal_counts[1], terminal_counts[2]),
             (risks[0], risks[1], risks[2]),
+            over_mean,
+            high,
         )
 
     def drop_before(self, time_us: int) -> list[TransactionId]:

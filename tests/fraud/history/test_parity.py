@@ -1,6 +1,7 @@
 """Online equals offline: payments of the real dataset replayed in time order into each
 store (embedded and Redis), in batches of 100 with each label sent once its payment is a week old,
-get exactly the window features `training/` computes over the whole file.
+get exactly the window features `training/` computes over the whole file, and the
+history's own features too.
 
 A slice (600 cards over seven weeks) runs here; the full replay through HTTP is its own
 make target."""
@@ -79,3 +80,13 @@ async def test_replayed_windows_equal_the_offline_features(
                 np.testing.assert_array_equal(got, expected, err_msg=column)
             else:
                 np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg=column)
+    # The history's own, summed in one order online and offline: equal to the last bit.
+    for column, values in [
+        ("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW",
+         [w.customer_amount_over_mean for w in online]),
+        ("CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW", [w.customer_nb_high_amount for w in online]),
+    ]:  # fmt: skip
+        expected = offline[column].to_numpy()[checked]
+        got = np.array(values, dtype=np.float64)[checked.to_numpy()]
+        np.testing.assert_array_equal(got, expected, err_msg=column)
+    assert (offline["CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW"][checked] > 0).sum() > 100

@@ -153,6 +153,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
 ) -> None:
     """Ties at one instant, int and string ids, late payments, labels corrected."""
     store = await new_store()
+    highs = 0
     reference = HistoryIndex()
     rng = random.Random(16)
     ids: list[int | str] = []
@@ -163,7 +164,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
             minutes = rng.choice([0, rng.randint(0, 30 * 24 * 60)])  # many ties at 0
             customer: int | str = rng.choice([1, 2, "1", "card\x00z"])
             terminal: int | str = rng.choice([5, 6, "5"])
-            amount = round(rng.uniform(1, 300), 2)
+            amount = round(rng.uniform(1, 300) * rng.choice([1, 1, 1, 8]), 2)  # some high
             payments.append(Payment(tid, customer, terminal, amount, T0 + minutes * 60_000_000))
         recorded = await store.record(payments)
         for payment in payments:
@@ -171,6 +172,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
             ids.append(payment.transaction_id)
         for payment, result in zip(payments, recorded, strict=True):
             assert_same(result.windows, reference.windows(payment))
+            highs += result.windows.customer_nb_high_amount > 0
         labels = [(rng.choice(ids), rng.random() < 0.3) for _ in range(rng.randint(0, 5))]
         await store.label(labels)
         for transaction_id, fraud in labels:
@@ -178,6 +180,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
         if batch % 20 == 19:
             await store.close()
             store = await new_store()
+    assert highs > 10  # the high amounts were exercised, not only their absence
 
 
 def assert_same(served: Windows, expected: Windows) -> None:
@@ -185,6 +188,9 @@ def assert_same(served: Windows, expected: Windows) -> None:
     assert served.terminal_nb_tx == expected.terminal_nb_tx
     assert served.customer_avg_amount == pytest.approx(expected.customer_avg_amount, rel=1e-12)
     assert served.terminal_risk == pytest.approx(expected.terminal_risk, rel=1e-12)
+    # Summed in the same order everywhere: equal to the last bit.
+    assert served.customer_amount_over_mean == expected.customer_amount_over_mean
+    assert served.customer_nb_high_amount == expected.customer_nb_high_amount
 
 
 async def test_concurrent_requests_are_written_together_and_fail_alone(

@@ -1,0 +1,77 @@
+"""Versions of one fraud model on different feature sets, through the real app: the
+stateful route computes what the history knows and serves the newest version; the stateless
+`/score` serves the newest version a client can send features for, and refuses by name one
+that needs the history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests import model_factory
+from tests.conftest import ClientFactory, transaction
+from tests.model_factory import fraud_probability
+
+
+@pytest.fixture
+def two_sets(tmp_path: Path, make_client: ClientFactory) -> TestClient:
+    root = tmp_path / "sets"
+    model_factory.fraud_model(root, version=1, reasons=True)
+    model_factory.fraud_model(root, version=2, reasons=True, feature_set="history-17")
+    return make_client(root)
+
+
+def payment(tid: int, amount: float, timestamp: str) -> dict:
+    return {
+        "transaction_id": tid,
+        "customer_id": 5,
+        "terminal_id": 8,
+        "amount": amount,
+        "timestamp": timestamp,
+    }
+
+
+def test_score_serves_the_newest_version_that_takes_sent_features(two_sets: TestClient) -> None:
+    answer = two_sets.post("/v1/fraud/score", json=transaction(amount=50.0))
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == 1
+    result = answer.json()["results"][0]
+    assert result["fraud_probability"] == pytest.approx(fraud_probability(50.0), rel=1e-5)
+
+
+def test_score_refuses_a_version_that_needs_the_history(two_sets: TestClient) -> None:
+    answer = two_sets.post("/v1/fraud/score?version=2", json=transaction(amount=50.0))
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "needs_history"
+    assert "customer_amount_over_mean_30d" in error["message"]
+    assert "/v1/fraud/transactions" in error["message"]
+
+
+def test_the_stateful_route_computes_the_history_set(two_sets: TestClient) -> None:
+    for tid, amount, when in [(1, 20.0, "2018-09-01T10:00:00"), (2, 40.0, "2018-09-05T10:00:00")]:
+        assert two_sets.post("/v1/fraud/transactions", json=payment(tid, amount, when)).is_success
+    now = payment(3, 300.0, "2018-09-10T10:00:00")
+    answer = two_sets.post("/v1/fraud/transactions?include=features&reasons=always", json=now)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == 2
+    (result,) = answer.json()["results"]
+    features = result["features"]
+    assert features["customer_amount_over_mean_30d"] == 10.0  # 300 over (20 + 40) / 2
+    assert features["customer_nb_high_amount_14d"] == 0
+    # The logistic model adds the ratio to its logit: 300 * 0.02 - 4 + 10.
+    assert result["fraud_probability"] == pytest.approx(1 / (1 + 2.718281828**-12), rel=1e-5)
+    reasons = {r["code"]: r for r in result["reasons"]}
+    ratio = reasons["customer_amount_over_mean_30d"]
+    assert ratio["text"] == (
+        "amount 300.00 is 10.0 times the mean of card 5's 2 earlier payments in 30 days (30.00)"
+    )
+    # The older version on the same route reads its 15 of them.
+    older = two_sets.post(
+        "/v1/fraud/transactions?version=1&record=false", json=payment(4, 300.0, now["timestamp"])
+    )
+    assert older.status_code == 200, older.text
+    expected = fraud_probability(300.0)
+    assert older.json()["results"][0]["fraud_probability"] == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,93 @@
+"""The history's own features (beyond the benchmark's windows), on hand-made histories whose
+answers are worked out by hand: computed online by the history and offline by `training/`,
+and both equal to the hand's answer.
+
+- amount over the mean of the card's earlier payments in (t - 30 days, t);
+- how many of those in (t - 14 days, t) were over three times that mean.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+
+from app.fraud.history.records import DAY_US, Payment, event_time_us
+from app.fraud.history.windows import HistoryIndex
+
+pd = pytest.importorskip("pandas")
+
+START = datetime(2018, 6, 1, 12, 0, 0)
+T0 = event_time_us(START)
+OVER_MEAN = "CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"
+HIGH = "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW"
+
+
+def pay(tid: int, customer: int, amount: float, days: float) -> Payment:
+    return Payment(tid, customer, 9, amount, T0 + round(days * DAY_US))
+
+
+def both_ways(history: list[Payment]) -> dict[int, tuple[float, float]]:
+    """Per transaction id: (amount over mean, high amounts), online and offline checked
+    equal."""
+    from training.fraud_data import add_features
+
+    index = HistoryIndex()
+    for payment in history:
+        index.add(payment)
+    online = {
+        p.transaction_id: (w.customer_amount_over_mean, w.customer_nb_high_amount)
+        for p in history
+        for w in [index.windows(p)]
+    }
+    frame = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [p.transaction_id for p in history],
+            "TX_DATETIME": [START + timedelta(microseconds=p.time_us - T0) for p in history],
+            "CUSTOMER_ID": [p.customer_id for p in history],
+            "TERMINAL_ID": [p.terminal_id for p in history],
+            "TX_AMOUNT": [p.amount for p in history],
+            "TX_FRAUD": [0] * len(history),
+        }
+    )
+    offline = {
+        int(row.TRANSACTION_ID): (getattr(row, OVER_MEAN), getattr(row, HIGH))
+        for row in add_features(frame).itertuples()
+    }
+    assert online == offline
+    return online
+
+
+def test_a_cards_first_payment_has_nothing_to_compare_with() -> None:
+    features = both_ways([pay(1, 7, 42.0, 0), pay(2, 8, 10.0, -40), pay(3, 8, 99.0, 0)])
+    assert features[1] == (1.0, 0)
+    assert features[3] == (1.0, 0)  # its card's only other payment is 40 days old
+
+
+def test_the_mean_is_of_earlier_payments_in_the_half_open_30_days() -> None:
+    history = [pay(1, 7, 10.0, -30), pay(2, 7, 20.0, -29.5), pay(3, 7, 30.0, -7),
+               pay(4, 7, 40.0, -1), pay(5, 7, 50.0, -0.5), pay(6, 7, 70.0, 0)]  # fmt: skip
+    features = both_ways(history)
+    # Day -30 exactly is out; the payment itself is out: (20 + 30 + 40 + 50) / 4 = 35.
+    assert features[6] == (2.0, 0)
+    assert features[2] == (2.0, 0)  # against payment 1 alone, half a day before it
+
+
+def test_high_amounts_are_strictly_over_three_times_the_mean_in_14_days() -> None:
+    history = [pay(i, 7, 10.0, -29 + i) for i in range(8)]  # days -29 to -22
+    history += [
+        pay(20, 7, 200.0, -14),  # over the bar, but exactly 14 days before: out
+        pay(21, 7, 200.0, -10),  # over the bar: counted
+        pay(22, 7, 180.0, -3),  # exactly at the bar: not over it
+        pay(23, 7, 120.0, 0),
+    ]
+    features = both_ways(history)
+    # Earlier: 8 x 10 + 200 + 200 + 180 = 660 over 11 payments, mean 60, bar 180.
+    assert features[23] == (2.0, 1)
+
+
+def test_payments_of_one_instant_are_earlier_by_transaction_id() -> None:
+    features = both_ways([pay(12, 7, 30.0, 0), pay(11, 7, 10.0, 0), pay(13, 7, 50.0, 0)])
+    assert features[11] == (1.0, 0)
+    assert features[12] == (3.0, 0)  # after 11 alone
+    assert features[13] == (2.5, 0)  # after 11 and 12: mean 20
