@@ -109,7 +109,10 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="How often to look for new or removed versions; 0: never."
     )
     keep_versions: int = Field(
-        default=0, ge=0, description="Ready versions kept per model, newest first; 0: all."
+        default=0,
+        ge=0,
+        description="Ready versions kept per model, newest first (a fraud model keeps as many "
+        "that need no history beside those that do); 0: all.",
     )
     default_image_model: str = Field(
         default="cifar10", description="Model behind the `POST /v1/classify` shortcut."

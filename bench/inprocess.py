@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from app.codecs.images import decode_image, to_input_rows
-from app.codecs.transactions import decode_transactions, takes_sent_features
+from app.codecs.transactions import decode_transactions, needs_history
 from app.model_card import ModelCard
 from app.serving.providers import choose_providers
 from app.serving.repository import VersionDir, discover, read_card
@@ -83,9 +83,7 @@ def stateless_version(repository: Path, model: str) -> VersionDir:
     one every row that sends its inputs measures: the newest whose inputs a client sends (a
     fraud version that needs the history serves the stateful route)."""
     versions = discover(repository, [model])[model]
-    sendable = [
-        v for v in versions if (card := read_card(v)).tabular is None or takes_sent_features(card)
-    ]
+    sendable = [v for v in versions if not needs_history(read_card(v))]
     return (sendable or versions)[-1]
 
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app.api.deps import RegistryDep
+from app.codecs.transactions import needs_history
 from app.model_card import TensorSpec
 from app.serving.registry import ModelRegistry, ModelState, ModelVersion
 
@@ -29,6 +30,7 @@ class VersionInfo(BaseModel):
     outputs: list[TensorSpec] | None = None
     labels: list[str] | None = None
     features: list[str] | None = None
+    feature_set: str | None = None
     thresholds: dict[str, Any] | None = None
     metrics: dict[str, int | float | str] | None = None
     batching: BatchingInfo | None = None
@@ -39,6 +41,9 @@ class VersionInfo(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     served_version: int | None
+    # Where it differs: what routes that take the client's own inputs serve (`/score`, v2),
+    # the newest version that needs no feature only the history computes.
+    served_version_for_sent_inputs: int | None = None
     versions: list[VersionInfo]
 
 
@@ -58,6 +63,7 @@ def _version_info(entry: ModelVersion) -> VersionInfo:
                 "outputs": card.outputs,
                 "labels": card.labels,
                 "features": card.tabular.features if card.tabular else None,
+                "feature_set": card.tabular.feature_set if card.tabular else None,
                 "thresholds": card.thresholds.model_dump() if card.thresholds else None,
                 "metrics": card.metrics,
                 "provenance": card.provenance.model_dump(mode="json"),
@@ -78,10 +84,16 @@ def _version_info(entry: ModelVersion) -> VersionInfo:
 
 def model_info(registry: ModelRegistry, name: str) -> ModelInfo:
     versions = registry.versions(name)
-    ready = [v.version for v in versions if v.state is ModelState.READY]
+    ready = [v for v in versions if v.state is ModelState.READY]
+    served = max((v.version for v in ready), default=None)
+    sent = [
+        v.version for v in ready if v.model_card is not None and not needs_history(v.model_card)
+    ]
+    for_sent_inputs = max(sent, default=None)
     return ModelInfo(
         name=name,
-        served_version=max(ready, default=None),
+        served_version=served,
+        served_version_for_sent_inputs=None if for_sent_inputs == served else for_sent_inputs,
         versions=[_version_info(v) for v in versions],
     )
 

@@ -61,10 +61,11 @@ def in_card_order(
     return rows if columns is None else rows[:, columns]
 
 
-def takes_sent_features(model_card: ModelCard) -> bool:
-    """Whether a model reads only features a client can send (none only the history
-    computes)."""
-    return model_card.tabular is not None and set(model_card.tabular.features) <= set(FEATURES)
+def needs_history(model_card: ModelCard) -> bool:
+    """Whether a model reads features a client does not send, that only the service's
+    history computes (a `history-17` fraud version)."""
+    tabular = model_card.tabular
+    return tabular is not None and not set(tabular.features) <= set(FEATURES)
 
 
 def decode_transactions(body: bytes, max_transactions: int) -> TransactionRows:

@@ -24,7 +24,7 @@ import numpy as np
 from app.codecs.images import decode_image, to_input_rows
 from app.codecs.open_inference import CheckedRequest
 from app.codecs.payments import PaymentBatch
-from app.codecs.transactions import TransactionRows, in_card_order, takes_sent_features
+from app.codecs.transactions import TransactionRows, in_card_order, needs_history
 from app.errors import (
     ClientGone,
     InferenceFailed,
@@ -147,7 +147,6 @@ class DataPlane:
             lambda _: read_transactions(),
             _transaction_rows,
             _takes_sent_features,
-            prefer=takes_sent_features,
         )
         model_card = runtime.model_card
         thresholds = model_card.thresholds
@@ -251,7 +250,13 @@ class DataPlane:
 
         try:
             await self._serve(
-                call, "tabular_classifier", lambda _: read_payments(), to_rows, None, answer_from
+                call,
+                "tabular_classifier",
+                lambda _: read_payments(),
+                to_rows,
+                None,
+                answer_from,
+                computes_history=True,
             )
             if record:
                 await history.persist(recorded)
@@ -318,13 +323,12 @@ class DataPlane:
         to_rows: Callable[[ModelCard, Payload], Awaitable[Rows] | Rows],
         check: Callable[[ModelCard], None] | None = None,
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None = None,
-        prefer: Callable[[ModelCard], bool] | None = None,
+        computes_history: bool = False,
     ) -> tuple[ModelRuntime, Payload, np.ndarray]:
-        """Resolve (without a version, the newest `prefer` accepts, where one does), admit,
-        read, convert and infer; the runtime that answered, the payload read, and the model's
-        outputs for it. `on_outputs` is given them in the batcher (see
-        `DynamicBatcher.infer`)."""
-        runtime = self._registry.resolve(call.model, call.version, kind, prefer)
+        """Resolve, admit, read, convert and infer; the runtime that answered, the payload
+        read, and the model's outputs for it. `on_outputs` is given them in the batcher
+        (see `DynamicBatcher.infer`). `computes_history`: see `ModelRegistry.resolve`."""
+        runtime = self._registry.resolve(call.model, call.version, kind, computes_history)
         _report(call, runtime)
         if check is not None:
             check(runtime.model_card)
@@ -337,7 +341,7 @@ class DataPlane:
             rows = to_rows(runtime.model_card, payload)
             if not isinstance(rows, np.ndarray | DeferredRows):  # images decode in threads
                 rows = await rows
-            work = self._infer(call, runtime, rows, admission, on_outputs)
+            work = self._infer(call, runtime, rows, admission, on_outputs, computes_history)
             runtime, outputs = await _unless_client_leaves(call, runtime, work)
         return runtime, payload, outputs
 
@@ -348,6 +352,7 @@ class DataPlane:
         rows: Rows,
         admission: Admission,
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None,
+        computes_history: bool,
     ) -> tuple[ModelRuntime, np.ndarray]:
         """Run rows through the runtime's batcher. If that version was unloaded after the
         request found it (a hot swap), and the request did not name a version, the version
@@ -363,7 +368,9 @@ class DataPlane:
             if call.version is not None:
                 raise
             model_card = runtime.model_card
-            successor = self._registry.resolve(model_card.name, None, model_card.kind)
+            successor = self._registry.resolve(
+                model_card.name, None, model_card.kind, computes_history
+            )
             if successor is runtime or _contract(successor.model_card) != _contract(model_card):
                 raise
             _report(call, successor)
@@ -445,7 +452,7 @@ def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> n
 
 
 def _takes_sent_features(model_card: ModelCard) -> None:
-    if takes_sent_features(model_card):
+    if not needs_history(model_card):
         return
     assert model_card.tabular is not None
     computed = [FEATURE_NAMES[f] for f in model_card.tabular.features if f not in FEATURES]

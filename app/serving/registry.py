@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from app.codecs.transactions import needs_history
 from app.errors import ModelNotFound, ModelNotReady, WrongModelKind
 from app.model_card import ModelCard
 from app.serving.config import RegistryConfig
@@ -45,9 +46,24 @@ class ModelVersion:
     files_seen: tuple[tuple[int, int], ...] | None = None
 
 
-def _card_of(version: ModelVersion) -> ModelCard:
-    assert version.runtime is not None  # a ready version has its runtime
-    return version.runtime.model_card
+def _card_or_none(version_dir: VersionDir) -> ModelCard | None:
+    try:
+        return read_card(version_dir)
+    except InvalidModelCard:
+        return None  # `_load` fails it, and says why
+
+
+def _without_history(name: str, versions: Iterable[ModelVersion]) -> list[ModelVersion]:
+    """The ready versions that need no feature only the history computes: what routes that
+    take the client's own inputs serve. Raises ModelNotReady while such versions are still
+    loading and none serves (at start-up), rather than fall back on one they cannot feed."""
+    sent = [v for v in versions if v.model_card is not None and not needs_history(v.model_card)]
+    ready = [v for v in sent if v.state is ModelState.READY]
+    if not ready and any(v.state is ModelState.LOADING for v in sent):
+        raise ModelNotReady(
+            f"model {name!r}: the versions that take the client's own inputs are still loading"
+        )
+    return ready
 
 
 def _files_now(version_dir: VersionDir) -> tuple[tuple[int, int], ...]:
@@ -100,12 +116,20 @@ class ModelRegistry:
                     failed = entry is not None and entry.state is ModelState.FAILED
                     if failed and entry.files_seen != _files_now(v):  # type: ignore[union-attr]
                         del known[v.version]
-                for age, v in enumerate(sorted(versions, key=lambda v: -v.version)):
+                ages: dict[bool, int] = {}  # per default (see `resolve`): versions seen
+                for v in sorted(versions, key=lambda v: -v.version):
+                    entry = known.get(v.version)
+                    card = entry.model_card if entry is not None else _card_or_none(v)
+                    group = card is not None and needs_history(card)
+                    age = ages[group] = ages.get(group, -1) + 1
                     if v.version not in known and (name, v.version) not in self._unloaded:
-                        known[v.version] = ModelVersion(name, v.version, ModelState.LOADING)
+                        known[v.version] = ModelVersion(
+                            name, v.version, ModelState.LOADING, None, card
+                        )
                         new.append((age, v))
             # All are listed as loading before the first one loads. The newest version of
-            # every model goes first: readiness needs one ready version per model.
+            # every model goes first (and of a fraud model, the newest that needs no history
+            # too): readiness needs the version each route serves by default.
             for _, version_dir in sorted(new, key=lambda item: item[0]):
                 await self._load(version_dir)
             for name, versions in found.items():
@@ -150,11 +174,16 @@ class ModelRegistry:
         keep = self._config.keep_versions
         if not keep:
             return
-        ready = sorted(
-            v.version for v in self._models[name].values() if v.state is ModelState.READY
-        )
-        for version in ready[:-keep]:
-            await self._unload(name, version)
+        # Counted per default (see `resolve`): a fraud model keeps its newest versions that
+        # need no history beside those that do.
+        groups: dict[bool, list[int]] = {}
+        for v in self._models[name].values():
+            if v.state is ModelState.READY:
+                group = v.model_card is not None and needs_history(v.model_card)
+                groups.setdefault(group, []).append(v.version)
+        for ready in groups.values():
+            for version in sorted(ready)[:-keep]:
+                await self._unload(name, version)
 
     async def _load(self, version_dir: VersionDir) -> None:
         entry = self._models[version_dir.name][version_dir.version]
@@ -201,23 +230,26 @@ class ModelRegistry:
         name: str,
         version: int | None = None,
         kind: Kind | None = None,
-        prefer: Callable[[ModelCard], bool] | None = None,
+        computes_history: bool = False,
     ) -> ModelRuntime:
-        """The runtime that serves a request; the highest ready version unless one is named
-        (the highest `prefer` accepts, where one does)."""
+        """The runtime that serves a request; the highest ready version unless one is named.
+        Versions that read features only the history computes are the default only for a
+        route that `computes_history` (the stateful fraud route): elsewhere clients send
+        the inputs, and get the highest version that takes what they send."""
         versions = self._models.get(name)
         if not versions:
             raise ModelNotFound(f"no model named {name!r}")
         if version is None:
             ready = [v for v in versions.values() if v.state is ModelState.READY]
+            if not computes_history:
+                ready = _without_history(name, versions.values()) or ready
             if not ready:
                 states = ", ".join(
                     f"{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "")
                     for v in versions.values()
                 )
                 raise ModelNotReady(f"model {name!r} has no ready version ({states})")
-            preferred = [v for v in ready if prefer is None or prefer(_card_of(v))]
-            entry = max(preferred or ready, key=lambda v: v.version)
+            entry = max(ready, key=lambda v: v.version)
         else:
             if version not in versions:
                 raise ModelNotFound(f"model {name!r} has no version {version}")
@@ -240,8 +272,12 @@ class ModelRegistry:
         if not self._loaded.is_set() and not self._models:
             return ["the model repository is still being read"]
         problems = [f"{name}: no versions found" for name in self._missing]
-        for versions in self._models.values():
+        for name, versions in self._models.items():
             if any(v.state is ModelState.READY for v in versions.values()):
+                try:
+                    _without_history(name, versions.values())
+                except ModelNotReady as exc:
+                    problems.append(str(exc))
                 continue
             for v in versions.values():
                 problems.append(

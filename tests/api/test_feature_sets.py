@@ -75,3 +75,25 @@ def test_the_stateful_route_computes_the_history_set(two_sets: TestClient) -> No
     assert older.status_code == 200, older.text
     expected = fraud_probability(300.0)
     assert older.json()["results"][0]["fraud_probability"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_routes_that_take_sent_inputs_serve_the_older_version_by_default(
+    two_sets: TestClient,
+) -> None:
+    info = two_sets.get("/v1/models/tiny-fraud").json()
+    assert info["served_version"] == 2 and info["served_version_for_sent_inputs"] == 1
+    assert [v["feature_set"] for v in info["versions"]] == ["benchmark-15", "history-17"]
+    assert two_sets.get("/v2/models/tiny-fraud").json()["inputs"][0]["shape"] == [-1, 15]
+    row = [50.0, 0, 0, 1, 50.0, 1, 50.0, 1, 50.0, 0, 0.0, 0, 0.0, 0, 0.0]
+    tensor = {"name": "features", "datatype": "FP32"}
+    sent = two_sets.post(
+        "/v2/models/tiny-fraud/infer", json={"inputs": [{**tensor, "shape": [1, 15], "data": row}]}
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["model_version"] == "1"
+    # A v2 client that computes the history's two itself names the version.
+    wider = {"inputs": [{**tensor, "shape": [1, 17], "data": [*row, 4.0, 0]}]}
+    named = two_sets.post("/v2/models/tiny-fraud/versions/2/infer", json=wider)
+    assert named.status_code == 200, named.text
+    (probability,) = named.json()["outputs"][0]["data"]
+    assert probability == pytest.approx(1 / (1 + 2.718281828 ** -(50 * 0.02 - 4 + 4)), rel=1e-5)

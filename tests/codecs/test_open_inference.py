@@ -17,6 +17,7 @@ from app.codecs.open_inference import (
     parse_version,
 )
 from app.codecs.tensors import Tensor
+from app.codecs.transactions import needs_history
 from app.errors import InvalidInput, ModelNotFound, ValidationFailed
 from app.model_card import ModelCard
 from app.serving.repository import discover, read_card
@@ -25,7 +26,9 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def _card(name: str) -> ModelCard:
-    return read_card(max(discover(MODELS)[name], key=lambda v: v.version))
+    """The version v2 serves by default: the newest that takes the client's own inputs."""
+    cards = [read_card(v) for v in discover(MODELS)[name]]
+    return max((c for c in cards if not needs_history(c)), key=lambda c: c.version)
 
 
 def _rows(name: str, shape: list[int], dtype: str = "float32") -> Tensor:

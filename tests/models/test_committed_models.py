@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from app.codecs.images import decode_image, to_input_rows
+from app.codecs.transactions import needs_history
 from app.model_card import ModelCard
 from app.serving.batching import DynamicBatcher
 from app.serving.providers import ProviderChoice
@@ -103,21 +104,47 @@ async def test_cifar10_batched_outputs_equal_unbatched() -> None:
 
 
 @needs_fraud
-def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client) -> None:
+@pytest.mark.parametrize("history", [False, True], ids=["benchmark-15", "history-17"])
+def test_fraud_scores_over_http_reproduce_the_cards_test_metrics(make_client, history) -> None:
+    """The newest version of each kind: one that takes the client's features through
+    `/v1/fraud/score`, one that needs the history through v2 with the offline features
+    (that the history computes the same online is the replay's proof)."""
     pytest.importorskip("pandas")
-    from training.fraud_data import load_transactions, service_transaction, split_window
+    from training.fraud_data import (
+        feature_matrix,
+        load_transactions,
+        service_transaction,
+        split_window,
+    )
     from training.fraud_metrics import fraud_metrics
 
-    card = latest_card("fraud")
+    versions = [
+        v for v in discover(MODELS, ["fraud"])["fraud"] if needs_history(read_card(v)) == history
+    ]
+    if not versions:
+        pytest.skip("no committed fraud version of this kind")
+    card = read_card(versions[-1])
+    assert card.tabular is not None
     window_start = str(card.metrics["window"]).split()[1]  # "train 2018-07-25 +7d, ..."
     test = split_window(load_transactions(str(FRAUD)), window_start).test
     client = make_client(repo=MODELS, default_fraud_model="fraud")
     scores: list[float] = []
     records = test.to_dict("records")
     for start in range(0, len(records), 1000):
+        if history:
+            rows = feature_matrix(test.iloc[start : start + 1000], tuple(card.tabular.features))
+            tensor = {"name": "features", "datatype": "FP32", "shape": list(rows.shape)}
+            response = client.post(
+                f"/v2/models/fraud/versions/{card.version}/infer",
+                json={"inputs": [{**tensor, "data": rows.ravel().tolist()}]},
+            )
+            assert response.status_code == 200, response.text
+            scores += response.json()["outputs"][0]["data"]
+            continue
         body = {"transactions": [service_transaction(r) for r in records[start : start + 1000]]}
         response = client.post("/v1/fraud/score", json=body)
         assert response.status_code == 200
+        assert response.json()["version"] == card.version
         scores += [r["fraud_probability"] for r in response.json()["results"]]
     metrics = fraud_metrics(test, np.asarray(scores))
     assert metrics["auc_roc"] == pytest.approx(card.metrics["test_auc_roc"], abs=1e-3)

@@ -111,7 +111,9 @@ def test_the_served_models_reasons_name_what_drives_its_scores() -> None:
     when = frame["TX_DATETIME"]
     # The served model's test week, with the 37 days its windows look back.
     frame = add_features(frame[(when >= "2018-07-01") & (when < "2018-08-15")])
-    rows = feature_matrix(frame[frame["TX_DATETIME"] >= "2018-08-08"])
+    assert card.tabular is not None
+    columns = tuple(card.tabular.features)
+    rows = feature_matrix(frame[frame["TX_DATETIME"] >= "2018-08-08"], columns)
     check = deletion_test(folder, card, rows, flagged=300, top=3, seed=0)
     assert check["transactions"] == 300
     assert check["fall_top_reasons"] >= 3 * check["fall_random_features"]
@@ -151,9 +153,17 @@ def test_the_served_reasons_graph_stays_finite_where_the_score_is_certain() -> N
     card = ModelCard.model_validate_json((folder / "model.json").read_text())
     assert card.reasons is not None, f"{folder} has no reasons graph"
     session = ort.InferenceSession(str(folder / card.reasons.file))
+    assert card.tabular is not None
+    columns = card.tabular.features
     rows = np.tile(np.asarray(card.reasons.baseline, dtype=np.float32), (4, 1))
-    amount = FEATURES.index("TX_AMOUNT")
+    amount = columns.index("TX_AMOUNT")
     rows[:, amount] = [5e3, 1e5, 1e7, 1e9]  # the API takes amounts up to 1e9
+    explaining = {amount}
+    if "CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW" in columns:  # as the history gives it
+        over = columns.index("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW")
+        average = rows[:, columns.index("CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW")]
+        rows[:, over] = rows[:, amount] / average
+        explaining.add(over)
     (attributions,) = session.run(None, {card.input.name: rows})
     assert np.isfinite(attributions).all()
-    assert (attributions.argmax(axis=1) == amount).all()
+    assert set(attributions.argmax(axis=1).tolist()) <= explaining
