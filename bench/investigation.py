@@ -45,7 +45,7 @@ import onnxruntime as ort
 import pandas as pd
 from tqdm import tqdm
 
-from app.fraud.features import FEATURE_NAMES
+from app.fraud.features import ALL_FEATURES, FEATURE_NAMES
 from app.fraud.history.embedded import EmbeddedHistory
 from app.fraud.history.records import event_time_us
 from app.fraud.history.redis_store import RedisHistory
@@ -401,7 +401,8 @@ def markdown(report: dict[str, Any], plot: str) -> str:
         f"- confirmed frauds whose labels the card's history did not show at once: "
         f"{sum(w['label_mismatches'] for w in report['weeks'])}",
         f"- served features different from the offline ones: {wrong} of "
-        f"{mismatches['checked']:,} payments x 15 (the team's early labels change none)",
+        f"{mismatches['checked']:,} payments x {len(ALL_FEATURES)} (the team's early labels "
+        "change none)",
         f"- {report['payments_replayed'] / report['seconds']:,.0f} payments/s through the "
         f"replay, team included; requests retried after a 503: "
         f"{report['requests_retried_after_503']}",

@@ -186,8 +186,8 @@ def _target(
 ) -> _Target:
     spec = WORKLOADS[workload]
     model = settings.default_image_model if spec.model == "image" else settings.default_fraud_model
-    # The version `/v1` serves when none is asked for; v2 names it (by default v2 serves
-    # the newest, which for fraud may be one that needs the history).
+    # The version both serve when none is asked for (the newest that takes the client's own
+    # inputs); v2's rows name it all the same, so that they measure the same file.
     card = read_card(stateless_version(settings.model_repository, model))
     inputs = v2_inputs(spec, images, transactions, card, bodies)
     v1 = build(spec, "deepserve", images, transactions, folder, bodies)

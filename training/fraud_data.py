@@ -21,6 +21,7 @@ from app.fraud.features import (
     HIGH_AMOUNT_TIMES,
     MEAN_AMOUNT_DAYS,
     NIGHT_HOURS,
+    OVER_MEAN_CAP,
     TERMINAL_DELAY_DAYS,
     WINDOWS_DAYS,
 )
@@ -140,7 +141,7 @@ class _Windows:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per row, against the mean of the entity's earlier rows in (t - mean_days, t), the
         row itself excluded: its amount over that mean (1 where there are none, or their mean
-        is 0), and how many of its earlier rows in (t - high_days, t) had an amount over
+        is 0; at most OVER_MEAN_CAP), and how many of its earlier rows in (t - high_days, t) had an amount over
         `times` that mean."""
         position = np.arange(len(self.keys))
         amounts = self.frame["TX_AMOUNT"].to_numpy(np.float64)[self.order]
@@ -156,7 +157,8 @@ class _Windows:
             total += np.where(earlier >= start, amounts[np.maximum(earlier, 0)], 0.0)
         count = position - start
         mean = total / np.maximum(count, 1)
-        over = np.where((count > 0) & (mean > 0), amounts / np.where(mean > 0, mean, 1.0), 1.0)
+        ratio = np.minimum(amounts / np.where(mean > 0, mean, 1.0), OVER_MEAN_CAP)
+        over = np.where((count > 0) & (mean > 0), ratio, 1.0)
         bar = np.where(count > 0, times * mean, np.inf)
         high = np.zeros(len(position))
         for back in range(1, deepest + 1):

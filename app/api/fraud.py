@@ -26,7 +26,9 @@ from app.fraud.history.store import EntityKind, EntityView
 DEFAULT_PAGE = 20
 MAX_PAGE = 1000
 INCLUDE = QueryParameter(
-    "include", "`features`: each result also carries the 15 model inputs.", ("features",)
+    "include",
+    "`features`: each result also carries the 17 inputs the history computed.",
+    ("features",),
 )
 RECORD = QueryParameter(
     "record",

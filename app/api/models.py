@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from app.api.deps import RegistryDep
 from app.codecs.transactions import needs_history
+from app.fraud.features import feature_set_of
 from app.model_card import TensorSpec
 from app.serving.registry import ModelRegistry, ModelState, ModelVersion
 
@@ -63,7 +64,11 @@ def _version_info(entry: ModelVersion) -> VersionInfo:
                 "outputs": card.outputs,
                 "labels": card.labels,
                 "features": card.tabular.features if card.tabular else None,
-                "feature_set": card.tabular.feature_set if card.tabular else None,
+                "feature_set": (
+                    card.tabular.feature_set or feature_set_of(card.tabular.features)
+                    if card.tabular
+                    else None
+                ),
                 "thresholds": card.thresholds.model_dump() if card.thresholds else None,
                 "metrics": card.metrics,
                 "provenance": card.provenance.model_dump(mode="json"),

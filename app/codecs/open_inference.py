@@ -7,7 +7,8 @@ here.
 
 What a model takes:
 - its own ONNX input tensor (image models: the pixel rows, `UINT8 [N, H, W, C]`; fraud: the
-  feature rows, `FP32 [N, 15]`), checked against the model card;
+  feature rows, `FP32 [N, 15]`, or `[N, 17]` for a version on the history's set), checked
+  against the model card;
 - image models also take `images`, `BYTES [N]` or `[N, 1]`: encoded images (JPEG, PNG, ...),
   decoded and resized by the service's own image preprocessing.
 What it answers: its probabilities (`FP32 [N, classes]`), or with the classification

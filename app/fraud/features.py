@@ -20,6 +20,9 @@ WINDOWS_DAYS = (1, 7, 30)
 MEAN_AMOUNT_DAYS = 30
 HIGH_AMOUNT_DAYS = 14
 HIGH_AMOUNT_TIMES = 3.0  # "high": over three times that mean
+# The ratio's ceiling: a mean of a fraction of a cent would make it overflow float32 (the
+# dataset's largest is 480).
+OVER_MEAN_CAP = 1e6
 NIGHT_HOURS = range(0, 7)  # 00:00:00 to 06:59:59
 TERMINAL_DELAY_DAYS = 7  # fraud labels are known about a week later
 

@@ -128,12 +128,13 @@ def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> 
 
 def _earlier_mean(v: Mapping[str, float]) -> tuple[int, float | None]:
     """How many earlier payments of the card's 30 days there were, and their mean (None
-    where it cannot be had from the amount and its ratio)."""
-    earlier = round(v[f"CUSTOMER_ID_NB_TX_{MEAN_AMOUNT_DAYS}DAY_WINDOW"]) - 1
-    ratio = v["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"]
-    if earlier < 1 or ratio <= 0:
-        return max(earlier, 0), None
-    return earlier, v["TX_AMOUNT"] / ratio
+    where there were none), from the 30-day window, which counts the payment too."""
+    count = round(v[f"CUSTOMER_ID_NB_TX_{MEAN_AMOUNT_DAYS}DAY_WINDOW"])
+    earlier = count - 1
+    if earlier < 1:
+        return 0, None
+    total = v[f"CUSTOMER_ID_AVG_AMOUNT_{MEAN_AMOUNT_DAYS}DAY_WINDOW"] * count - v["TX_AMOUNT"]
+    return earlier, max(total / earlier, 0.0)
 
 
 def _against_earlier_mean(v: Mapping[str, float], this_card: str) -> str:
@@ -141,8 +142,13 @@ def _against_earlier_mean(v: Mapping[str, float], this_card: str) -> str:
     earlier, mean = _earlier_mean(v)
     if mean is None:
         return f"amount {amount:.2f}, with no earlier payment of {this_card} in 30 days to compare"
-    ratio = v["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"]
     payments = "payment" if earlier == 1 else "payments"
+    if mean < 0.005:  # shown as 0.00: "times" it would say nothing
+        return (
+            f"amount {amount:.2f}, where {this_card}'s {earlier} earlier {payments} in 30 days "
+            "came to 0.00"
+        )
+    ratio = v["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"]
     return (
         f"amount {amount:.2f} is {ratio:.1f} times the mean of {this_card}'s {earlier} earlier "
         f"{payments} in 30 days ({mean:.2f})"

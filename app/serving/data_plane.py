@@ -32,6 +32,7 @@ from app.errors import (
     ServingError,
     ShuttingDown,
     ValidationFailed,
+    WrongModelKind,
 )
 from app.fraud.alerts.records import FlaggedPayment
 from app.fraud.answers import pack_answer, unpack_answer, was_frozen
@@ -254,7 +255,7 @@ class DataPlane:
                 "tabular_classifier",
                 lambda _: read_payments(),
                 to_rows,
-                None,
+                _computed_by_history,
                 answer_from,
                 computes_history=True,
             )
@@ -451,11 +452,21 @@ def _transaction_rows(model_card: ModelCard, transactions: TransactionRows) -> n
     return transactions.columns_for(model_card)
 
 
+def _computed_by_history(model_card: ModelCard) -> None:
+    assert model_card.tabular is not None
+    unknown = [f for f in model_card.tabular.features if f not in ALL_FEATURES]
+    if unknown:
+        raise WrongModelKind(
+            f"model {model_card.name!r} version {model_card.version} reads columns the "
+            f"history does not compute ({', '.join(unknown)}): score it with its own inputs"
+        )
+
+
 def _takes_sent_features(model_card: ModelCard) -> None:
     if not needs_history(model_card):
         return
     assert model_card.tabular is not None
-    computed = [FEATURE_NAMES[f] for f in model_card.tabular.features if f not in FEATURES]
+    computed = [FEATURE_NAMES.get(f, f) for f in model_card.tabular.features if f not in FEATURES]
     raise NeedsHistory(
         f"model {model_card.name!r} version {model_card.version} also takes features only "
         f"the service's history computes ({', '.join(computed)}): send raw payments to "
@@ -496,7 +507,8 @@ async def _unless_client_leaves(
 
 def _contract(model_card: ModelCard) -> tuple[object, ...]:
     """What must match for one version's input rows and outputs to fit another."""
-    return (model_card.input, model_card.image, model_card.tabular, model_card.labels)
+    features = model_card.tabular.features if model_card.tabular else None
+    return (model_card.input, model_card.image, features, model_card.labels)
 
 
 def _decode_nth(

@@ -55,13 +55,17 @@ def _card_or_none(version_dir: VersionDir) -> ModelCard | None:
 
 def _without_history(name: str, versions: Iterable[ModelVersion]) -> list[ModelVersion]:
     """The ready versions that need no feature only the history computes: what routes that
-    take the client's own inputs serve. Raises ModelNotReady while such versions are still
-    loading and none serves (at start-up), rather than fall back on one they cannot feed."""
+    take the client's own inputs serve. Where the model has such versions but none is ready
+    (loading, or failed), ModelNotReady (503), rather than a version those routes cannot
+    feed; [] where it has none (those routes then say why they cannot use the others)."""
     sent = [v for v in versions if v.model_card is not None and not needs_history(v.model_card)]
     ready = [v for v in sent if v.state is ModelState.READY]
-    if not ready and any(v.state is ModelState.LOADING for v in sent):
+    if sent and not ready:
+        states = ", ".join(
+            f"{v.version}: {v.state}" + (f" ({v.reason})" if v.reason else "") for v in sent
+        )
         raise ModelNotReady(
-            f"model {name!r}: the versions that take the client's own inputs are still loading"
+            f"model {name!r} has no ready version that takes the client's own inputs ({states})"
         )
     return ready
 
@@ -85,7 +89,8 @@ class ModelRegistry:
         self._metrics = metrics
         self._models: dict[str, dict[int, ModelVersion]] = {}
         self._missing: list[str] = []
-        self._unloaded: set[tuple[str, int]] = set()  # unloaded on request: not reloaded
+        # Unloaded on request, or retired by `keep_versions`: not loaded again at each look.
+        self._unloaded: set[tuple[str, int]] = set()
         self._loaded = asyncio.Event()
         self._sync_lock = asyncio.Lock()
         self.providers: ProviderChoice | None = None
@@ -183,6 +188,7 @@ class ModelRegistry:
                 groups.setdefault(group, []).append(v.version)
         for ready in groups.values():
             for version in sorted(ready)[:-keep]:
+                self._unloaded.add((name, version))  # not loaded again at the next look
                 await self._unload(name, version)
 
     async def _load(self, version_dir: VersionDir) -> None:
@@ -274,10 +280,13 @@ class ModelRegistry:
         problems = [f"{name}: no versions found" for name in self._missing]
         for name, versions in self._models.items():
             if any(v.state is ModelState.READY for v in versions.values()):
-                try:
-                    _without_history(name, versions.values())
-                except ModelNotReady as exc:
-                    problems.append(str(exc))
+                # At start-up, until the version routes taking the client's inputs serve
+                # is up too; later a model that serves stays ready, as above.
+                if not self._loaded.is_set():
+                    try:
+                        _without_history(name, versions.values())
+                    except ModelNotReady as exc:
+                        problems.append(str(exc))
                 continue
             for v in versions.values():
                 problems.append(
@@ -297,7 +306,8 @@ class ModelRegistry:
         return sorted(self._models)
 
     def unloaded(self) -> list[tuple[str, int]]:
-        """(name, version) of the versions unloaded on request and not loaded since."""
+        """(name, version) of the versions unloaded (on request, or retired) and not loaded
+        since."""
         return sorted(self._unloaded)
 
     def versions(self, name: str) -> list[ModelVersion]:

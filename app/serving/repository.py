@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from app.fraud.features import FEATURE_SETS
 from app.model_card import ModelCard
 
 logger = logging.getLogger(__name__)
@@ -86,4 +87,15 @@ def read_card(version_dir: VersionDir) -> ModelCard:
         raise InvalidModelCard(f"{version_dir.onnx_path} is missing")
     if card.reasons is not None and not (version_dir.path / card.reasons.file).is_file():
         raise InvalidModelCard(f"{version_dir.path / card.reasons.file} is missing")
+    named = card.tabular.feature_set if card.tabular else None
+    if card.tabular is not None and named is not None:
+        if named not in FEATURE_SETS:
+            known = ", ".join(FEATURE_SETS)
+            raise InvalidModelCard(
+                f"{version_dir.card_path}: no feature set {named!r} (known: {known})"
+            )
+        if tuple(card.tabular.features) != FEATURE_SETS[named]:
+            raise InvalidModelCard(
+                f"{version_dir.card_path}: tabular.features are not the {named} set, in its order"
+            )
     return card

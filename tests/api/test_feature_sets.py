@@ -97,3 +97,38 @@ def test_routes_that_take_sent_inputs_serve_the_older_version_by_default(
     assert named.status_code == 200, named.text
     (probability,) = named.json()["outputs"][0]["data"]
     assert probability == pytest.approx(1 / (1 + 2.718281828 ** -(50 * 0.02 - 4 + 4)), rel=1e-5)
+
+
+def test_a_failed_version_of_the_fifteen_is_not_replaced_by_one_that_needs_the_history(
+    tmp_path: Path, make_client: ClientFactory
+) -> None:
+    root = tmp_path / "failed"
+    model_factory.fraud_model(root, version=1)
+    model_factory.fraud_model(root, version=2, feature_set="history-17")
+    (root / "tiny-fraud" / "1" / "model.onnx").write_bytes(b"not onnx")
+    client = make_client(root)
+    refused = client.post("/v1/fraud/score", json=transaction(amount=50.0))
+    assert refused.status_code == 503
+    assert "no ready version that takes the client's own inputs" in refused.text
+    assert "1: failed" in refused.text
+    recorded = client.post("/v1/fraud/transactions", json=payment(1, 50.0, "2018-09-01T10:00:00"))
+    assert recorded.status_code == 200 and recorded.json()["version"] == 2
+    assert client.get("/readyz").status_code == 200  # the model serves: as before
+
+
+def test_a_card_whose_columns_are_not_its_named_set_fails_to_load(
+    tmp_path: Path, make_client: ClientFactory
+) -> None:
+    import json
+
+    root = tmp_path / "mislabelled"
+    folder = model_factory.fraud_model(root, version=1)
+    card = json.loads((folder / "model.json").read_text())
+    card["tabular"]["feature_set"] = "history-17"  # but its 15 columns
+    (folder / "model.json").write_text(json.dumps(card))
+    model_factory.fraud_model(root, version=2)
+    client = make_client(root)
+    versions = {v["version"]: v for v in client.get("/v1/models/tiny-fraud").json()["versions"]}
+    assert versions[1]["state"] == "failed"
+    assert "are not the history-17 set" in versions[1]["reason"]
+    assert versions[2]["state"] == "ready"

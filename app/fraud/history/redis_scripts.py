@@ -27,7 +27,8 @@ local P = ARGV[1]
 local DAY = 86400000000
 local WINDOWS = {1, 7, 30}
 local DELAY = 7
-local HIGH_DAYS, HIGH_TIMES = 14, 3  -- the mean's window is the longest of WINDOWS
+-- As `app.fraud.features`; the mean's window is the longest of WINDOWS.
+local HIGH_DAYS, HIGH_TIMES, OVER_CAP = 14, 3, 1e6
 
 local function bound(t) return string.format('%.0f', t) end
 -- Anchored at the start, `.*` runs to the end once and backs up to the last NUL: a few
@@ -68,7 +69,7 @@ local function windows(card, terminal, amount, t, head)
   for j = 1, earlier do total = total + amounts[j] end
   if earlier > 0 then
     local mean = total / earlier
-    if mean > 0 then over = tonumber(amount) / mean end
+    if mean > 0 then over = math.min(tonumber(amount) / mean, OVER_CAP) end
     local bar = HIGH_TIMES * mean
     local recent = redis.call('ZCOUNT', card_key, '-inf', bound(t - HIGH_DAYS * DAY))
     for j = recent - starts[3] + 1, earlier do
@@ -150,7 +151,7 @@ end
 # The payments of concurrent requests, each request's a group, and the answers given since
 # the last call. ARGV: prefix, retention in us, how many answers, the answers (id, answer),
 # then per group: how many payments, then per payment: id, card, terminal, amount, time,
-# head. Returns per group "ok" and per payment: new (0/1), earlier answer, the 12 window
+# head. Returns per group "ok" and per payment: new (0/1), earlier answer, the 14 window
 # values (one string), whether its card is frozen (0/1); or "conflict" or "old" and the
 # id: then nothing of that group is written.
 RECORD = (

@@ -6,9 +6,9 @@ features of a payment computed from them exactly as the benchmark defines them.
 - Terminal windows: (t - 7 - N days, t - 7 days]; risk is the share labelled fraud, 0 where
   there are none; a payment with no label counts as genuine.
 - Against the card's earlier payments in (t - 30 days, t), the payment excluded: its amount
-  over their mean (1 where there are none, or their mean is 0), and how many of those in
-  (t - 14 days, t) were over three times that mean. Summed oldest first, as `training/` and
-  the Redis store sum them, so that all three agree to the last bit.
+  over their mean (1 where there are none, or their mean is 0; at most a million), and how
+  many of those in (t - 14 days, t) were over three times that mean. Summed oldest first,
+  as `training/` and the Redis store sum them, so that all three agree to the last bit.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from app.fraud.features import (
     HIGH_AMOUNT_DAYS,
     HIGH_AMOUNT_TIMES,
     MEAN_AMOUNT_DAYS,
+    OVER_MEAN_CAP,
     TERMINAL_DELAY_DAYS,
     WINDOWS_DAYS,
 )
@@ -151,7 +152,7 @@ def _against_earlier_mean(
     for earlier in amounts[recent:before]:
         if earlier > bar:
             high += 1
-    return (amount / mean if mean > 0 else 1.0), high
+    return (min(amount / mean, OVER_MEAN_CAP) if mean > 0 else 1.0), high
 
 
 class HistoryIndex:

@@ -91,3 +91,10 @@ def test_payments_of_one_instant_are_earlier_by_transaction_id() -> None:
     assert features[11] == (1.0, 0)
     assert features[12] == (3.0, 0)  # after 11 alone
     assert features[13] == (2.5, 0)  # after 11 and 12: mean 20
+
+
+def test_the_ratio_has_a_ceiling_where_the_mean_is_a_fraction_of_a_cent() -> None:
+    features = both_ways([pay(1, 7, 1e-9, -1), pay(2, 7, 1e9, 0), pay(3, 8, 0.0, -1),
+                          pay(4, 8, 5.0, 0)])  # fmt: skip
+    assert features[2] == (1e6, 0)  # 1e18 times, which float32 could not hold
+    assert features[4] == (1.0, 0)  # over a mean of 0: no ratio to give

@@ -229,3 +229,32 @@ async def test_a_preview_gives_the_windows_of_a_record_and_keeps_nothing(
     assert [r.windows for r in previewed] == [r.windows for r in recorded]
     with pytest.raises(PaymentConflict):
         await store.preview([Payment(3, 7, 9, 99.0, T0)])
+
+
+async def test_the_history_features_at_their_edges(new_store: StoreFactory) -> None:
+    """A mean of a fraction of a cent (the ratio's ceiling), earlier payments of nothing, an
+    amount exactly at three times the mean and one over it: as worked out by hand."""
+    store = await new_store()
+    payments = [
+        Payment(1, 7, 9, 1e-9, T0 - DAY_US),
+        Payment(2, 7, 9, 1e9, T0),
+        Payment(3, 8, 9, 0.0, T0 - DAY_US),
+        Payment(4, 8, 9, 5.0, T0),
+        *(Payment(10 + d, 6, 9, 10.0, T0 - (6 - d) * DAY_US) for d in range(3)),
+        Payment(13, 6, 9, 90.0, T0 - 2 * DAY_US),  # mean 30 with it: exactly at the bar
+        Payment(14, 6, 9, 5.0, T0),
+        *(Payment(20 + d, 5, 9, 10.0, T0 - (6 - d) * DAY_US) for d in range(4)),
+        Payment(24, 5, 9, 100.0, T0 - DAY_US),  # mean 28 with it: over the bar of 84
+        Payment(25, 5, 9, 7.0, T0),
+    ]
+    recorded = await store.record(payments)
+    features = {
+        r.payment.transaction_id: (
+            r.windows.customer_amount_over_mean,
+            r.windows.customer_nb_high_amount,
+        )
+        for r in recorded
+    }
+    assert features[2] == (1e6, 0) and features[4] == (1.0, 0)
+    assert features[13] == (9.0, 0) and features[14] == (5.0 / 30.0, 0)
+    assert features[24] == (10.0, 0) and features[25] == (7.0 / 28.0, 1)
