@@ -141,8 +141,8 @@ class _Windows:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Per row, against the mean of the entity's earlier rows in (t - mean_days, t), the
         row itself excluded: its amount over that mean (1 where there are none, or their mean
-        is 0; at most OVER_MEAN_CAP), and how many of its earlier rows in (t - high_days, t) had an amount over
-        `times` that mean."""
+        is 0; at most OVER_MEAN_CAP), and how many of its earlier rows in (t - high_days, t)
+        had an amount over `times` that mean."""
         position = np.arange(len(self.keys))
         amounts = self.frame["TX_AMOUNT"].to_numpy(np.float64)[self.order]
         start = np.searchsorted(self.keys, self.keys - mean_days * 86400, side="right")

@@ -30,7 +30,16 @@ function model(m) {
   return el(
     "article",
     { class: "model", "aria-labelledby": `model-${m.name}` },
-    el("h3", { id: `model-${m.name}` }, `${m.name} `, el("span", { class: "tag" }, `serving version ${m.served_version ?? "none"}`)),
+    el(
+      "h3",
+      { id: `model-${m.name}` },
+      `${m.name} `,
+      el("span", { class: "tag" }, `serving version ${m.served_version ?? "none"}`),
+      // Where routes that take the client's own inputs serve an older version (fraud).
+      m.served_version_for_sent_inputs
+        ? el("span", { class: "tag" }, `version ${m.served_version_for_sent_inputs} where clients send the features`)
+        : null,
+    ),
     actions,
     m.versions.map((v) => version(m, v, admin)),
   );
@@ -43,6 +52,7 @@ function version(m, v, admin) {
     ["kind", v.kind],
     ["description", v.description],
     v.labels ? ["labels", v.labels.join(", ")] : null,
+    v.feature_set ? ["feature set", v.feature_set] : null,
     v.features ? ["features", v.features.join(", ")] : null,
     v.thresholds ? ["thresholds", `review ${v.thresholds.review.toFixed(3)}, decline ${v.thresholds.decline.toFixed(3)}`] : null,
     ...Object.entries(v.metrics || {}).map(([name, value]) => [name, typeof value === "number" ? formatNumber(value) : JSON.stringify(value)]),
