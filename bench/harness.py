@@ -47,7 +47,7 @@ from bench import fraud_history, inprocess, open_inference, perf_analyzer, reaso
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import PEERS, SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
-from bench.wrk import Window, run_window
+from bench.wrk import Window
 
 ROOT = Path(__file__).resolve().parents[1]
 STABLE_WITHIN = 0.10
@@ -240,7 +240,7 @@ def _systems(
                 levels = [64] if not args.quick else [8]
             for workload in workloads:
                 # Warm-up: first-call allocations, caches, JIT paths, connection pools.
-                _window(running, requests[workload], 8, 1.0 if args.quick else 3.0)
+                requests[workload].run(running.base, 8, 1.0 if args.quick else 3.0)
                 for concurrency in levels:
                     row = _measure_level(
                         running,
@@ -295,17 +295,6 @@ def _limits(
     return limits
 
 
-def _window(running: Running, requests: Requests, concurrency: int, seconds: float) -> None:
-    run_window(
-        running.base + requests.path,
-        requests.content_type,
-        requests.bodies,
-        concurrency,
-        seconds,
-        requests.headers,
-    )
-
-
 def _measure_level(
     running: Running,
     workload: str,
@@ -322,14 +311,7 @@ def _measure_level(
     while len(windows) < max_windows:
         cpu_before = cpu_seconds(pid)
         started = time.monotonic()
-        window = run_window(
-            running.base + requests.path,
-            requests.content_type,
-            requests.bodies,
-            concurrency,
-            seconds,
-            requests.headers,
-        )
+        window = requests.run(running.base, concurrency, seconds)
         server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
         if window.requests == 0 and empty < 5:
             # Nothing finished within the window (slow requests): it says nothing, so it

@@ -28,7 +28,6 @@ from bench.inprocess import stateless_version
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, build_v2, v2_inputs
-from bench.wrk import run_window
 
 WORKLOAD_NAMES = ("image-1", "fraud-1")
 MAX_DRAIN_S = 30.0
@@ -112,7 +111,7 @@ def measure(
         for workload, target in targets.items():
             # Warm-up: first-call allocations, caches, connection pools on both paths.
             for requests in (target.v1, target.v2):
-                _wrk(running, requests, 8, timing.warm_up_s)
+                requests.run(running.base, 8, timing.warm_up_s)
             for concurrency in levels:
                 samples: dict[Row, list[dict | None]] = {row: [] for row in rows}
                 for round_ in range(timing.rounds):
@@ -210,14 +209,7 @@ def _sample(
     cpu_before, started = cpu_seconds(pid), time.monotonic()
     if row.generator == "wrk":
         requests = target.v1 if row.protocol == "v1" else target.v2
-        window = run_window(
-            running.base + requests.path,
-            requests.content_type,
-            requests.bodies,
-            concurrency,
-            timing.wrk_window_s,
-            requests.headers,
-        )
+        window = requests.run(running.base, concurrency, timing.wrk_window_s)
         server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
         # wrk leaves the requests of the connections it drops in the server: let them end.
         if math.isfinite(window.p99_ms):
@@ -286,14 +278,3 @@ def _summary(row: Row, workload: str, concurrency: int, samples: list[dict | Non
         "stable": all(stable) if stable else None,
         "rps_rounds": [None if s is None else round(s["rps"], 1) for s in samples],
     }
-
-
-def _wrk(running: Running, requests: Requests, concurrency: int, seconds: float) -> None:
-    run_window(
-        running.base + requests.path,
-        requests.content_type,
-        requests.bodies,
-        concurrency,
-        seconds,
-        requests.headers,
-    )

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bench.wrk import Window, run_window
+
 if TYPE_CHECKING:
     from app.model_card import ModelCard
 
@@ -50,6 +52,12 @@ class Requests:
     content_type: str
     bodies: list[Path]
     headers: list[dict[str, str]] | None = None  # per body, besides the Content-Type
+
+    def run(self, base: str, concurrency: int, seconds: float) -> Window:
+        """One wrk window of these requests against the server at `base`."""
+        return run_window(
+            base + self.path, self.content_type, self.bodies, concurrency, seconds, self.headers
+        )
 
 
 @dataclass(frozen=True)

@@ -121,17 +121,15 @@ class ModelRegistry:
                     failed = entry is not None and entry.state is ModelState.FAILED
                     if failed and entry.files_seen != _files_now(v):  # type: ignore[union-attr]
                         del known[v.version]
-                ages: dict[bool, int] = {}  # per default (see `resolve`): versions seen
+                ages: dict[bool, int] = {}  # per default (see `resolve`): new versions
                 for v in sorted(versions, key=lambda v: -v.version):
-                    entry = known.get(v.version)
-                    card = entry.model_card if entry is not None else _card_or_none(v)
+                    if v.version in known or (name, v.version) in self._unloaded:
+                        continue
+                    card = _card_or_none(v)
                     group = card is not None and needs_history(card)
                     age = ages[group] = ages.get(group, -1) + 1
-                    if v.version not in known and (name, v.version) not in self._unloaded:
-                        known[v.version] = ModelVersion(
-                            name, v.version, ModelState.LOADING, None, card
-                        )
-                        new.append((age, v))
+                    known[v.version] = ModelVersion(name, v.version, ModelState.LOADING, None, card)
+                    new.append((age, v))
             # All are listed as loading before the first one loads. The newest version of
             # every model goes first (and of a fraud model, the newest that needs no history
             # too): readiness needs the version each route serves by default.
