@@ -1,7 +1,8 @@
 """Image classifiers for small inputs, and the wrapper that folds preprocessing into the graph.
 
-Every classifier exposes `backbone` (pixels -> pooled features), `head` (features -> logits)
-and `constructor_args`, so transfer learning can swap the head and a checkpoint rebuilds alone.
+Every classifier exposes `backbone` (pixels -> pooled features), `classify` (features ->
+logits, through `head`) and `constructor_args`, so transfer learning can swap the head, train it
+alone on cached features, and a checkpoint rebuilds alone.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from training.efficientnet_lite import EfficientNetLite0
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -67,9 +70,12 @@ class ResNetSmall(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_classes, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
         # Max-pooled features are large; scaling the logits keeps early training stable.
-        return self.head(self.dropout(self.backbone(x))) * self.LOGIT_SCALE
+        return self.head(self.dropout(features)) * self.LOGIT_SCALE
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.backbone(x))
 
 
 class _Block(nn.Module):
@@ -138,8 +144,11 @@ class WhitenedConvNet(nn.Module):
         filters = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).reshape(-1, 3, k, k)
         self.whiten.weight.copy_(torch.cat([filters, -filters]))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(features)) * self.LOGIT_SCALE
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.dropout(self.backbone(x))) * self.LOGIT_SCALE
+        return self.classify(self.backbone(x))
 
 
 def _identity_conv(cin: int, cout: int) -> nn.Conv2d:
@@ -160,6 +169,7 @@ Architecture = Literal["whitened", "resnet"]
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     "whitened": WhitenedConvNet,
     "resnet": ResNetSmall,
+    "efficientnet-lite0": EfficientNetLite0,  # transfer runs (`--backbone`), not `--arch`
 }
 
 

@@ -5,6 +5,7 @@ Reads top to bottom: config -> data -> model -> loop -> evaluate -> save.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from app.model_card import ImagePreprocessing, Normalization
-from training import plots
+from training import efficientnet_lite, plots
 from training.cnn import (
     TTA_VIEWS,
     Architecture,
@@ -30,6 +31,7 @@ from training.cnn import (
 )
 from training.devices import DeviceName, pick_device
 from training.export import publish
+from training.frozen_features import CACHEABLE_TTA, cached_features, evaluate_features
 from training.image_data import (
     ImageSet,
     augment,
@@ -47,6 +49,8 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 FlipMode = Literal["none", "random", "alternating"]
 TransferMode = Literal["frozen", "finetune", "scratch"]
+BackboneName = Literal["checkpoint", "efficientnet-lite0"]
+OptimizerName = Literal["sgd", "adamw"]
 
 
 @dataclass
@@ -67,7 +71,8 @@ class ImageConfig:
     batch_size: int = 1024
     lr: float = 1.5
     bias_lr_scale: float = 64.0  # BatchNorm shifts learn this much faster, with the same decay
-    momentum: float = 0.85
+    optimizer: OptimizerName = "sgd"  # sgd: Nesterov momentum; adamw: decoupled weight decay
+    momentum: float = 0.85  # sgd only
     weight_decay: float = 1.3e-3
     schedule: ScheduleName = "onecycle"
     warmup_fraction: float = 0.23
@@ -95,22 +100,93 @@ class ImageConfig:
 
 @dataclass
 class TransferConfig(ImageConfig):
-    """Start from a trained checkpoint, replace the head, learn a new label set."""
+    """Start from a pretrained backbone, replace the head, learn a new label set.
 
-    checkpoint: str = ""  # a run's checkpoint.pt (required unless --mode scratch)
-    mode: TransferMode = "finetune"  # frozen: only the new head learns; scratch: no checkpoint
+    The backbone: a run's checkpoint (`--checkpoint`), or EfficientNet-Lite0 pretrained on
+    ImageNet (`--backbone efficientnet-lite0`). Flags left unset take the backbone's recipe
+    (`RECIPES`); `--crop-padding` defaults to a sixteenth of the input size.
+    """
+
+    backbone: BackboneName = "checkpoint"
+    checkpoint: str = ""  # a run's checkpoint.pt (--backbone checkpoint, unless --mode scratch)
+    # frozen: only the new head learns, on features computed once; finetune: all of it, the
+    # backbone slower; scratch: the backbone's architecture from random weights.
+    mode: TransferMode = "finetune"
     backbone_lr_scale: float = 0.1  # finetune: the backbone learns this much slower
     name: str = "cat-vs-dog"
     classes: list[str] | None = field(default_factory=lambda: ["cat", "dog"])
     train_per_class: int | None = 500
-    epochs: int = 40
-    batch_size: int = 100
-    lr: float = 0.4
     whiten_bias_epochs: int = 0
+    image_size: int | None = None  # type: ignore[assignment]
+    epochs: int | None = None  # type: ignore[assignment]
+    batch_size: int | None = None  # type: ignore[assignment]
+    lr: float | None = None  # type: ignore[assignment]
+    optimizer: OptimizerName | None = None  # type: ignore[assignment]
+    momentum: float | None = None  # type: ignore[assignment]
+    weight_decay: float | None = None  # type: ignore[assignment]
+    bias_lr_scale: float | None = None  # type: ignore[assignment]
+    lookahead_every: int | None = None  # type: ignore[assignment]
+    label_smoothing: float | None = None  # type: ignore[assignment]
+    dropout: float | None = None  # type: ignore[assignment]
+    crop_padding: int | None = None  # type: ignore[assignment]
+
+    def resolved(self) -> TransferConfig:
+        """This config with each unset flag taken from the backbone's recipe."""
+        recipe: dict = dict(RECIPES[self.backbone])
+        if self.backbone == "checkpoint" and self.checkpoint:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+            recipe["image_size"] = state["config"]["image_size"]
+        if self.mode == "frozen":
+            recipe["epochs"] = recipe["frozen_epochs"]
+        unset = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None}
+        values = {name: recipe[name] for name in unset if name in recipe}
+        config = dataclasses.replace(self, **values)
+        if config.crop_padding is None:
+            config.crop_padding = config.image_size // 16
+        return config
+
+
+# Each backbone's defaults. The CIFAR checkpoints': the CNN recipe at a new head's pace. The
+# ImageNet backbone's: AdamW, as fine-tuning usually goes, because its 1280 pooled features are
+# large (squared norm in the thousands) and plain SGD at any useful rate throws the new head
+# off; BatchNorm learns as the weights, EfficientNet's own dropout, a few epochs. A frozen head
+# trains on cached features, where epochs cost next to nothing.
+RECIPES: dict[str, dict[str, float | int | str]] = {
+    "checkpoint": {
+        "optimizer": "sgd",
+        "image_size": 32,
+        "epochs": 40,
+        "frozen_epochs": 40,
+        "batch_size": 100,
+        "lr": 0.4,
+        "momentum": 0.85,
+        "weight_decay": 1.3e-3,
+        "bias_lr_scale": 64.0,
+        "lookahead_every": 5,
+        "label_smoothing": 0.2,
+        "dropout": 0.0,
+    },
+    "efficientnet-lite0": {
+        "image_size": efficientnet_lite.IMAGE_SIZE,
+        "epochs": 8,
+        "frozen_epochs": 40,
+        "batch_size": 50,
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "momentum": 0.9,
+        "weight_decay": 0.02,
+        "bias_lr_scale": 1.0,
+        "lookahead_every": 0,
+        "label_smoothing": 0.1,
+        "dropout": 0.2,
+    },
+}
 
 
 def train_images(cfg: ImageConfig) -> Path | None:
     """Train an image classifier (from scratch, or from a checkpoint) and export it."""
+    if isinstance(cfg, TransferConfig):
+        cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -121,13 +197,14 @@ def train_images(cfg: ImageConfig) -> Path | None:
     # Data
     root = resolve_root(cfg.data)
     classes = cfg.classes or list_classes(root / "train")
+    normalization = _normalization(cfg)
     prep = ImagePreprocessing(
         height=cfg.image_size,
         width=cfg.image_size,
         resize="shorter_side_then_center_crop" if cfg.resize_shorter_to else "stretch",
         resize_shorter_to=cfg.resize_shorter_to,
         layout="NHWC",
-        normalization=Normalization(mean=CIFAR_MEAN, std=CIFAR_STD, in_graph=True),
+        normalization=Normalization(mean=normalization[0], std=normalization[1], in_graph=True),
     )
     train = load_split(root / "train", prep, classes, cfg.train_per_class, cfg.seed)
     test = load_split(root / "test", prep, classes, cfg.test_per_class, cfg.seed)
@@ -136,8 +213,8 @@ def train_images(cfg: ImageConfig) -> Path | None:
         f"data: {len(train)} train, {len(val) if val else 0} val, {len(test)} test, "
         f"{len(classes)} classes, device {device}"
     )
-    mean = torch.tensor(CIFAR_MEAN, device=device)
-    std = torch.tensor(CIFAR_STD, device=device)
+    mean = torch.tensor(normalization[0], device=device)
+    std = torch.tensor(normalization[1], device=device)
 
     # Model
     model, frozen_backbone = _build_model(cfg, len(classes), train, mean, std)
@@ -159,6 +236,17 @@ def train_images(cfg: ImageConfig) -> Path | None:
     mirrored_first = torch.rand(len(train), generator=generator) < 0.5
     lrs: list[float] = []
     best_val, stale = -1.0, 0
+    if frozen_backbone:
+        if cfg.tta not in CACHEABLE_TTA:
+            raise SystemExit(f"--mode frozen caches an image and its mirror: --tta {CACHEABLE_TTA}")
+        train_features = cached_features(
+            model.backbone, train, mean, std, device, run_dir / "features-train.pt"
+        )
+        val_features = (
+            cached_features(model.backbone, val, mean, std, device, run_dir / "features-val.pt")
+            if val is not None
+            else None
+        )
 
     # Loop
     for epoch in range(start_epoch, cfg.epochs):
@@ -166,7 +254,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
         model.train()
         if frozen_backbone:
             model.eval()  # keep the pretrained BatchNorm statistics
-            model.head.train()
+            model.dropout.train()
         whiten_bias = getattr(model, "whiten", None)
         if whiten_bias is not None and not frozen_backbone:
             whiten_bias.bias.requires_grad = epoch < cfg.whiten_bias_epochs
@@ -187,13 +275,19 @@ def train_images(cfg: ImageConfig) -> Path | None:
                 group["lr"] = lr * group["lr_scale"]
             lrs.append(lr)
             index = order[step_in_epoch * cfg.batch_size : (step_in_epoch + 1) * cfg.batch_size]
-            x = to_float_nchw(torch.from_numpy(train.pixels[index.numpy()]), mean.cpu(), std.cpu())
             mirror = _mirror(cfg.flip, mirrored_first[index], epoch, generator)
-            x = augment(x, cfg.crop_padding, mirror, generator)
-            x = x.to(device, memory_format=torch.channels_last)
+            if frozen_backbone:
+                view = mirror.long() if mirror is not None else torch.zeros_like(index)
+                x, forward = train_features[index, view].to(device), model.classify
+            else:
+                x = to_float_nchw(
+                    torch.from_numpy(train.pixels[index.numpy()]), mean.cpu(), std.cpu()
+                )
+                x = augment(x, cfg.crop_padding, mirror, generator)
+                x, forward = x.to(device, memory_format=torch.channels_last), model
             y = torch.from_numpy(train.labels[index.numpy()]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
+                logits = forward(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -215,7 +309,11 @@ def train_images(cfg: ImageConfig) -> Path | None:
             "seconds": round(time.perf_counter() - started, 1),
         }
         if val is not None:
-            val_loss, val_acc, _ = evaluate(model, val, mean, std, device, cfg.tta)
+            val_loss, val_acc, _ = (
+                evaluate_features(model, val_features, val.labels, cfg.tta)
+                if frozen_backbone and val_features is not None
+                else evaluate(model, val, mean, std, device, cfg.tta)
+            )
             record.update(val_loss=val_loss, val_accuracy=val_acc)
         history.append(record)
         print(json.dumps(record))
@@ -224,7 +322,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "lookahead": lookahead.average if lookahead is not None else None,
-                "arch": cfg.arch,
+                "arch": _arch_of(cfg),
                 "constructor_args": model.constructor_args,
                 "config": asdict(cfg),
                 "classes": classes,
@@ -247,21 +345,25 @@ def train_images(cfg: ImageConfig) -> Path | None:
     metrics = {
         "test_accuracy": test_acc,
         "test_time_augmentation": cfg.tta,
-        # What each choice of --tta would have scored (the card's metrics are flat).
+        # What each cheaper choice of --tta would have scored (the card's metrics are flat).
         **{
             f"test_accuracy_tta_{tta}": (
                 test_acc if tta == cfg.tta else evaluate(model, test, mean, std, device, tta)[1]
             )
             for tta in get_args(TestTimeAugmentation)
+            if TTA_VIEWS[tta] <= TTA_VIEWS[cfg.tta]
         },
         "test_loss": test_loss,
         "test_images": len(test),
+        "input_size": cfg.image_size,
         "epochs": len(history),
         "training_minutes": round(sum(h.get("seconds", 0.0) for h in history) / 60, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
+    if val is not None:
+        metrics.update(val_accuracy=history[-1]["val_accuracy"], val_images=len(val))
     if isinstance(cfg, TransferConfig):
-        metrics.update(transfer_mode=cfg.mode, train_images=len(train))
+        metrics.update(transfer_mode=cfg.mode, backbone=cfg.backbone, train_images=len(train))
     print(json.dumps(metrics))
     (run_dir / "metrics.json").write_text(
         json.dumps({"history": history, "test": metrics}, indent=2)
@@ -275,19 +377,13 @@ def train_images(cfg: ImageConfig) -> Path | None:
     # Save
     serving = ServingImageModel(
         model.float().cpu().to(memory_format=torch.contiguous_format),
-        CIFAR_MEAN,
-        CIFAR_STD,
+        normalization[0],
+        normalization[1],
         tta=cfg.tta,
-    )
-    origin = (
-        f", fine-tuned ({cfg.mode}) from {cfg.checkpoint}"
-        if isinstance(cfg, TransferConfig) and cfg.mode != "scratch"
-        else ""
     )
     card = {
         "kind": "image_classifier",
-        "description": f"{cfg.arch} CNN ({metrics['parameters']:,} parameters) trained on "
-        f"{Path(cfg.data).name}{origin}",
+        "description": _description(cfg, metrics["parameters"]),
         "inputs": [
             {"name": "pixels", "dtype": "uint8", "shape": [None, cfg.image_size, cfg.image_size, 3]}
         ],
@@ -304,17 +400,54 @@ def train_images(cfg: ImageConfig) -> Path | None:
     return target
 
 
+def _arch_of(cfg: ImageConfig) -> str:
+    if isinstance(cfg, TransferConfig) and cfg.backbone == "efficientnet-lite0":
+        return "efficientnet-lite0"
+    return cfg.arch
+
+
+def _normalization(cfg: ImageConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean and std in [0, 1] units: the ImageNet backbone's own, else CIFAR-10's."""
+    if _arch_of(cfg) == "efficientnet-lite0":
+        return efficientnet_lite.MEAN, efficientnet_lite.STD
+    return CIFAR_MEAN, CIFAR_STD
+
+
+def _description(cfg: ImageConfig, parameters: int) -> str:
+    data = Path(cfg.data).name
+    if not isinstance(cfg, TransferConfig):
+        return f"{cfg.arch} CNN ({parameters:,} parameters) trained on {data}"
+    if cfg.backbone == "efficientnet-lite0":
+        origin = {
+            "frozen": "ImageNet features (frozen) and a new head",
+            "finetune": "fine-tuned from ImageNet",
+            "scratch": "from scratch",
+        }[cfg.mode]
+        return f"EfficientNet-Lite0 ({parameters:,} parameters), {origin}, trained on {data}"
+    origin = "" if cfg.mode == "scratch" else f", fine-tuned ({cfg.mode}) from {cfg.checkpoint}"
+    return f"{cfg.arch} CNN ({parameters:,} parameters) trained on {data}{origin}"
+
+
 def _build_model(
     cfg: ImageConfig, num_classes: int, train: ImageSet, mean: torch.Tensor, std: torch.Tensor
 ) -> tuple[nn.Module, bool]:
     """The network to train, and whether its backbone stays frozen."""
+    if isinstance(cfg, TransferConfig) and cfg.backbone == "efficientnet-lite0":
+        dropout = float(cfg.dropout or 0.0)
+        if cfg.mode == "scratch":
+            return efficientnet_lite.EfficientNetLite0(num_classes, dropout), False
+        model = efficientnet_lite.pretrained(num_classes, dropout)
+        frozen = cfg.mode == "frozen"
+        model.backbone.requires_grad_(not frozen)
+        return model, frozen
     if isinstance(cfg, TransferConfig) and cfg.mode != "scratch":
         if not cfg.checkpoint:
             raise SystemExit("transfer: --checkpoint is required unless --mode scratch")
         state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
         model = build_classifier(state.get("arch", "resnet"), state["constructor_args"])
         model.load_state_dict(state["model"])
-        model.head = nn.Linear(model.head.in_features, num_classes, bias=False)
+        has_bias = model.head.bias is not None
+        model.head = nn.Linear(model.head.in_features, num_classes, bias=has_bias)
         model.constructor_args = {**model.constructor_args, "num_classes": num_classes}
         frozen = cfg.mode == "frozen"
         for parameter in model.backbone.parameters():
@@ -337,12 +470,13 @@ def _build_model(
     return model, False
 
 
-def _optimizer(model: nn.Module, cfg: ImageConfig) -> torch.optim.SGD:
-    """Nesterov SGD in parameter groups, each with an `lr_scale` of the scheduled rate.
+def _optimizer(model: nn.Module, cfg: ImageConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW in parameter groups, each with an `lr_scale` of the scheduled
+    rate.
 
     BatchNorm shifts learn `bias_lr_scale` times faster with the same decay per step; a
     fine-tuned backbone learns `backbone_lr_scale` times slower than its new head. Frozen
-    parameters never get a gradient, and SGD skips those.
+    parameters never get a gradient, and both optimizers skip those.
     """
     finetune = isinstance(cfg, TransferConfig) and cfg.mode == "finetune"
     backbone_scale = cfg.backbone_lr_scale if finetune else 1.0
@@ -357,15 +491,13 @@ def _optimizer(model: nn.Module, cfg: ImageConfig) -> torch.optim.SGD:
             lr_scale *= cfg.bias_lr_scale
             decay /= cfg.bias_lr_scale
         groups.setdefault((lr_scale, decay), []).append(parameter)
-    return torch.optim.SGD(
-        [
-            {"params": params, "lr": cfg.lr * scale, "lr_scale": scale, "weight_decay": decay}
-            for (scale, decay), params in groups.items()
-        ],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
+    param_groups = [
+        {"params": params, "lr": cfg.lr * scale, "lr_scale": scale, "weight_decay": decay}
+        for (scale, decay), params in groups.items()
+    ]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=cfg.lr)
+    return torch.optim.SGD(param_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
 
 
 def _mirror(
