@@ -68,8 +68,9 @@ lint: $(VENV)/.dev-installed
 train-cifar10: $(VENV)/.dev-installed
 	$(PY) -m training images --data $(DATASETS)/cifar10-jpeg.tar.gz --name cifar10
 
-# Pretrain on the 8 other classes, learn cat vs dog from 500 images per class (frozen,
-# fine-tuned, from scratch), publish the best as models/cat-vs-dog.
+# Cat vs dog from 500 images per class four ways (EfficientNet-Lite0's ImageNet features
+# frozen, fine-tuned, from scratch; a CNN pretrained on the 8 other classes), publish the
+# best on a validation split as models/cat-vs-dog.
 train-cat-vs-dog: $(VENV)/.dev-installed
 	$(PY) -m training transfer-experiment --data $(DATASETS)/cifar10-jpeg.tar.gz
 

@@ -1,8 +1,8 @@
 """`make bench` / `python -m bench`: the service beside the hardware limit and its peers,
 and its Open Inference Protocol (v2) beside its own `/v1`.
 
-Four sections, all by default; `--only systems`, `--only open-inference`,
-`--only fraud-history` or `--only reasons` runs one.
+Five sections, all by default; `--only systems`, `--only open-inference`,
+`--only fraud-history`, `--only reasons` or `--only efficientnet` runs one.
 
 systems: for each system, start it, warm it up, then for each workload and concurrency
 level run wrk in windows until three in a row agree on throughput within 10% (as Triton's
@@ -22,6 +22,10 @@ rounds side by side. A few minutes: `python -m bench --only fraud-history`.
 reasons (`bench/reasons.py`): what the fraud model's reasons cost, through HTTP (`/score`
 with reasons never, for flagged answers, always) and in process (the reasons graph for
 every row), side by side in rounds. A few minutes: `python -m bench --only reasons`.
+
+efficientnet (`bench/efficientnet.py`): what the 224x224 ImageNet network (`cat-vs-dog`,
+EfficientNet-Lite0) costs: in-process images/s at each batch size, and served images/s and
+latencies at concurrency 1 and 64. A few minutes: `python -m bench --only efficientnet`.
 
 Writes `<out>/<date>-<host>.json`, `.md`, and PNGs: one per model, one for open-inference.
 """
@@ -43,7 +47,15 @@ from pathlib import Path
 import onnxruntime as ort
 
 from app.settings import Settings
-from bench import fraud_history, inprocess, open_inference, perf_analyzer, reasons, report
+from bench import (
+    efficientnet,
+    fraud_history,
+    inprocess,
+    open_inference,
+    perf_analyzer,
+    reasons,
+    report,
+)
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import PEERS, SYSTEMS, Running, settled_rss, start, stop_process
 from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
@@ -54,7 +66,7 @@ STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
 SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
-SECTIONS = ("systems", "open-inference", "fraud-history", "reasons")
+SECTIONS = ("systems", "open-inference", "fraud-history", "reasons", "efficientnet")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -96,6 +108,8 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit("needs wrk (Debian/Ubuntu: apt-get install wrk)")
 
     sections = [args.only] if args.only else list(SECTIONS)
+    if "efficientnet" in sections:
+        efficientnet.check_model(Settings(_env_file=None))
 
     images, image_source = sample_images()
     transactions, transaction_source = sample_transactions()
@@ -109,6 +123,7 @@ def main(argv: list[str] | None = None) -> Path:
     v2: dict | None = None
     history: dict | None = None
     explained: dict | None = None
+    large_image: dict | None = None
     bodies_dir = Path(tempfile.mkdtemp(prefix="deepserve-bench-"))
     try:
         if "systems" in sections:
@@ -149,6 +164,17 @@ def main(argv: list[str] | None = None) -> Path:
                 0.1 if args.quick else 1.0,
                 # Enough real transactions that the model flags some (about 1 in 100).
                 20 if args.quick else 1000,
+            )
+        if "efficientnet" in sections:
+            print("efficientnet: the 224x224 network in process and served", flush=True)
+            large_image = efficientnet.measure(
+                settings,
+                images,
+                bodies_dir / "efficientnet",
+                1 if args.quick else args.rounds,
+                5.0 if args.quick else 10.0,  # at c=64 a batch of 32 takes a second or two
+                0.1 if args.quick else 2.0,
+                10 if args.quick else 100,
             )
     finally:
         shutil.rmtree(bodies_dir, ignore_errors=True)
@@ -193,6 +219,8 @@ def main(argv: list[str] | None = None) -> Path:
         results["fraud_history"] = history
     if explained is not None:
         results["reasons"] = explained
+    if large_image is not None:
+        results["efficientnet"] = large_image
     results["targets"] = report.targets(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"{time.strftime('%Y%m%d-%H%M%S')}-{platform.node() or 'host'}"

@@ -243,6 +243,8 @@ def markdown(results: dict) -> str:
         lines += _fraud_history_markdown(results["fraud_history"])
     if "reasons" in results:
         lines += _reasons_markdown(results["reasons"])
+    if "efficientnet" in results:
+        lines += _efficientnet_markdown(results["efficientnet"])
     lines += ["", "| target | measured | goal | met |", "| --- | --- | --- | --- |"]
     for t in results["targets"]:
         met = "—" if t["met"] is None else ("yes" if t["met"] else "**no**")
@@ -448,6 +450,42 @@ def _reasons_markdown(section: dict) -> list[str]:
         alone = ", ".join(f"{r:,}" for r in rates["scored"][str(size)])
         both = ", ".join(f"{r:,}" for r in rates["explained"][str(size)])
         lines.append(f"| {size} | {alone} | {both} | {ratio:.3f} |")
+    return lines
+
+
+def _efficientnet_markdown(section: dict) -> list[str]:
+    in_process = section["in_process"]
+    lines = [
+        "",
+        f"## A 224x224 ImageNet network ({section['model']})",
+        "",
+        f"{section['description']}; input {section['input']}. In process (ONNX Runtime "
+        "through the service's runtime), images/s by batch size, median of "
+        f"{section['rounds']} round(s):",
+        "",
+        "| batch | " + " | ".join(in_process["images_per_s"]) + " |",
+        "| --- |" + " --- |" * len(in_process["images_per_s"]),
+        "| images/s | "
+        + " | ".join(f"{r:,.1f}" for r in in_process["images_per_s"].values())
+        + " |",
+        "",
+        f"One image, batch of 1: p50 {in_process['single_p50_ms']} ms. Served through "
+        "`/v1/models/cat-vs-dog/classify`, one CIFAR-10 test JPEG per request (resized to "
+        "the input by the service), per round:",
+        "",
+        "| concurrency | images/s | p50 ms | p99 ms | errors | over in process at its best |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    best = in_process["best_images_per_s"]
+    for level, windows in section["served"].items():
+        rates = [w["images_per_s"] for w in windows]
+        lines.append(
+            f"| {level} | {', '.join(f'{r:,.1f}' for r in rates)} "
+            f"| {', '.join(str(w['p50_ms']) for w in windows)} "
+            f"| {', '.join(str(w['p99_ms']) for w in windows)} "
+            f"| {sum(w['errors'] for w in windows)} "
+            f"| {statistics.median(rates) / best:.2f} |"
+        )
     return lines
 
 

@@ -23,7 +23,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, config_type: type) -> Non
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         hint = hints[f.name]
-        if isinstance(hint, types.UnionType):  # `X | None`: the flag takes an X
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # `X | None`: takes an X
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
         kwargs: dict[str, Any] = {"default": default, "help": f"default: {default}"}
         if hint is bool:

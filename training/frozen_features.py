@@ -45,7 +45,7 @@ def compute_features(
     return torch.cat(parts)
 
 
-def cached_features(
+def saved_features(
     backbone: nn.Module,
     data: ImageSet,
     mean: torch.Tensor,
@@ -53,10 +53,9 @@ def cached_features(
     device: torch.device,
     path: Path,
 ) -> torch.Tensor:
-    """`compute_features`, read from `path` when a previous call of this run saved it."""
-    if path.exists():
-        return torch.load(path, weights_only=True)
-    features = compute_features(backbone, data, mean, std, device, f"features {path.stem}")
+    """`compute_features`, kept at `path` in the run directory beside the checkpoint (the
+    head alone is not enough to look into what it learned)."""
+    features = compute_features(backbone, data, mean, std, device, path.stem)
     torch.save(features, path)
     return features
 
@@ -70,9 +69,10 @@ def evaluate_features(
     if tta not in CACHEABLE_TTA:
         raise ValueError(f"cached features hold an image and its mirror, not the views of {tta}")
     model.eval()
-    views = features[:, :1] if tta == "none" else features
+    device = next(model.parameters()).device
+    views = (features[:, :1] if tta == "none" else features).to(device)
     logits = model.classify(views.flatten(0, 1)).float().unflatten(0, (len(features), -1))
-    probabilities = torch.softmax(logits, dim=2).mean(1)
+    probabilities = torch.softmax(logits, dim=2).mean(1).cpu()
     target = torch.from_numpy(labels)
     loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), target).item()
     predicted = probabilities.argmax(1).numpy()

@@ -31,7 +31,7 @@ from training.cnn import (
 )
 from training.devices import DeviceName, pick_device
 from training.export import publish
-from training.frozen_features import CACHEABLE_TTA, cached_features, evaluate_features
+from training.frozen_features import CACHEABLE_TTA, evaluate_features, saved_features
 from training.image_data import (
     ImageSet,
     augment,
@@ -44,6 +44,7 @@ from training.provenance import current_provenance
 from training.run_dirs import new_run_dir
 from training.schedules import ScheduleName, lr_multiplier
 
+SMALL_INPUT = 64  # pixels a side, up to which evaluating every --tta choice is cheap
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
@@ -112,35 +113,37 @@ class TransferConfig(ImageConfig):
     # frozen: only the new head learns, on features computed once; finetune: all of it, the
     # backbone slower; scratch: the backbone's architecture from random weights.
     mode: TransferMode = "finetune"
-    backbone_lr_scale: float = 0.1  # finetune: the backbone learns this much slower
-    name: str = "cat-vs-dog"
-    classes: list[str] | None = field(default_factory=lambda: ["cat", "dog"])
-    train_per_class: int | None = 500
+    backbone_lr_scale: float | None = None  # finetune: the backbone learns this much slower
+    name: str = "transfer"
     whiten_bias_epochs: int = 0
-    image_size: int | None = None  # type: ignore[assignment]
-    epochs: int | None = None  # type: ignore[assignment]
-    batch_size: int | None = None  # type: ignore[assignment]
-    lr: float | None = None  # type: ignore[assignment]
-    optimizer: OptimizerName | None = None  # type: ignore[assignment]
-    momentum: float | None = None  # type: ignore[assignment]
-    weight_decay: float | None = None  # type: ignore[assignment]
-    bias_lr_scale: float | None = None  # type: ignore[assignment]
-    lookahead_every: int | None = None  # type: ignore[assignment]
-    label_smoothing: float | None = None  # type: ignore[assignment]
-    dropout: float | None = None  # type: ignore[assignment]
-    crop_padding: int | None = None  # type: ignore[assignment]
+    # Left unset (None), these come from the backbone's recipe.
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    optimizer: OptimizerName | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    bias_lr_scale: float | None = None
+    lookahead_every: int | None = None
+    label_smoothing: float | None = None
+    dropout: float | None = None
+    crop_padding: int | None = None
 
     def resolved(self) -> TransferConfig:
         """This config with each unset flag taken from the backbone's recipe."""
         recipe: dict = dict(RECIPES[self.backbone])
+        fixed: dict = {}  # what a checkpoint's network decides, whatever the flags say
         if self.backbone == "checkpoint" and self.checkpoint:
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
             recipe["image_size"] = state["config"]["image_size"]
+            fixed["arch"] = state.get("arch", "resnet")
+            fixed["resize_shorter_to"] = state["config"].get("resize_shorter_to")
         if self.mode == "frozen":
             recipe["epochs"] = recipe["frozen_epochs"]
         unset = {f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None}
         values = {name: recipe[name] for name in unset if name in recipe}
-        config = dataclasses.replace(self, **values)
+        config = dataclasses.replace(self, **values, **fixed)
         if config.crop_padding is None:
             config.crop_padding = config.image_size // 16
         return config
@@ -165,6 +168,7 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "lookahead_every": 5,
         "label_smoothing": 0.2,
         "dropout": 0.0,
+        "backbone_lr_scale": 0.1,
     },
     "efficientnet-lite0": {
         "image_size": efficientnet_lite.IMAGE_SIZE,
@@ -179,6 +183,7 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "lookahead_every": 0,
         "label_smoothing": 0.1,
         "dropout": 0.2,
+        "backbone_lr_scale": 0.3,
     },
 }
 
@@ -239,11 +244,11 @@ def train_images(cfg: ImageConfig) -> Path | None:
     if frozen_backbone:
         if cfg.tta not in CACHEABLE_TTA:
             raise SystemExit(f"--mode frozen caches an image and its mirror: --tta {CACHEABLE_TTA}")
-        train_features = cached_features(
+        train_features = saved_features(
             model.backbone, train, mean, std, device, run_dir / "features-train.pt"
         )
         val_features = (
-            cached_features(model.backbone, val, mean, std, device, run_dir / "features-val.pt")
+            saved_features(model.backbone, val, mean, std, device, run_dir / "features-val.pt")
             if val is not None
             else None
         )
@@ -345,13 +350,14 @@ def train_images(cfg: ImageConfig) -> Path | None:
     metrics = {
         "test_accuracy": test_acc,
         "test_time_augmentation": cfg.tta,
-        # What each cheaper choice of --tta would have scored (the card's metrics are flat).
+        # What each choice of --tta would have scored (the card's metrics are flat); on
+        # large inputs only the cheaper ones, as six views of 2,000 images at 224 take minutes.
         **{
             f"test_accuracy_tta_{tta}": (
                 test_acc if tta == cfg.tta else evaluate(model, test, mean, std, device, tta)[1]
             )
             for tta in get_args(TestTimeAugmentation)
-            if TTA_VIEWS[tta] <= TTA_VIEWS[cfg.tta]
+            if TTA_VIEWS[tta] <= TTA_VIEWS[cfg.tta] or cfg.image_size <= SMALL_INPUT
         },
         "test_loss": test_loss,
         "test_images": len(test),
@@ -401,6 +407,8 @@ def train_images(cfg: ImageConfig) -> Path | None:
 
 
 def _arch_of(cfg: ImageConfig) -> str:
+    """The architecture trained: `--arch`, the ImageNet backbone's, or (once the config is
+    resolved) the transferred checkpoint's."""
     if isinstance(cfg, TransferConfig) and cfg.backbone == "efficientnet-lite0":
         return "efficientnet-lite0"
     return cfg.arch
@@ -453,6 +461,8 @@ def _build_model(
         for parameter in model.backbone.parameters():
             parameter.requires_grad &= not frozen
         return model, frozen
+    if cfg.arch == "efficientnet-lite0":  # scratch, in a transferred checkpoint's architecture
+        return efficientnet_lite.EfficientNetLite0(num_classes, float(cfg.dropout or 0.0)), False
     if cfg.arch == "resnet":
         model = build_classifier(
             "resnet",
@@ -540,12 +550,14 @@ def evaluate(
     std: torch.Tensor,
     device: torch.device,
     tta: TestTimeAugmentation = "none",
-    views_per_batch: int = 500,  # images times views per network call: bounds the memory
+    views_per_batch: int = 500,  # views of 32x32 per network call (fewer when larger): memory
 ) -> tuple[float, float, np.ndarray]:
     """Mean loss, accuracy and predicted classes over `data`, as the exported model computes."""
     model.eval()
     loss_sum, predictions = 0.0, []
-    batch_size = max(1, views_per_batch // TTA_VIEWS[tta])
+    height, width = data.pixels.shape[1:3]
+    views = max(1, views_per_batch * 32 * 32 // (height * width))
+    batch_size = max(1, views // TTA_VIEWS[tta])
     for start in range(0, len(data), batch_size):
         pixels = torch.from_numpy(data.pixels[start : start + batch_size]).to(device)
         x = to_float_nchw(pixels, mean, std).contiguous(memory_format=torch.channels_last)

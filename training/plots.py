@@ -89,17 +89,24 @@ def roc_and_pr(labels: np.ndarray, scores: np.ndarray, path: Path) -> None:
     plt.close(fig)
 
 
-def bars(values: dict[str, float], title: str, path: Path) -> None:
-    """One labelled bar per entry, for comparing a handful of runs."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    names = list(values)
-    heights = [values[n] for n in names]
-    ax.bar(names, heights, color="tab:blue")
-    for x, height in enumerate(heights):
-        ax.text(x, height, f"{height:.3f}", ha="center", va="bottom")
-    low = min(heights)
+def bars(series: dict[str, dict[str, float]], title: str, path: Path) -> None:
+    """Labelled bars for a handful of runs, one colour per series (say validation and test
+    accuracy), side by side for each run."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(next(iter(series.values())))
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series.items()):
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(names))]
+        heights = [values[n] for n in names]
+        ax.bar(xs, heights, width, label=label)
+        for x, height in zip(xs, heights, strict=True):
+            ax.text(x, height, f"{height:.3f}", ha="center", va="bottom", fontsize=8)
+    low = min(min(values.values()) for values in series.values())
     ax.set_ylim(max(0.0, low - 0.1), 1.0)
+    ax.set_xticks(range(len(names)), [n.replace("-", "\n", 1) for n in names])
     ax.set(title=title, ylabel="accuracy")
+    if len(series) > 1:
+        ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -80,6 +80,16 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     assert len(reasons_targets) == 2
     assert "## Reasons (fraud/" in stem.with_suffix(".md").read_text()
 
+    # The 224x224 network: in process at every batch size, served at c=1 and 64.
+    large = results["efficientnet"]
+    assert large["input"] == "224x224"
+    assert set(large["in_process"]["images_per_s"]) == {"1", "4", "8", "16", "32"}
+    assert all(rate > 0 for rate in large["in_process"]["images_per_s"].values())
+    for level in ("1", "64"):
+        for window in large["served"][level]:
+            assert window["images_per_s"] > 0 and window["errors"] == 0, window
+    assert "## A 224x224 ImageNet network (cat-vs-dog/" in stem.with_suffix(".md").read_text()
+
 
 def test_litserve_and_mlserver_bodies_carry_the_same_items(tmp_path: Path) -> None:
     """Each peer is sent the items deepserve is sent, in its own documented format."""

@@ -56,6 +56,13 @@ def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
     card = latest_card("cifar10")
     images = read_test_jpegs(CIFAR, per_class=200)
     client = make_client(repo=MODELS, default_image_model="cifar10")
+    # 2,000 of the 10,000 test images: a sampling spread of about 1 point.
+    accuracy = _accuracy_over_http(client, images)
+    assert accuracy == pytest.approx(float(card.metrics["test_accuracy"]), abs=0.03)
+
+
+def _accuracy_over_http(client, images: list[tuple[str, bytes]]) -> float:
+    """Top-1 accuracy of the default image model on (label, JPEG) pairs, 50 a request."""
     correct = 0
     for start in range(0, len(images), 50):
         chunk = images[start : start + 50]
@@ -64,9 +71,25 @@ def test_cifar10_accuracy_over_http_matches_its_card(make_client) -> None:
         assert response.status_code == 200
         for (label, _), result in zip(chunk, response.json()["results"], strict=True):
             correct += result["predictions"][0]["label"] == label
-    accuracy = correct / len(images)
-    # 2,000 of the 10,000 test images: a sampling spread of about 1 point.
-    assert accuracy == pytest.approx(float(card.metrics["test_accuracy"]), abs=0.03)
+    return correct / len(images)
+
+
+@needs_cifar
+def test_cat_vs_dog_accuracy_over_http_matches_its_card(make_client) -> None:
+    """The 224x224 network: the service resizes each 32x32 JPEG as its card says and scores
+    what training measured."""
+    card = latest_card("cat-vs-dog")
+    assert card.image is not None and (card.image.height, card.image.width) == (224, 224)
+    images = [
+        (label, data)
+        for label, data in read_test_jpegs(CIFAR, per_class=200)
+        if label in card.labels
+    ]
+    client = make_client(repo=MODELS, default_image_model="cat-vs-dog")
+    assert len(images) == 400
+    # 400 of the 2,000 cat and dog test images: a sampling spread of about 2 points.
+    accuracy = _accuracy_over_http(client, images)
+    assert accuracy == pytest.approx(float(card.metrics["test_accuracy"]), abs=0.06)
 
 
 @needs_cifar
