@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 from app.model_card import ModelCard
@@ -21,6 +22,9 @@ from bench.workloads import WORKLOADS, build
 MODEL = "cat-vs-dog"
 BATCH_SIZES = [1, 4, 8, 16, 32]
 LEVELS = (1, 64)
+# Between windows: when wrk stops at c=64 the server still holds up to 64 requests, about a
+# second of work for this network, and a c=1 window started at once would time that backlog.
+SETTLE_S = 3.0
 
 
 def check_model(settings: Settings) -> ModelCard:
@@ -59,6 +63,7 @@ def measure(
         requests.run(running.base, 8, 3.0)  # warm-up
         for _ in range(rounds):
             for level in LEVELS:
+                time.sleep(SETTLE_S)
                 window = requests.run(running.base, level, window_s)
                 answered = window.requests - window.errors
                 served[level].append(
