@@ -1,5 +1,5 @@
 """What a 224x224 ImageNet network costs on this machine's cores: the published `cat-vs-dog`
-(EfficientNet-Lite0 fine-tuned) in process at each batch size, and served through
+(EfficientNet-Lite0 from ImageNet) in process at each batch size, and served through
 `/v1/models/cat-vs-dog/classify`, one CIFAR-10 test JPEG per request (decoded and resized to
 224 by the service, as its card says), at concurrency 1 and 64.
 """

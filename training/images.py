@@ -133,8 +133,10 @@ class TransferConfig(ImageConfig):
     def resolved(self) -> TransferConfig:
         """This config with each unset flag taken from the backbone's recipe."""
         recipe: dict = dict(RECIPES[self.backbone])
-        fixed: dict = {}  # what a checkpoint's network decides, whatever the flags say
-        if self.backbone == "checkpoint" and self.checkpoint:
+        fixed: dict = {}  # what the backbone's network decides, whatever the flags say
+        if self.backbone == "efficientnet-lite0":
+            fixed["arch"] = "efficientnet-lite0"
+        elif self.checkpoint:
             state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
             recipe["image_size"] = state["config"]["image_size"]
             fixed["arch"] = state.get("arch", "resnet")
@@ -327,7 +329,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "lookahead": lookahead.average if lookahead is not None else None,
-                "arch": _arch_of(cfg),
+                "arch": cfg.arch,
                 "constructor_args": model.constructor_args,
                 "config": asdict(cfg),
                 "classes": classes,
@@ -406,17 +408,9 @@ def train_images(cfg: ImageConfig) -> Path | None:
     return target
 
 
-def _arch_of(cfg: ImageConfig) -> str:
-    """The architecture trained: `--arch`, the ImageNet backbone's, or (once the config is
-    resolved) the transferred checkpoint's."""
-    if isinstance(cfg, TransferConfig) and cfg.backbone == "efficientnet-lite0":
-        return "efficientnet-lite0"
-    return cfg.arch
-
-
 def _normalization(cfg: ImageConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Mean and std in [0, 1] units: the ImageNet backbone's own, else CIFAR-10's."""
-    if _arch_of(cfg) == "efficientnet-lite0":
+    if cfg.arch == "efficientnet-lite0":
         return efficientnet_lite.MEAN, efficientnet_lite.STD
     return CIFAR_MEAN, CIFAR_STD
 
@@ -440,31 +434,35 @@ def _build_model(
     cfg: ImageConfig, num_classes: int, train: ImageSet, mean: torch.Tensor, std: torch.Tensor
 ) -> tuple[nn.Module, bool]:
     """The network to train, and whether its backbone stays frozen."""
-    if isinstance(cfg, TransferConfig) and cfg.backbone == "efficientnet-lite0":
-        dropout = float(cfg.dropout or 0.0)
-        if cfg.mode == "scratch":
-            return efficientnet_lite.EfficientNetLite0(num_classes, dropout), False
-        model = efficientnet_lite.pretrained(num_classes, dropout)
+    if not isinstance(cfg, TransferConfig) or cfg.mode == "scratch":
+        return _untrained(cfg, num_classes, train, mean, std), False
+    if cfg.backbone == "efficientnet-lite0":
+        model = efficientnet_lite.pretrained(num_classes, cfg.dropout)
         frozen = cfg.mode == "frozen"
         model.backbone.requires_grad_(not frozen)
         return model, frozen
-    if isinstance(cfg, TransferConfig) and cfg.mode != "scratch":
-        if not cfg.checkpoint:
-            raise SystemExit("transfer: --checkpoint is required unless --mode scratch")
-        state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
-        model = build_classifier(state.get("arch", "resnet"), state["constructor_args"])
-        model.load_state_dict(state["model"])
-        has_bias = model.head.bias is not None
-        model.head = nn.Linear(model.head.in_features, num_classes, bias=has_bias)
-        model.constructor_args = {**model.constructor_args, "num_classes": num_classes}
-        frozen = cfg.mode == "frozen"
-        for parameter in model.backbone.parameters():
-            parameter.requires_grad &= not frozen
-        return model, frozen
-    if cfg.arch == "efficientnet-lite0":  # scratch, in a transferred checkpoint's architecture
-        return efficientnet_lite.EfficientNetLite0(num_classes, float(cfg.dropout or 0.0)), False
+    if not cfg.checkpoint:
+        raise SystemExit("transfer: --checkpoint is required unless --mode scratch")
+    state = torch.load(cfg.checkpoint, map_location="cpu", weights_only=False)
+    model = build_classifier(state.get("arch", "resnet"), state["constructor_args"])
+    model.load_state_dict(state["model"])
+    has_bias = model.head.bias is not None
+    model.head = nn.Linear(model.head.in_features, num_classes, bias=has_bias)
+    model.constructor_args = {**model.constructor_args, "num_classes": num_classes}
+    frozen = cfg.mode == "frozen"
+    for parameter in model.backbone.parameters():
+        parameter.requires_grad &= not frozen
+    return model, frozen
+
+
+def _untrained(
+    cfg: ImageConfig, num_classes: int, train: ImageSet, mean: torch.Tensor, std: torch.Tensor
+) -> nn.Module:
+    """`cfg.arch` from random weights (the whitened net's first layer fitted to `train`)."""
+    if cfg.arch == "efficientnet-lite0":
+        return efficientnet_lite.EfficientNetLite0(num_classes, cfg.dropout)
     if cfg.arch == "resnet":
-        model = build_classifier(
+        return build_classifier(
             "resnet",
             {
                 "num_classes": num_classes,
@@ -473,11 +471,10 @@ def _build_model(
                 "dropout": cfg.dropout,
             },
         )
-    else:
-        model = WhitenedConvNet(num_classes, cfg.widths, cfg.dropout)
-        sample = torch.from_numpy(train.pixels[:5000])
-        model.init_whitening(to_float_nchw(sample, mean.cpu(), std.cpu()))
-    return model, False
+    model = WhitenedConvNet(num_classes, cfg.widths, cfg.dropout)
+    sample = torch.from_numpy(train.pixels[:5000])
+    model.init_whitening(to_float_nchw(sample, mean.cpu(), std.cpu()))
+    return model
 
 
 def _optimizer(model: nn.Module, cfg: ImageConfig) -> torch.optim.Optimizer:

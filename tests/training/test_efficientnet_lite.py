@@ -32,7 +32,7 @@ def imagenet_model() -> EfficientNetLite0:
 
 
 def test_the_published_weights_load_with_no_missing_or_unexpected_key() -> None:
-    published = torch.load(efficientnet_lite.weights_path(), map_location="cpu", weights_only=True)
+    published = efficientnet_lite.published_state_dict()
     backbone = LiteBackbone()
     result = backbone.load_state_dict(
         {k: v for k, v in published.items() if not k.startswith("_fc.")}, strict=True
@@ -48,7 +48,7 @@ def test_the_published_weights_load_with_no_missing_or_unexpected_key() -> None:
 
 def test_a_new_head_starts_from_even_odds_on_the_imagenet_backbone() -> None:
     model = efficientnet_lite.pretrained(num_classes=3).eval()
-    published = torch.load(efficientnet_lite.weights_path(), map_location="cpu", weights_only=True)
+    published = efficientnet_lite.published_state_dict()
     assert torch.equal(model.backbone._conv_stem.weight, published["_conv_stem.weight"])
     with torch.no_grad():
         probabilities = model(torch.randn(2, 3, 64, 64)).softmax(1)
