@@ -10,6 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from app.api.deps import DEADLINE_HEADER
 from tests import model_factory
 from tests.server import running_server
 
@@ -44,10 +45,21 @@ def test_no_input_makes_the_server_fail(api_schema: schemathesis.BaseSchema) -> 
             if model is not None and hash(str(case.body)) % 2 == 0:
                 kind = "tiny-image" if case.path.endswith("classify") else "tiny-fraud"
                 case.path_parameters["model"] = kind  # type: ignore[index]
-            response = case.call_and_validate(checks=[not_a_server_error])
+            response = case.call()
             statuses.append(response.status_code)
+            if _missed_its_own_deadline(case, response):
+                return  # a 504 is the answer for a deadline the client chose too short
+            case.validate_response(response, checks=[not_a_server_error])
 
         no_server_error()
     # The fuzzing reached both the success paths and the error paths.
     assert len(statuses) > 200
     assert {200, 400, 404, 422} <= set(statuses)
+
+
+def _missed_its_own_deadline(case: schemathesis.Case, response) -> bool:
+    """A fuzzed `x-request-timeout-ms` of a few milliseconds can pass before the batch runs,
+    on a slow or busy machine more often: the documented answer is 504 `deadline_exceeded`."""
+    if DEADLINE_HEADER not in {name.lower() for name in (case.headers or {})}:
+        return False
+    return response.status_code == 504 and response.json()["error"]["code"] == "deadline_exceeded"
