@@ -94,13 +94,21 @@ class Thresholds(_Strict):
 class ReasonsGraph(_Strict):
     """A second graph beside the model that says which features pushed a score up: the same
     input rows in, one attribution per feature out (log-odds), run only on rows that need
-    reasons."""
+    reasons; and, where it names `score_output`, the model's own output too, so that rows
+    that all want reasons run this graph alone."""
 
     file: str = Field(default="reasons.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$")
     output: str = "attributions"
-    method: Literal["integrated_gradients_midpoint"] = Field(
-        description="Integrated gradients of the log-odds with one step at the midpoint "
-        "between the row and the baseline: exact for a logistic model."
+    score_output: str | None = Field(
+        default=None,
+        description="The graph's output that equals the model's first output for the same "
+        "rows (computed on the way to the attributions); absent where it gives only these.",
+    )
+    method: Literal["gradient_times_difference", "integrated_gradients_midpoint"] = Field(
+        description="How each feature's attribution is computed, both exact for a logistic "
+        "model. gradient_times_difference: the gradient of the log-odds at the row times "
+        "(value minus baseline). integrated_gradients_midpoint (earlier versions): the same "
+        "with the gradient taken halfway between the row and the baseline."
     )
     baseline: list[float] = Field(
         min_length=1,

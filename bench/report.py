@@ -443,7 +443,7 @@ def _reasons_markdown(section: dict) -> list[str]:
         "",
         "In process (ONNX Runtime through the service's runtime), rows/s per round:",
         "",
-        "| batch | model alone | model, then reasons for every row | ratio |",
+        "| batch | model alone | with reasons for every row (as `?reasons=always`) | ratio |",
         "| --- | --- | --- | --- |",
     ]
     for size, ratio in in_process_ratios(section).items():

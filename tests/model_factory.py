@@ -108,11 +108,13 @@ def fraud_model(
     max_queue_delay_ms: float = 0.0,
     amount_weight: float = 0.02,
     reasons: bool = False,
+    reasons_score: bool = True,
     feature_set: str = "benchmark-15",
 ) -> Path:
     """float32 `[n, 15]` -> sigmoid(amount * w - 4 + night + 3 risk_7d): big amounts look
     like fraud. With `reasons`, also its reasons graph: for a logistic model, exactly
-    coefficient times (value - baseline), with `REASONS_BASELINE`. With the `history-17`
+    coefficient times (value - baseline), with `REASONS_BASELINE`; with `reasons_score`, it
+    gives the probability too (as published versions from 7 on do). With the `history-17`
     set, `[n, 17]`, and the amount over the card's earlier mean adds to the logit."""
     columns = FEATURE_SETS[feature_set]
     weights = np.zeros((len(columns), 1), dtype=np.float32)
@@ -156,26 +158,34 @@ def fraud_model(
     }
     if reasons:
         card["reasons"] = {
-            "method": "integrated_gradients_midpoint",
+            "method": "gradient_times_difference",
             "baseline": baseline.tolist(),
         }
+        if reasons_score:
+            card["reasons"]["score_output"] = "fraud_probability"
     folder = _save(graph, card, root)
     if reasons:
+        attributions = [
+            helper.make_node("Sub", ["features", "baseline"], ["away"]),
+            helper.make_node("Mul", ["away", "coefficients"], ["attributions"]),
+        ]
+        outputs = [
+            helper.make_tensor_value_info(
+                "attributions", TensorProto.FLOAT, ["batch", len(columns)]
+            )
+        ]
+        if reasons_score:  # the model's nodes first, then the attributions'
+            attributions = [*nodes, *attributions]
+            outputs = [*graph.output, *outputs]
         explain = helper.make_graph(
-            [
-                helper.make_node("Sub", ["features", "baseline"], ["away"]),
-                helper.make_node("Mul", ["away", "coefficients"], ["attributions"]),
-            ],
+            attributions,
             "tiny-fraud-reasons",
             [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", len(columns)])],
-            [
-                helper.make_tensor_value_info(
-                    "attributions", TensorProto.FLOAT, ["batch", len(columns)]
-                )
-            ],
+            outputs,
             initializer=[
                 numpy_helper.from_array(baseline, "baseline"),
                 numpy_helper.from_array(weights[:, 0].copy(), "coefficients"),
+                *(graph.initializer if reasons_score else ()),
             ],
         )
         model = helper.make_model(explain, opset_imports=[helper.make_opsetid("", 17)])

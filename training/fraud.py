@@ -257,13 +257,21 @@ def train_fraud(cfg: FraudConfig) -> Path | None:
             "scaling_in_graph": True,
         },
         "thresholds": {"review": review, "decline": decline, "rule": rule},
-        "reasons": {"method": reasons.METHOD, "baseline": baseline.tolist()},
+        "reasons": {
+            "method": reasons.METHOD,
+            "baseline": baseline.tolist(),
+            "score_output": "fraud_probability",
+        },
         "batching": {"max_batch_size": 1024, "max_queue_delay_ms": 0.0},  # ORT peaks near 1024 rows
         "metrics": metrics,
         "provenance": current_provenance(cfg.data, cfg.seed).model_dump(),
     }
     examples = feature_matrix(window.test.sample(n=64, random_state=cfg.seed), columns)
-    explain = Companion(reasons.FraudReasons(model, baseline), "reasons.onnx", "attributions")
+    explain = Companion(
+        reasons.FraudReasons(model, baseline),
+        "reasons.onnx",
+        ("fraud_probability", "attributions"),  # in the order the module returns them
+    )
     target = publish(model, examples, card, Path(cfg.models_dir), cfg.name, [explain])
     print(f"exported {target}")
     return target

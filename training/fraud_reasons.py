@@ -1,14 +1,19 @@
 """The reasons graph: which features pushed a fraud score up, as a second ONNX graph.
 
-Integrated gradients (Sundararajan et al., 2017) in log-odds, with one step at the midpoint:
-for each raw feature, d logit(p) / dx at the point halfway between the payment and the
-baseline (the training window's means), times (x minus baseline). For a logistic model that
-is exactly coefficient times (value minus baseline); for the served ensemble, each feature's
-share of how far the score stands from an average payment's, to second order. The midpoint
-rather than the payment itself: the piecewise-linear encoding has a kink at every bin edge,
-and integer counts sit on those edges, where a gradient is not defined. One forward and one
-backward pass: about three times the cost of scoring, where ablating each feature in turn
-would cost sixteen.
+Gradient times difference, in log-odds: for each raw feature, d logit(p) / dx at the payment,
+times (x minus the baseline, the training window's means). For a logistic model that is
+exactly coefficient times (value minus baseline); for the served ensemble, each feature's
+first-order share of how far the score stands from an average payment's. Taken at the
+payment itself, the forward pass is the model's own, so the graph gives the probability too,
+and a batch that wants reasons for every row runs this graph alone: one forward and one
+backward pass, about twice the cost of scoring.
+
+The piecewise-linear encoding has a kink at every bin edge, and integer counts and 0/1 flags
+sit on those edges, where the gradient has two values. The graph takes the one on the
+baseline's side, the slope along the way from the baseline to the payment as integrated
+gradients would follow it (a night-time flag of 1 gets the whole slope of its one bin, not
+the flat beyond it). It decides "on the edge" with a margin, so that ONNX Runtime and
+PyTorch, which round the position in a bin differently, take the same side.
 
 The backward pass is written out layer by layer, so that the exported graph holds plain
 operations (ONNX has no autograd); a test holds it equal to PyTorch's autograd.
@@ -27,11 +32,15 @@ from torch import nn
 if TYPE_CHECKING:  # training.fraud publishes this graph with its model
     from training.fraud import DerivedFeatures, FraudMLP, ServingFraudModel
 
-METHOD = "integrated_gradients_midpoint"
+METHOD = "gradient_times_difference"
+# Positions in a bin within this of an edge count as on it (a fraction of the bin's width):
+# far above float32 rounding, far below the spacing of the values the bins cut.
+EDGE_MARGIN = 1e-4
 
 
 class FraudReasons(nn.Module):
-    """Raw float32 `[n, columns]` features -> attributions `[n, columns]` in log-odds."""
+    """Raw float32 `[n, columns]` features -> the model's probability `[n, 1]` and the
+    attributions `[n, columns]` in log-odds."""
 
     def __init__(self, model: ServingFraudModel, baseline: np.ndarray) -> None:
         super().__init__()
@@ -52,22 +61,25 @@ class FraudReasons(nn.Module):
             bins_to_columns = torch.zeros(len(columns), derive.width)
             bins_to_columns[torch.arange(len(columns)), columns] = 1.0
             self.register_buffer("bins_to_columns", bins_to_columns)
+            with torch.no_grad():  # the baseline's value of each bin's column
+                binned_baseline = derive(self.baseline.unsqueeze(0))[0, columns]
+            self.register_buffer("binned_baseline", binned_baseline)
         self.register_buffer("first_weights", _first_weights(model.members))
         self.register_buffer("plain_first_weights", _first_weights(model.plain_members))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.gradient((features + self.baseline) * 0.5) * (features - self.baseline)
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probability, gradient = self.gradient(features)
+        return probability, gradient * (features - self.baseline)
 
-    def gradient(self, features: torch.Tensor) -> torch.Tensor:
-        """d logit(p) / d raw features `[n, columns]`."""
+    def gradient(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's probability `[n, 1]`, and d logit(p) / d raw features `[n, columns]`."""
         model, derive = self.model, self.model.derive
         derived = derive(features)
         scaled = (derived - model.mean) / model.std
         inputs = scaled
         if model.encoding is not None:
-            position = (derived[:, model.encoding.columns] - model.encoding.lower) / (
-                model.encoding.width
-            )
+            binned = derived[:, model.encoding.columns]
+            position = (binned - model.encoding.lower) / model.encoding.width
             inputs = torch.cat([scaled, position.clamp(0.0, 1.0)], dim=1)
 
         # logit(mean p) = log(mean p) - log(mean q), q = 1 - p: its derivative by member m's
@@ -79,6 +91,7 @@ class FraudReasons(nn.Module):
         ]
         forwards = [(_forward(m, sees)) for group, sees, _ in groups for m in group]
         logits = torch.stack([logit for logit, _ in forwards])  # [members, n]
+        probability = torch.sigmoid(logits).mean(0).unsqueeze(1)  # as the model computes it
         log_p, log_q = _log_sigmoid(logits), _log_sigmoid(-logits)
         # log(p_m / sum p) by log-softmax, which subtracts the largest first: no cancellation
         # between logs of 1e5 when the members agree.
@@ -103,13 +116,16 @@ class FraudReasons(nn.Module):
             if group is model.members and model.encoding is not None:
                 d_bins = d_group[:, derive.width :]
 
-        # Back through the encoding (clamped: flat outside its bin) and the scaling.
+        # Back through the encoding (clamped: flat outside its bin) and the scaling. On an
+        # edge, the bin on the baseline's side: a nudge toward it decides.
         d_derived = d_scaled / model.std
         if d_bins is not None and model.encoding is not None:
-            inside = (position >= 0.0) & (position <= 1.0)
+            toward = torch.where(binned > self.binned_baseline, -EDGE_MARGIN, EDGE_MARGIN)
+            nudged = position + toward
+            inside = (nudged >= 0.0) & (nudged < 1.0)
             through = torch.where(inside, d_bins / model.encoding.width, 0.0)
             d_derived = d_derived + through @ self.bins_to_columns
-        return _through_derived(self, derive, features, d_derived)
+        return probability, _through_derived(self, derive, features, d_derived)
 
 
 def _log_sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -171,10 +187,15 @@ def _through_derived(
 
 
 def autograd_attributions(
-    model: ServingFraudModel, features: torch.Tensor, baseline: torch.Tensor
+    model: ServingFraudModel,
+    features: torch.Tensor,
+    baseline: torch.Tensor,
+    at: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The same attributions by PyTorch's autograd: what the explicit graph is checked on."""
-    x = ((features + baseline) * 0.5).detach().requires_grad_(True)
+    """The same attributions by PyTorch's autograd, with the gradient taken `at` another
+    point if given: what the explicit graph is checked on (off bin edges, where autograd
+    adds both sides' slopes, or just off one)."""
+    x = (features if at is None else at).detach().clone().requires_grad_(True)
     p = model(x).squeeze(1).double()
     logit = torch.log(p) - torch.log1p(-p)
     (gradient,) = torch.autograd.grad(logit.sum(), x)

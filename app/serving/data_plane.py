@@ -14,10 +14,10 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from app.fraud.features import ALL_FEATURES, FEATURE_NAMES, FEATURES
 from app.fraud.history.store import HistoryStore, Recorded
 from app.fraud.reasons import ReasonsMode, explains, frozen_reason, top_reasons
 from app.model_card import ImagePreprocessing, ModelCard
-from app.serving.batching import Admission, DeferredRows, OnOutputs
+from app.serving.batching import Admission, DeferredRows, DynamicBatcher, OnOutputs
 from app.serving.config import DecodeConfig
 from app.serving.registry import Kind, ModelRegistry
 from app.serving.runtime import ModelRuntime
@@ -56,6 +56,16 @@ WATCH_CLIENT_AFTER_S = 1.0
 
 Payload = TypeVar("Payload", bound=Sized)
 Rows = np.ndarray | DeferredRows
+
+
+@dataclass(slots=True)
+class Served(Generic[Payload]):
+    """What one request got from a model version."""
+
+    runtime: ModelRuntime  # the version that answered
+    payload: Payload  # what was read from the request
+    outputs: np.ndarray
+    attributions: np.ndarray | None  # each row's, where its reasons came with its outputs
 
 
 @dataclass(slots=True)
@@ -120,10 +130,10 @@ class DataPlane:
         async def to_rows(model_card: ModelCard, images: list[bytes]) -> np.ndarray:
             return await self._image_rows(images, model_card)
 
-        runtime, _, probabilities = await self._serve(
+        served = await self._serve(
             call, "image_classifier", lambda _: read_images(), to_rows, check
         )
-        model_card = runtime.model_card
+        model_card, probabilities = served.runtime.model_card, served.outputs
         _check_finite(probabilities)
         k = min(DEFAULT_TOP_K, len(model_card.labels)) if top_k is None else top_k
         best = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
@@ -142,13 +152,15 @@ class DataPlane:
     ) -> dict[str, Any]:
         """Each transaction's fraud probability and decision, in request order, with the
         reasons of those that need them."""
-        runtime, transactions, outputs = await self._serve(
+        served = await self._serve(
             call,
             "tabular_classifier",
             lambda _: read_transactions(),
             _transaction_rows,
             _takes_sent_features,
+            explained=reasons == "always",
         )
+        runtime, transactions, outputs = served.runtime, served.payload, served.outputs
         model_card = runtime.model_card
         thresholds = model_card.thresholds
         assert thresholds is not None
@@ -162,7 +174,8 @@ class DataPlane:
         def values(index: int) -> list[float]:  # float32 as sent: 77.8, not 77.80000305
             return [float(str(v)) for v in transactions.features[index]]
 
-        await _explain(call, runtime, results, reasons, values)
+        known = {} if served.attributions is None else dict(enumerate(served.attributions))
+        await _explain(call, runtime, results, reasons, values, known)
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
     async def record_and_score(
@@ -250,7 +263,7 @@ class DataPlane:
             answer.update(model=model_card.name, version=model_card.version, results=results)
 
         try:
-            await self._serve(
+            served = await self._serve(
                 call,
                 "tabular_classifier",
                 lambda _: read_payments(),
@@ -258,6 +271,7 @@ class DataPlane:
                 _computed_by_history,
                 answer_from,
                 computes_history=True,
+                explained=reasons == "always",
             )
             if record:
                 await history.persist(recorded)
@@ -268,12 +282,25 @@ class DataPlane:
         # Recorded and answered: reasons are words about that answer, computed after it.
         # Flagged payments get theirs whatever the client asked: their alerts keep them.
         results = answer["results"]
+        # A retry's answer is the first one's: its reasons are about the features it had.
+        known = (
+            {
+                index: row
+                for index, (entry, row) in enumerate(
+                    zip(recorded, served.attributions, strict=True)
+                )
+                if not entry.earlier_answer
+            }
+            if served.attributions is not None
+            else {}
+        )
         await _explain(
             call,
             answered_by[-1],
             results,
             "always" if reasons == "always" else "flagged",
             answered_inputs.__getitem__,
+            known,
             [(r.payment.customer_id, r.payment.terminal_id) for r in recorded],
             ALL_FEATURES,
         )
@@ -312,9 +339,9 @@ class DataPlane:
                 return checked.rows
             return self._image_rows(checked.images, model_card)
 
-        runtime, checked, probabilities = await self._serve(call, None, read, to_rows)
-        _check_finite(probabilities)
-        return runtime.model_card, checked, probabilities
+        served = await self._serve(call, None, read, to_rows)
+        _check_finite(served.outputs)
+        return served.runtime.model_card, served.payload, served.outputs
 
     async def _serve(
         self,
@@ -325,26 +352,32 @@ class DataPlane:
         check: Callable[[ModelCard], None] | None = None,
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None = None,
         computes_history: bool = False,
-    ) -> tuple[ModelRuntime, Payload, np.ndarray]:
+        explained: bool = False,
+    ) -> Served[Payload]:
         """Resolve, admit, read, convert and infer; the runtime that answered, the payload
         read, and the model's outputs for it. `on_outputs` is given them in the batcher
-        (see `DynamicBatcher.infer`). `computes_history`: see `ModelRegistry.resolve`."""
+        (see `DynamicBatcher.infer`). `computes_history`: see `ModelRegistry.resolve`.
+        `explained`: every row wants reasons, so its attributions come in the same run
+        where the version can give them (see `ModelRuntime.run_explained`)."""
         runtime = self._registry.resolve(call.model, call.version, kind, computes_history)
         _report(call, runtime)
         if check is not None:
             check(runtime.model_card)
+        batcher = _batcher(runtime, explained)
         # Admitted before the body is read: a refusal then costs little besides the
         # protocol, and this request counts in the wait of later ones while it is read.
-        with runtime.batcher.admit(None, call.deadline) as admission:
+        with batcher.admit(None, call.deadline) as admission:
             payload = await read(runtime.model_card)
             call.report.items = len(payload)
             admission.count(len(payload))
             rows = to_rows(runtime.model_card, payload)
             if not isinstance(rows, np.ndarray | DeferredRows):  # images decode in threads
                 rows = await rows
-            work = self._infer(call, runtime, rows, admission, on_outputs, computes_history)
-            runtime, outputs = await _unless_client_leaves(call, runtime, work)
-        return runtime, payload, outputs
+            work = self._infer(
+                call, runtime, rows, admission, on_outputs, computes_history, explained
+            )
+            runtime, outputs, attributions = await _unless_client_leaves(call, batcher, work)
+        return Served(runtime, payload, outputs, attributions)
 
     async def _infer(
         self,
@@ -354,17 +387,44 @@ class DataPlane:
         admission: Admission,
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None,
         computes_history: bool,
-    ) -> tuple[ModelRuntime, np.ndarray]:
-        """Run rows through the runtime's batcher. If that version was unloaded after the
-        request found it (a hot swap), and the request did not name a version, the version
-        now served answers instead, provided it takes and means the same rows."""
+        explained: bool,
+    ) -> tuple[ModelRuntime, np.ndarray, np.ndarray | None]:
+        """Run rows through the runtime's batcher (or its reasons graph's, for `explained`
+        rows): the runtime, its outputs, and the attributions where they came too. If that
+        version was unloaded after the request found it (a hot swap), and the request did
+        not name a version, the version now served answers instead, provided it takes and
+        means the same rows."""
 
-        def outputs_of(runtime: ModelRuntime) -> OnOutputs | None:
-            return None if on_outputs is None else functools.partial(on_outputs, runtime)
+        async def run(
+            runtime: ModelRuntime, admission: Admission | None
+        ) -> tuple[ModelRuntime, np.ndarray, np.ndarray | None]:
+            batcher = _batcher(runtime, explained)
+            done: OnOutputs | None = None
+            if batcher is runtime.batcher:
+                if on_outputs is not None:
+                    done = functools.partial(on_outputs, runtime)
+                return runtime, await batcher.infer(rows, call.deadline, admission, done), None
+
+            def done_explained(explained_rows: np.ndarray) -> None:
+                assert on_outputs is not None
+                on_outputs(runtime, runtime.split_explained(explained_rows)[0])
+
+            if on_outputs is not None:
+                done = done_explained
+            try:
+                outputs = await batcher.infer(rows, call.deadline, admission, done)
+            except InferenceFailed:  # the reasons graph's: the scores stand without reasons
+                if on_outputs is not None:
+                    done = functools.partial(on_outputs, runtime)
+                outputs = await runtime.batcher.infer(rows, call.deadline, None, done)
+                return runtime, outputs, None
+            return runtime, *runtime.split_explained(outputs)
+
+        if explained:
+            rows = _made_once(rows)
 
         try:
-            batcher = runtime.batcher
-            return runtime, await batcher.infer(rows, call.deadline, admission, outputs_of(runtime))
+            return await run(runtime, admission)
         except ShuttingDown:
             if call.version is not None:
                 raise
@@ -375,9 +435,7 @@ class DataPlane:
             if successor is runtime or _contract(successor.model_card) != _contract(model_card):
                 raise
             _report(call, successor)
-            return successor, await successor.batcher.infer(
-                rows, call.deadline, None, outputs_of(successor)
-            )
+            return await run(successor, None)
 
     async def _image_rows(self, images: list[bytes], model_card: ModelCard) -> np.ndarray:
         assert model_card.image is not None  # only image models take images
@@ -414,36 +472,44 @@ async def _explain(
     results: list[dict[str, Any]],
     mode: ReasonsMode,
     values_of: Callable[[int], list[float]],
+    known: Mapping[int, np.ndarray],
     subjects: list[tuple[Any, Any]] | None = None,
     order: tuple[str, ...] = FEATURES,
 ) -> None:
-    """Give the results that need them (flagged ones, or all, or none) their reasons, from
-    one batched run of the model's reasons graph. Models without one give none. The score
-    stands without its reasons: where they cannot be had (the version unloading, the queue
-    past the deadline), they are null, not an error."""
+    """Give the results that need them (flagged ones, or all, or none) their reasons: from
+    the attributions `known` already (by result index, in the card's input order), the
+    others from one batched run of the model's reasons graph. Models without one give
+    none. The score stands without its reasons: where they cannot be had (the version
+    unloading, the queue past the deadline), they are null, not an error."""
     if mode == "never" or runtime.explainer is None:
         return
     wanted = [i for i, r in enumerate(results) if mode == "always" or r["decision"] != "approve"]
     model_card = runtime.model_card
     if not wanted or not explains(model_card):  # most answers are approvals: checked last
         return
-    values = [values_of(i) for i in wanted]
-    rows = in_card_order(np.asarray(values, dtype=np.float32), model_card, order)
-    try:
-        attributions = await runtime.explainer.infer(rows, call.deadline)
-    except ServingError as exc:
-        name = f"{model_card.name}/{model_card.version}"
-        logger.warning("model %s: no reasons for %d results: %s", name, len(wanted), exc)
-        for index in wanted:
-            results[index]["reasons"] = None
-        return
+    values = {i: values_of(i) for i in wanted}
+    missing = [i for i in wanted if i not in known]
+    attributions_of = dict(known)
+    if missing:
+        sent = np.asarray([values[i] for i in missing], dtype=np.float32)
+        rows = in_card_order(sent, model_card, order)
+        try:
+            explained = await runtime.explainer.infer(rows, call.deadline)
+        except ServingError as exc:
+            name = f"{model_card.name}/{model_card.version}"
+            logger.warning("model %s: no reasons for %d results: %s", name, len(missing), exc)
+            for index in missing:
+                results[index]["reasons"] = None
+            wanted = [i for i in wanted if i in known]
+        else:
+            attributions_of.update(zip(missing, runtime.split_explained(explained)[1], strict=True))
     assert model_card.tabular is not None
     columns = model_card.tabular.features
-    for index, row_values, row in zip(wanted, values, attributions.tolist(), strict=True):
+    for index in wanted:
         subject = subjects[index] if subjects else (None, None)
         results[index]["reasons"] = top_reasons(
-            dict(zip(order, row_values, strict=True)),
-            dict(zip(columns, row, strict=True)),
+            dict(zip(order, values[index], strict=True)),
+            dict(zip(columns, attributions_of[index].tolist(), strict=True)),
             *subject,
         )
 
@@ -474,6 +540,29 @@ def _takes_sent_features(model_card: ModelCard) -> None:
     )
 
 
+def _made_once(rows: Rows) -> Rows:
+    """Deferred rows that a second try reuses rather than makes again (making them may
+    record payments)."""
+    if not isinstance(rows, DeferredRows):
+        return rows
+    made: list[np.ndarray] = []
+
+    def make() -> np.ndarray:
+        if not made:
+            made.append(rows.make())
+        return made[0]
+
+    return DeferredRows(rows.size, make)
+
+
+def _batcher(runtime: ModelRuntime, explained: bool) -> DynamicBatcher:
+    """The reasons graph's batcher for rows that all want reasons, where the version's
+    reasons can be given; else the model's."""
+    if explained and runtime.explainer is not None and explains(runtime.model_card):
+        return runtime.explainer
+    return runtime.batcher
+
+
 def _report(call: InferenceCall, runtime: ModelRuntime) -> None:
     call.report.model = runtime.model_card.name
     call.report.version = runtime.model_card.version
@@ -483,7 +572,7 @@ T = TypeVar("T")
 
 
 async def _unless_client_leaves(
-    call: InferenceCall, runtime: ModelRuntime, work: Coroutine[Any, Any, T]
+    call: InferenceCall, batcher: DynamicBatcher, work: Coroutine[Any, Any, T]
 ) -> T:
     """Await `work`; if the client hangs up first, cancel it and raise `ClientGone`.
 
@@ -491,7 +580,7 @@ async def _unless_client_leaves(
     goes to clients that still wait (a client that timed out and retried would otherwise be
     served twice).
     """
-    if call.client_gone is None or runtime.batcher.expected_wait() < WATCH_CLIENT_AFTER_S:
+    if call.client_gone is None or batcher.expected_wait() < WATCH_CLIENT_AFTER_S:
         return await work  # its own rows are counted in the wait
     answer = asyncio.ensure_future(work)
     hangup = asyncio.ensure_future(call.client_gone())

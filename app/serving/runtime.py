@@ -66,11 +66,12 @@ class ModelRuntime:
             max_queue_items=config.max_queue_items,
             observer=observer,
         )
-        # The reasons graph batches on its own: only rows that need reasons go through it.
+        # The reasons graph batches on its own: only rows that need reasons go through it,
+        # and every row of a request that wants reasons for all (see `run_explained`).
         self.explainer: DynamicBatcher | None = None
         if reasons_session is not None:
             self.explainer = DynamicBatcher(
-                self.run_reasons,
+                self.run_explained,
                 name=f"{model_card.name}/{model_card.version}/reasons",
                 max_batch_size=self.max_batch_size,
                 max_queue_delay_ms=self.max_queue_delay_ms,
@@ -111,6 +112,9 @@ class ModelRuntime:
                     name=card.reasons.output, dtype="float32", shape=card.input.shape
                 )
                 _check_tensor(attributions, reasons_session.get_outputs(), "output")
+                if card.reasons.score_output is not None:
+                    score = card.outputs[0].model_copy(update={"name": card.reasons.score_output})
+                    _check_tensor(score, reasons_session.get_outputs(), "output")
             except ModelLoadError as exc:  # the scores stand without their reasons
                 logger.error(
                     "model %s/%s: served without reasons: %s", card.name, card.version, exc
@@ -127,16 +131,34 @@ class ModelRuntime:
             )
         return cls(card, session, config, observer, reasons_session)
 
-    def run_reasons(self, rows: np.ndarray) -> np.ndarray:
-        """Per-feature attributions of input rows, in the input's column order (blocking)."""
-        assert self._reasons_session is not None and self.model_card.reasons is not None
-        output = self.model_card.reasons.output
-        (attributions,) = self._reasons_session.run([output], {self._input_name: rows})
-        return attributions
+    def run_explained(self, rows: np.ndarray) -> np.ndarray:
+        """The model's outputs for input rows, then each feature's attribution, side by side
+        (split them with `split_explained`; blocking). One run of the reasons graph where it
+        gives the outputs too, else the model's then the reasons graph's."""
+        reasons = self.model_card.reasons
+        assert self._reasons_session is not None and reasons is not None
+        feeds = {self._input_name: rows}
+        if reasons.score_output is not None:
+            outputs, attributions = self._reasons_session.run(
+                [reasons.score_output, reasons.output], feeds
+            )
+            outputs = self._transformed(outputs)
+        else:
+            outputs = self.run_batch(rows)
+            (attributions,) = self._reasons_session.run([reasons.output], feeds)
+        return np.concatenate([outputs.reshape(len(rows), -1), attributions], axis=1)
+
+    def split_explained(self, explained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`run_explained`'s rows -> (the model's outputs, the attributions)."""
+        columns = explained.shape[1] - self.model_card.input.shape[-1]
+        return explained[:, :columns], explained[:, columns:]
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
         (outputs,) = self.session.run([self._output_name], {self._input_name: rows})
+        return self._transformed(outputs)
+
+    def _transformed(self, outputs: np.ndarray) -> np.ndarray:
         transform = self.model_card.output_transform
         if transform == "softmax":
             shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
@@ -154,7 +176,7 @@ class ModelRuntime:
             raise ModelLoadError(f"the model failed its warm-up: {exc}") from exc
         if self.explainer is not None:
             try:
-                self._warm(self.run_reasons, self.explainer)
+                self._warm(self.run_explained, self.explainer)
             except Exception as exc:  # the scores stand without their reasons
                 card = self.model_card
                 logger.error(

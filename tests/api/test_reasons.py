@@ -1,5 +1,7 @@
 """Reasons on the fraud routes, on the real app with a logistic model and its reasons graph,
-whose attributions are known exactly: coefficient times (value - baseline)."""
+whose attributions are known exactly: coefficient times (value - baseline). Both kinds of
+reasons graph: one that gives the probability too (the published versions from 7 on), and
+one that gives only the attributions (earlier ones)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app.api.services import services_of
 from tests import model_factory
 from tests.api.test_fraud import payment
 from tests.conftest import ClientFactory, transaction
 
 
-@pytest.fixture
-def explained(make_client: ClientFactory, tmp_path: Path) -> TestClient:
+@pytest.fixture(params=[True, False], ids=["graph-gives-scores", "graph-gives-reasons-only"])
+def explained(make_client: ClientFactory, tmp_path: Path, request) -> TestClient:
     root = tmp_path / "explained"
-    model_factory.fraud_model(root, reasons=True)
+    model_factory.fraud_model(root, reasons=True, reasons_score=request.param)
     return make_client(root)
 
 
@@ -65,6 +68,34 @@ def test_reasons_can_be_asked_for_always_or_never(explained: TestClient) -> None
     assert wrong.status_code == 422
 
 
+def test_reasons_for_every_row_take_one_graph_run_where_it_gives_the_scores(
+    explained: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime = services_of(explained.app).registry.resolve("tiny-fraud")
+    assert runtime.explainer is not None and runtime.model_card.reasons is not None
+    gives_scores = runtime.model_card.reasons.score_output is not None
+    model_runs: list[int] = []
+    run = runtime.session.run
+
+    def counted(*args, **kwargs):  # the real session, counted
+        model_runs.append(len(args[1]["features"]))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(runtime.session, "run", counted)
+    batches = len(runtime.explainer.stats.sizes)
+    always = scored(explained, "?reasons=always")
+    assert list(runtime.explainer.stats.sizes)[batches:] == [2]  # both rows, one batch
+    assert model_runs == ([] if gives_scores else [2])  # else the model first, in that batch
+    before = len(model_runs)
+    flagged = scored(explained)  # the default: the model for all, the graph for the flagged
+    assert list(runtime.explainer.stats.sizes)[-1] == 1
+    assert model_runs[before:] == ([2] if gives_scores else [2, 1])
+    assert [(r["fraud_probability"], r["decision"]) for r in always] == [
+        (r["fraud_probability"], r["decision"]) for r in flagged
+    ]
+    assert always[0]["reasons"] == flagged[0]["reasons"]
+
+
 def test_recorded_payments_get_reasons_about_their_card(explained: TestClient) -> None:
     explained.post("/v1/fraud/transactions", json=payment(1, amount=20.0))
     night = payment(2, amount=300.0, timestamp="2018-09-13T02:00:00")
@@ -77,6 +108,24 @@ def test_recorded_payments_get_reasons_about_their_card(explained: TestClient) -
     ]
     again = explained.post("/v1/fraud/transactions", json=night)
     assert again.json()["results"] == first.json()["results"]  # a retry: the same words
+
+
+def test_recorded_payments_get_reasons_for_all_when_asked_and_a_retry_its_first_ones(
+    explained: TestClient,
+) -> None:
+    """In one batch, a payment sent again (answered as the first time, its reasons about
+    the features it had then) and a new one: reasons for both with `always`."""
+    explained.post("/v1/fraud/transactions", json=payment(1, amount=20.0))
+    first = explained.post("/v1/fraud/transactions?reasons=always", json=payment(2, amount=30.0))
+    (earlier,) = first.json()["results"]
+    assert earlier["decision"] == "approve" and earlier["reasons"] == []  # nothing pushed it up
+    night = payment(3, amount=300.0, timestamp="2018-09-13T02:00:00")
+    batch = {"transactions": [payment(2, amount=30.0), night]}
+    answer = explained.post("/v1/fraud/transactions?reasons=always", json=batch)
+    assert answer.status_code == 200, answer.text
+    again, new = answer.json()["results"]
+    assert again == earlier
+    assert [r["code"] for r in new["reasons"]] == ["amount", "night"]
 
 
 def test_a_model_without_a_reasons_graph_gives_none(client: TestClient) -> None:

@@ -1,5 +1,6 @@
-"""The reasons graph: its hand-written backward pass equals autograd, it is exact for a
-logistic model, and ONNX Runtime runs it as PyTorch does."""
+"""The reasons graph: its hand-written backward pass equals autograd, takes the baseline's
+side on a bin edge, is exact for a logistic model, gives the model's own probability, and
+ONNX Runtime runs it as PyTorch does."""
 
 from __future__ import annotations
 
@@ -45,18 +46,58 @@ def ensemble(x: np.ndarray, columns: tuple[str, ...] = FEATURES) -> ServingFraud
     return ServingFraudModel(members, derive, mean, std, encoding, plain).eval()
 
 
+def on_integers(columns: tuple[str, ...]) -> np.ndarray:
+    """The columns whose values are whole (counts, 0/1 flags): they sit on bin edges."""
+    return np.array([name.startswith("TX_DURING") or "_NB_" in name for name in columns])
+
+
 @pytest.mark.parametrize("feature_set", list(FEATURE_SETS))
 def test_the_written_out_gradient_equals_autograd(feature_set: str) -> None:
     columns = FEATURE_SETS[feature_set]
     x = raw_features(400, columns=columns)
     model = ensemble(x[:300], columns)
     baseline = x[:300].mean(0)
-    features = torch.from_numpy(x[300:])  # inputs outside the encoding's fitted range too
+    off_edges = x[300:] + 0.37 * on_integers(columns)  # outside the fitted range too
+    features = torch.from_numpy(off_edges.astype(np.float32))
     with torch.no_grad():
-        explicit = FraudReasons(model, baseline)(features).numpy()
+        explicit = FraudReasons(model, baseline)(features)[1].numpy()
     reference = autograd_attributions(model, features, torch.from_numpy(baseline)).numpy()
     assert np.abs(reference).max() > 0.05  # a test of something
     np.testing.assert_allclose(explicit, reference, rtol=1e-3, atol=1e-5)
+
+
+def test_on_a_bin_edge_the_gradient_is_the_one_on_the_baselines_side() -> None:
+    """Whole counts and flags sit on edges: the slope taken is autograd's a step toward
+    the baseline (for a flag of 1, its bin's; the flat above would give nothing). On a
+    model linear in its encoding, whose slopes change only at the edges."""
+    x = raw_features(400)
+    torch.manual_seed(3)
+    derive = DerivedFeatures()
+    with torch.no_grad():
+        derived = derive(torch.from_numpy(x[:300])).numpy()
+    encoding = PiecewiseLinearEncoding.fit(derived, 8)
+    member = FraudMLP(derive.width + encoding.width_out, [], 0.0)
+    mean, std = derived.mean(0), derived.std(0) + 1e-6
+    model = ServingFraudModel([member], derive, mean, std, encoding).eval()
+    baseline = x[:300].mean(0)
+    features = torch.from_numpy(x[300:])
+    step = (1e-3 * on_integers(FEATURES) * np.sign(baseline - x[300:])).astype(np.float32)
+    with torch.no_grad():
+        explicit = FraudReasons(model, baseline)(features)[1].numpy()
+    toward = autograd_attributions(
+        model, features, torch.from_numpy(baseline), at=features + torch.from_numpy(step)
+    ).numpy()
+    np.testing.assert_allclose(explicit, toward, rtol=2e-3, atol=1e-6)
+    on_edge = autograd_attributions(model, features, torch.from_numpy(baseline)).numpy()
+    assert np.abs(explicit - on_edge).max() > 0.01  # autograd's sum of both sides differs
+
+
+def test_the_graph_gives_the_models_own_probability() -> None:
+    x = raw_features(200)
+    model = ensemble(x)
+    with torch.no_grad():
+        probability, _ = FraudReasons(model, x.mean(0))(torch.from_numpy(x))
+        np.testing.assert_allclose(probability.numpy(), model(torch.from_numpy(x)).numpy())
 
 
 def test_a_logistic_model_gets_coefficient_times_value_minus_baseline() -> None:
@@ -67,7 +108,7 @@ def test_a_logistic_model_gets_coefficient_times_value_minus_baseline() -> None:
     model = ServingFraudModel([member], DerivedFeatures(enabled=False), mean, std).eval()
     baseline = mean
     with torch.no_grad():
-        attributions = FraudReasons(model, baseline)(torch.from_numpy(x)).numpy()
+        attributions = FraudReasons(model, baseline)(torch.from_numpy(x))[1].numpy()
     coefficients = member.net[0].weight.detach().numpy()[0] / std  # per raw feature
     np.testing.assert_allclose(attributions, coefficients * (x - baseline), rtol=1e-5, atol=1e-6)
 
@@ -81,8 +122,9 @@ def test_onnx_runtime_runs_the_reasons_graph_as_pytorch_does(tmp_path: Path, enc
         model.members = torch.nn.ModuleList()
     reasons = FraudReasons(model, x.mean(0))
     path = tmp_path / "reasons.onnx"
-    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
-    assert check_parity(reasons, path, x) < 1e-4
+    outputs = ("fraud_probability", "attributions")
+    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", outputs)
+    assert check_parity(reasons, path, x) < 1e-4  # on whole counts: the same side of edges
 
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -136,11 +178,11 @@ def test_a_payment_the_model_is_sure_of_still_gets_finite_reasons(tmp_path: Path
     reasons = FraudReasons(model, baseline)
     with torch.no_grad():
         assert float(model(torch.from_numpy(x)).min()) == 1.0  # saturated
-        attributions = reasons(torch.from_numpy(x)).numpy()
+        attributions = reasons(torch.from_numpy(x))[1].numpy()
     coefficients = members[0].net[0].weight.detach().numpy()[0]
     np.testing.assert_allclose(attributions, coefficients * (x - baseline), rtol=1e-5)
     path = tmp_path / "reasons.onnx"
-    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", "attributions")
+    export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", ("p", "attributions"))
     assert check_parity(reasons, path, x) < 1e-4
 
 
@@ -164,6 +206,6 @@ def test_the_served_reasons_graph_stays_finite_where_the_score_is_certain() -> N
         average = rows[:, columns.index("CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW")]
         rows[:, over] = rows[:, amount] / average
         explaining.add(over)
-    (attributions,) = session.run(None, {card.input.name: rows})
+    (attributions,) = session.run([card.reasons.output], {card.input.name: rows})
     assert np.isfinite(attributions).all()
     assert set(attributions.argmax(axis=1).tolist()) <= explaining
