@@ -205,9 +205,9 @@ def test_the_models_page_shows_versions_and_states(page: Any) -> None:
     assert "fraud" in text and "cifar10" in text and "ready" in text
     assert "test_auc_roc" in text  # metrics from the card
     # The committed fraud model: the newest on the history's set, an older one on the 15.
-    assert "serving version 6" in text and "version 5 where clients send the features" in text
+    assert "serving version 8" in text and "version 7 where clients send the features" in text
     assert "history-17" in text and "benchmark-15" in text
-    assert page.query_selector("button:text('Unload version 5')") is not None  # admin
+    assert page.query_selector("button:text('Unload version 7')") is not None  # admin
     screenshot(page, "models")
 
 
