@@ -19,6 +19,9 @@ from app.model_card import ModelCard
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+# A companion graph that gives the model's output too must give it as the model does: the
+# service takes decisions from either, and a threshold should not see the difference.
+AGREEMENT_TOLERANCE = 1e-6
 
 
 class ParityError(RuntimeError):
@@ -82,6 +85,26 @@ def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
     return worst
 
 
+def check_agreement(model: Path, companion: Path, output_name: str, inputs: np.ndarray) -> float:
+    """Max |model - companion| of `output_name` in ONNX Runtime over real inputs, batches
+    of 1 and all; raises past `AGREEMENT_TOLERANCE`."""
+    sessions = [
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for path in (model, companion)
+    ]
+    input_name = sessions[0].get_inputs()[0].name
+    worst = 0.0
+    for rows in (inputs[:1], inputs):
+        ours, theirs = (s.run([output_name], {input_name: rows})[0] for s in sessions)
+        worst = max(worst, float(np.max(np.abs(ours - theirs))))
+    if worst > AGREEMENT_TOLERANCE:
+        raise ParityError(
+            f"{companion.name} gives {output_name} {worst:.2e} away from the model's "
+            f"(> {AGREEMENT_TOLERANCE})"
+        )
+    return worst
+
+
 @dataclass(frozen=True)
 class Companion:
     """A second graph published beside the model, over the same input rows (the reasons
@@ -122,6 +145,10 @@ def publish(
             metrics[f"{path.stem}_onnx_parity_max_abs_diff"] = check_parity(
                 companion.module, path, example_inputs
             )
+            if output_name in companion.output_names:
+                metrics[f"{path.stem}_score_max_abs_diff"] = check_agreement(
+                    onnx_path, path, output_name, example_inputs
+                )
         while True:
             version = next_version(model_dir)
             card = ModelCard.model_validate(

@@ -33,8 +33,8 @@ if TYPE_CHECKING:  # training.fraud publishes this graph with its model
     from training.fraud import DerivedFeatures, FraudMLP, ServingFraudModel
 
 METHOD = "gradient_times_difference"
-# Positions in a bin within this of an edge count as on it (a fraction of the bin's width):
-# far above float32 rounding, far below the spacing of the values the bins cut.
+# Values within this fraction of their column's narrowest bin of an edge count as on it: far
+# above float32 rounding, far below the spacing of the whole values that sit on edges.
 EDGE_MARGIN = 1e-4
 
 
@@ -64,6 +64,12 @@ class FraudReasons(nn.Module):
             with torch.no_grad():  # the baseline's value of each bin's column
                 binned_baseline = derive(self.baseline.unsqueeze(0))[0, columns]
             self.register_buffer("binned_baseline", binned_baseline)
+            # One step per column, so that its bins still split the line without gap or
+            # overlap once a value is nudged.
+            narrowest = torch.full((derive.width,), math.inf).scatter_reduce(
+                0, columns, model.encoding.width, "amin"
+            )
+            self.register_buffer("edge_step", EDGE_MARGIN * narrowest[columns])
         self.register_buffer("first_weights", _first_weights(model.members))
         self.register_buffer("plain_first_weights", _first_weights(model.plain_members))
 
@@ -120,8 +126,8 @@ class FraudReasons(nn.Module):
         # edge, the bin on the baseline's side: a nudge toward it decides.
         d_derived = d_scaled / model.std
         if d_bins is not None and model.encoding is not None:
-            toward = torch.where(binned > self.binned_baseline, -EDGE_MARGIN, EDGE_MARGIN)
-            nudged = position + toward
+            toward = torch.where(binned > self.binned_baseline, -self.edge_step, self.edge_step)
+            nudged = (binned + toward - model.encoding.lower) / model.encoding.width
             inside = (nudged >= 0.0) & (nudged < 1.0)
             through = torch.where(inside, d_bins / model.encoding.width, 0.0)
             d_derived = d_derived + through @ self.bins_to_columns

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sized
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -65,7 +65,18 @@ class Served(Generic[Payload]):
     runtime: ModelRuntime  # the version that answered
     payload: Payload  # what was read from the request
     outputs: np.ndarray
-    attributions: np.ndarray | None  # each row's, where its reasons came with its outputs
+    attributions: np.ndarray | None = None  # each row's, where they came with the outputs
+    reasons_failed: bool = False  # the reasons graph failed on these rows; the model did not
+
+    def known_attributions(self, rows: Iterable[int]) -> dict[int, np.ndarray | None]:
+        """By row, for the rows given, the attributions that came with the outputs, or None
+        where the reasons graph failed on them (not to be tried again); none where the
+        model ran alone."""
+        if self.reasons_failed:
+            return dict.fromkeys(rows)
+        if self.attributions is None:
+            return {}
+        return {row: self.attributions[row] for row in rows}
 
 
 @dataclass(slots=True)
@@ -174,7 +185,7 @@ class DataPlane:
         def values(index: int) -> list[float]:  # float32 as sent: 77.8, not 77.80000305
             return [float(str(v)) for v in transactions.features[index]]
 
-        known = {} if served.attributions is None else dict(enumerate(served.attributions))
+        known = served.known_attributions(range(len(results)))
         await _explain(call, runtime, results, reasons, values, known)
         return {"model": model_card.name, "version": model_card.version, "results": results}
 
@@ -283,16 +294,8 @@ class DataPlane:
         # Flagged payments get theirs whatever the client asked: their alerts keep them.
         results = answer["results"]
         # A retry's answer is the first one's: its reasons are about the features it had.
-        known = (
-            {
-                index: row
-                for index, (entry, row) in enumerate(
-                    zip(recorded, served.attributions, strict=True)
-                )
-                if not entry.earlier_answer
-            }
-            if served.attributions is not None
-            else {}
+        known = served.known_attributions(
+            i for i, entry in enumerate(recorded) if not entry.earlier_answer
         )
         await _explain(
             call,
@@ -376,8 +379,8 @@ class DataPlane:
             work = self._infer(
                 call, runtime, rows, admission, on_outputs, computes_history, explained
             )
-            runtime, outputs, attributions = await _unless_client_leaves(call, batcher, work)
-        return Served(runtime, payload, outputs, attributions)
+            outcome = await _unless_client_leaves(call, batcher, work)
+        return Served(outcome.runtime, payload, outcome.outputs, *outcome.reasons)
 
     async def _infer(
         self,
@@ -388,24 +391,26 @@ class DataPlane:
         on_outputs: Callable[[ModelRuntime, np.ndarray], None] | None,
         computes_history: bool,
         explained: bool,
-    ) -> tuple[ModelRuntime, np.ndarray, np.ndarray | None]:
+    ) -> _Outcome:
         """Run rows through the runtime's batcher (or its reasons graph's, for `explained`
         rows): the runtime, its outputs, and the attributions where they came too. If that
         version was unloaded after the request found it (a hot swap), and the request did
         not name a version, the version now served answers instead, provided it takes and
         means the same rows."""
 
-        async def run(
-            runtime: ModelRuntime, admission: Admission | None
-        ) -> tuple[ModelRuntime, np.ndarray, np.ndarray | None]:
+        async def run(runtime: ModelRuntime, admission: Admission | None) -> _Outcome:
             batcher = _batcher(runtime, explained)
             done: OnOutputs | None = None
             if batcher is runtime.batcher:
                 if on_outputs is not None:
                     done = functools.partial(on_outputs, runtime)
-                return runtime, await batcher.infer(rows, call.deadline, admission, done), None
+                outputs = await batcher.infer(rows, call.deadline, admission, done)
+                return _Outcome(runtime, outputs)
+            graph_ran = False
 
             def done_explained(explained_rows: np.ndarray) -> None:
+                nonlocal graph_ran
+                graph_ran = True
                 assert on_outputs is not None
                 on_outputs(runtime, runtime.split_explained(explained_rows)[0])
 
@@ -413,15 +418,18 @@ class DataPlane:
                 done = done_explained
             try:
                 outputs = await batcher.infer(rows, call.deadline, admission, done)
-            except InferenceFailed:  # the reasons graph's: the scores stand without reasons
+            except InferenceFailed:
+                if graph_ran:  # what failed was the answer, not the graph
+                    raise
+                # The reasons graph failed: the model's scores stand without their reasons.
                 if on_outputs is not None:
                     done = functools.partial(on_outputs, runtime)
                 outputs = await runtime.batcher.infer(rows, call.deadline, None, done)
-                return runtime, outputs, None
-            return runtime, *runtime.split_explained(outputs)
+                return _Outcome(runtime, outputs, (None, True))
+            scores, attributions = runtime.split_explained(outputs)
+            return _Outcome(runtime, scores, (attributions, False))
 
-        if explained:
-            rows = _made_once(rows)
+        rows = _made_once(rows)  # a second try (the reasons graph failing, a hot swap)
 
         try:
             return await run(runtime, admission)
@@ -472,15 +480,16 @@ async def _explain(
     results: list[dict[str, Any]],
     mode: ReasonsMode,
     values_of: Callable[[int], list[float]],
-    known: Mapping[int, np.ndarray],
+    known: Mapping[int, np.ndarray | None],
     subjects: list[tuple[Any, Any]] | None = None,
     order: tuple[str, ...] = FEATURES,
 ) -> None:
     """Give the results that need them (flagged ones, or all, or none) their reasons: from
-    the attributions `known` already (by result index, in the card's input order), the
-    others from one batched run of the model's reasons graph. Models without one give
-    none. The score stands without its reasons: where they cannot be had (the version
-    unloading, the queue past the deadline), they are null, not an error."""
+    the attributions `known` already (by result index, in the card's input order; None
+    where the graph failed on them), the others from one batched run of the model's
+    reasons graph. Models without one give none. The score stands without its reasons:
+    where they cannot be had (the graph failing, the version unloading, the queue past
+    the deadline), they are null, not an error."""
     if mode == "never" or runtime.explainer is None:
         return
     wanted = [i for i, r in enumerate(results) if mode == "always" or r["decision"] != "approve"]
@@ -498,18 +507,20 @@ async def _explain(
         except ServingError as exc:
             name = f"{model_card.name}/{model_card.version}"
             logger.warning("model %s: no reasons for %d results: %s", name, len(missing), exc)
-            for index in missing:
-                results[index]["reasons"] = None
-            wanted = [i for i in wanted if i in known]
+            attributions_of.update(dict.fromkeys(missing))
         else:
             attributions_of.update(zip(missing, runtime.split_explained(explained)[1], strict=True))
     assert model_card.tabular is not None
     columns = model_card.tabular.features
     for index in wanted:
+        attributions = attributions_of[index]
+        if attributions is None:
+            results[index]["reasons"] = None
+            continue
         subject = subjects[index] if subjects else (None, None)
         results[index]["reasons"] = top_reasons(
             dict(zip(order, values[index], strict=True)),
-            dict(zip(columns, attributions_of[index].tolist(), strict=True)),
+            dict(zip(columns, attributions.tolist(), strict=True)),
             *subject,
         )
 
@@ -538,6 +549,16 @@ def _takes_sent_features(model_card: ModelCard) -> None:
         f"the service's history computes ({', '.join(computed)}): send raw payments to "
         "/v1/fraud/transactions, or name a version that takes the benchmark's 15 features"
     )
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the batchers gave: the version that answered, its outputs, and (attributions,
+    whether the reasons graph failed) where the rows went through that graph."""
+
+    runtime: ModelRuntime
+    outputs: np.ndarray
+    reasons: tuple[np.ndarray | None, bool] = (None, False)
 
 
 def _made_once(rows: Rows) -> Rows:

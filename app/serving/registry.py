@@ -21,7 +21,7 @@ from app.serving.config import RegistryConfig
 from app.serving.metrics import ServingMetrics
 from app.serving.providers import ProviderChoice, choose_providers
 from app.serving.repository import InvalidModelCard, VersionDir, discover, read_card
-from app.serving.runtime import ModelLoadError, ModelRuntime
+from app.serving.runtime import REASONS_SUFFIX, ModelLoadError, ModelRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -196,14 +196,19 @@ class ModelRegistry:
         try:
             card = read_card(version_dir)
             entry.model_card = card
-            observer = self._metrics.for_model(card.name, card.version) if self._metrics else None
+            observers = None
+            if self._metrics:  # the reasons graph's batcher apart: its batches are not the model's
+                observers = (
+                    self._metrics.for_model(card.name, card.version),
+                    self._metrics.for_model(f"{card.name}{REASONS_SUFFIX}", card.version),
+                )
             runtime = await asyncio.to_thread(
                 ModelRuntime.load,
                 card,
                 version_dir.onnx_path,
                 self._config.runtime,
                 self.providers,
-                observer,
+                *(observers or ()),
             )
             warm_s = await asyncio.to_thread(runtime.warm_up)
         except (InvalidModelCard, ModelLoadError) as exc:
@@ -293,9 +298,10 @@ class ModelRegistry:
         return problems
 
     def snapshot(self) -> list[tuple[str, int, str, int]]:
-        """(name, version, state, queued rows) of every version, for metrics."""
+        """(name, version, state, queued rows) of every version, for metrics (rows queued
+        for the model and for its reasons graph)."""
         return [
-            (v.name, v.version, str(v.state), v.runtime.batcher.queued_rows if v.runtime else 0)
+            (v.name, v.version, str(v.state), v.runtime.queued_rows if v.runtime else 0)
             for versions in self._models.values()
             for v in versions.values()
         ]

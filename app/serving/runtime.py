@@ -21,6 +21,9 @@ from app.serving.providers import ProviderChoice, session_options
 
 logger = logging.getLogger(__name__)
 
+# The reasons graph's batcher reports its metrics under the model's name with this suffix.
+REASONS_SUFFIX = ":reasons"
+
 _ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
@@ -45,6 +48,7 @@ class ModelRuntime:
         config: RuntimeConfig,
         observer: BatchObserver | None = None,
         reasons_session: ort.InferenceSession | None = None,
+        reasons_observer: BatchObserver | None = None,
     ) -> None:
         self.model_card = model_card
         self.session = session
@@ -76,7 +80,14 @@ class ModelRuntime:
                 max_batch_size=self.max_batch_size,
                 max_queue_delay_ms=self.max_queue_delay_ms,
                 max_queue_items=config.max_queue_items,
+                observer=reasons_observer,
             )
+
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the model and for its reasons graph."""
+        explaining = self.explainer.queued_rows if self.explainer is not None else 0
+        return self.batcher.queued_rows + explaining
 
     def start(self) -> None:
         self.batcher.start()
@@ -96,6 +107,7 @@ class ModelRuntime:
         config: RuntimeConfig,
         choice: ProviderChoice,
         observer: BatchObserver | None = None,
+        reasons_observer: BatchObserver | None = None,
     ) -> ModelRuntime:
         """Create the session (and the reasons graph's) and check it against the card
         (blocking)."""
@@ -129,7 +141,7 @@ class ModelRuntime:
                 wanted,
                 session.get_providers(),
             )
-        return cls(card, session, config, observer, reasons_session)
+        return cls(card, session, config, observer, reasons_session, reasons_observer)
 
     def run_explained(self, rows: np.ndarray) -> np.ndarray:
         """The model's outputs for input rows, then each feature's attribution, side by side

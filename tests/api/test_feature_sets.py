@@ -132,3 +132,26 @@ def test_a_card_whose_columns_are_not_its_named_set_fails_to_load(
     assert versions[1]["state"] == "failed"
     assert "are not the history-17 set" in versions[1]["reason"]
     assert versions[2]["state"] == "ready"
+
+
+def test_a_retry_keeps_the_reasons_of_its_first_answer_when_its_card_has_changed(
+    two_sets: TestClient,
+) -> None:
+    """Sent again with reasons for every row, after an earlier-dated payment changed the
+    card's 30-day mean: the answer, reasons included, is the first one, about the
+    features it had then (not those its card gives it now)."""
+    for tid, amount, when in [(1, 20.0, "2018-09-01T10:00:00"), (2, 40.0, "2018-09-05T10:00:00")]:
+        assert two_sets.post("/v1/fraud/transactions", json=payment(tid, amount, when)).is_success
+    flagged = payment(3, 300.0, "2018-09-10T10:00:00")
+    first = two_sets.post("/v1/fraud/transactions?reasons=always", json=flagged)
+    (answer,) = first.json()["results"]
+    ratio = {r["code"]: r for r in answer["reasons"]}["customer_amount_over_mean_30d"]
+    assert ratio["value"] == 10.0 and ratio["contribution"] == pytest.approx(9.0)
+    late = payment(4, 1000.0, "2018-09-08T10:00:00")  # dated before it: its mean is 353 now
+    assert two_sets.post("/v1/fraud/transactions", json=late).is_success
+    batch = {"transactions": [flagged, payment(5, 30.0, "2018-09-11T10:00:00")]}
+    again = two_sets.post("/v1/fraud/transactions?reasons=always", json=batch)
+    assert again.status_code == 200, again.text
+    retried, new = again.json()["results"]
+    assert retried == answer
+    assert new["reasons"] == []  # every row explained: nothing pushed this one up

@@ -154,6 +154,39 @@ def test_a_score_whose_reasons_cannot_be_had_is_answered_without_them(
     assert client.get("/v1/fraud/customers/17").json()["transactions"][0]["transaction_id"] == 1
 
 
+def test_a_payment_whose_reasons_graph_fails_is_recorded_once_and_scored_by_the_model(
+    make_client: ClientFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With reasons for every row, the reasons graph scores too: where it fails, the model
+    scores the payment, recorded once, and the graph is not tried again for it."""
+    root = tmp_path / "fragile"
+    folder = model_factory.fraud_model(root, reasons=True)
+    model_factory.look_amounts_up(folder / "reasons.onnx", table_size=1000)
+    client = make_client(root)
+    runtime = services_of(client.app).registry.resolve("tiny-fraud")
+    graph = runtime._reasons_session
+    assert graph is not None
+    graph_runs: list[int] = []
+    run = graph.run
+
+    def counted(*args, **kwargs):  # the real session, counted
+        graph_runs.append(len(args[1]["features"]))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(graph, "run", counted)
+    answer = client.post("/v1/fraud/transactions?reasons=always", json=payment(1, amount=1500.0))
+    assert answer.status_code == 200, answer.text
+    (result,) = answer.json()["results"]
+    assert result["decision"] == "decline" and result["reasons"] is None
+    assert result["fraud_probability"] == pytest.approx(model_factory.fraud_probability(1500.0))
+    assert graph_runs == [1]
+    history = client.get("/v1/fraud/customers/17").json()["transactions"]
+    assert [t["transaction_id"] for t in history] == [1]
+    fine = client.post("/v1/fraud/transactions?reasons=always", json=payment(2, amount=300.0))
+    assert fine.json()["results"][0]["reasons"][0]["code"] == "amount"
+    assert graph_runs == [1, 1]  # one run gave the score and the reasons
+
+
 @pytest.mark.parametrize("fault", ["not a graph", "fails whenever it runs"])
 def test_a_broken_reasons_graph_leaves_the_model_serving(
     make_client: ClientFactory, tmp_path: Path, fault: str

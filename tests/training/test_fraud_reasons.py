@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from app.fraud.features import FEATURE_SETS, FEATURES
-from training.export import check_parity, export_onnx
+from training.export import ParityError, check_agreement, check_parity, export_onnx
 from training.fraud import DerivedFeatures, FraudMLP, PiecewiseLinearEncoding, ServingFraudModel
 from training.fraud_reasons import FraudReasons, autograd_attributions
 
@@ -66,19 +66,24 @@ def test_the_written_out_gradient_equals_autograd(feature_set: str) -> None:
     np.testing.assert_allclose(explicit, reference, rtol=1e-3, atol=1e-5)
 
 
-def test_on_a_bin_edge_the_gradient_is_the_one_on_the_baselines_side() -> None:
-    """Whole counts and flags sit on edges: the slope taken is autograd's a step toward
-    the baseline (for a flag of 1, its bin's; the flat above would give nothing). On a
-    model linear in its encoding, whose slopes change only at the edges."""
-    x = raw_features(400)
+def linear_in_its_encoding(x: np.ndarray) -> ServingFraudModel:
+    """A logistic model over the scaled features and their bins: its slopes change only at
+    the bin edges."""
     torch.manual_seed(3)
     derive = DerivedFeatures()
     with torch.no_grad():
-        derived = derive(torch.from_numpy(x[:300])).numpy()
+        derived = derive(torch.from_numpy(x)).numpy()
     encoding = PiecewiseLinearEncoding.fit(derived, 8)
     member = FraudMLP(derive.width + encoding.width_out, [], 0.0)
     mean, std = derived.mean(0), derived.std(0) + 1e-6
-    model = ServingFraudModel([member], derive, mean, std, encoding).eval()
+    return ServingFraudModel([member], derive, mean, std, encoding).eval()
+
+
+def test_on_a_bin_edge_the_gradient_is_the_one_on_the_baselines_side() -> None:
+    """Whole counts and flags sit on edges: the slope taken is autograd's a step toward
+    the baseline (for a flag of 1, its bin's; the flat above would give nothing)."""
+    x = raw_features(400)
+    model = linear_in_its_encoding(x[:300])
     baseline = x[:300].mean(0)
     features = torch.from_numpy(x[300:])
     step = (1e-3 * on_integers(FEATURES) * np.sign(baseline - x[300:])).astype(np.float32)
@@ -90,6 +95,30 @@ def test_on_a_bin_edge_the_gradient_is_the_one_on_the_baselines_side() -> None:
     np.testing.assert_allclose(explicit, toward, rtol=2e-3, atol=1e-6)
     on_edge = autograd_attributions(model, features, torch.from_numpy(baseline)).numpy()
     assert np.abs(explicit - on_edge).max() > 0.01  # autograd's sum of both sides differs
+
+
+def test_just_off_an_edge_between_bins_of_different_widths_the_slope_is_the_bins_own() -> None:
+    """Amounts a little past an edge (5 margins of the narrowest bin, on either side) are in
+    one bin, whatever the widths of the two: autograd's slope there, once."""
+    x = raw_features(400)
+    model = linear_in_its_encoding(x[:300])
+    encoding = model.encoding
+    assert encoding is not None
+    amount = FEATURES.index("TX_AMOUNT")
+    bins = (encoding.columns == amount).nonzero().flatten()
+    widths = encoding.width[bins]
+    assert float(widths.max() / widths.min()) > 5  # quantile bins of a skewed column
+    edges = encoding.lower[bins][1:].double()  # between bins, in the derived (log) space
+    offset = 5 * 1e-4 * float(widths.min())
+    logged = torch.cat([edges - offset, edges + offset])
+    baseline = x[:300].mean(0)
+    rows = np.tile(baseline, (len(logged), 1))
+    rows[:, amount] = torch.expm1(logged).numpy()  # the amount is logged before the bins
+    features = torch.from_numpy(rows.astype(np.float32))
+    with torch.no_grad():
+        explicit = FraudReasons(model, baseline)(features)[1].numpy()
+    reference = autograd_attributions(model, features, torch.from_numpy(baseline)).numpy()
+    np.testing.assert_allclose(explicit[:, amount], reference[:, amount], rtol=1e-3)
 
 
 def test_the_graph_gives_the_models_own_probability() -> None:
@@ -125,6 +154,17 @@ def test_onnx_runtime_runs_the_reasons_graph_as_pytorch_does(tmp_path: Path, enc
     outputs = ("fraud_probability", "attributions")
     export_onnx(reasons, torch.from_numpy(x[:2]), path, "features", outputs)
     assert check_parity(reasons, path, x) < 1e-4  # on whole counts: the same side of edges
+    # Its probability is the model's, in ONNX Runtime too; another model's is refused.
+    model_path = tmp_path / "model.onnx"
+    export_onnx(model, torch.from_numpy(x[:2]), model_path, "features", "fraud_probability")
+    assert check_agreement(model_path, path, "fraud_probability", x) <= 1e-6
+    other = ensemble(raw_features(100, seed=1))
+    if not encoded:
+        other.encoding, other.members = None, torch.nn.ModuleList()
+    other_path = tmp_path / "other.onnx"
+    export_onnx(other, torch.from_numpy(x[:2]), other_path, "features", "fraud_probability")
+    with pytest.raises(ParityError):
+        check_agreement(other_path, path, "fraud_probability", x)
 
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
