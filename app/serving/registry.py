@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -44,6 +44,17 @@ class ModelVersion:
     runtime: ModelRuntime | None = None
     # For a failed version: its files as they were; changed files are loaded again.
     files_seen: tuple[tuple[int, int], ...] | None = None
+    # Whether its card reads features only the history computes: asked on every request
+    # of the routes that take the client's own inputs, so worked out once per card.
+    needs_history: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        self.read(self.model_card)
+
+    def read(self, card: ModelCard | None) -> None:
+        """Take the version's card (None: unreadable)."""
+        self.model_card = card
+        self.needs_history = card is not None and needs_history(card)
 
 
 def _card_or_none(version_dir: VersionDir) -> ModelCard | None:
@@ -58,7 +69,7 @@ def _without_history(name: str, versions: Iterable[ModelVersion]) -> list[ModelV
     take the client's own inputs serve. Where the model has such versions but none is ready
     (loading, or failed), ModelNotReady (503), rather than a version those routes cannot
     feed; [] where it has none (those routes then say why they cannot use the others)."""
-    sent = [v for v in versions if v.model_card is not None and not needs_history(v.model_card)]
+    sent = [v for v in versions if v.model_card is not None and not v.needs_history]
     ready = [v for v in sent if v.state is ModelState.READY]
     if sent and not ready:
         states = ", ".join(
@@ -195,7 +206,7 @@ class ModelRegistry:
         started = time.perf_counter()
         try:
             card = read_card(version_dir)
-            entry.model_card = card
+            entry.read(card)
             observers = None
             if self._metrics:  # the reasons graph's batcher apart: its batches are not the model's
                 observers = (
