@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench lint screenshots diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench profile lint screenshots diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ bench: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
 	@dpkg -s libb64-0d >/dev/null 2>&1 || $(APT_INSTALL) libb64-0d || echo "no libb64-0d: no perf_analyzer rows"
 	$(PY) -m bench
+
+# Where a served request's time goes: py-spy on the server under wrk at c=64, by thread and
+# stage (bench/results/profile-*.md and .png; about a minute).
+profile: $(VENV)/.dev-installed
+	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
+	$(PY) -m bench.profile
 
 # The console's screenshots in docs/, taken by its browser tests.
 screenshots: $(VENV)/.dev-installed

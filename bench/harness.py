@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> Path:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "quick": args.quick,
         "sections": sections,
-        "machine": _machine(),
+        "machine": describe_machine(),
         "settings": {
             "window_s": args.window_s,
             "latencies_per_window": LATENCIES_PER_WINDOW,
@@ -396,7 +396,7 @@ def _served_rps(window: Window) -> float:
     return window.rps * (1 - window.errors / max(window.requests, 1))
 
 
-def _machine() -> dict:
+def describe_machine() -> dict:
     def version(command: list[str]) -> str:
         try:
             out = subprocess.run(command, capture_output=True, text=True)
