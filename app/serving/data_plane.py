@@ -380,7 +380,9 @@ class DataPlane:
                 call, runtime, rows, admission, on_outputs, computes_history, explained
             )
             outcome = await _unless_client_leaves(call, batcher, work)
-        return Served(outcome.runtime, payload, outcome.outputs, *outcome.reasons)
+        return Served(
+            outcome.runtime, payload, outcome.outputs, outcome.attributions, outcome.reasons_failed
+        )
 
     async def _infer(
         self,
@@ -425,9 +427,9 @@ class DataPlane:
                 if on_outputs is not None:
                     done = functools.partial(on_outputs, runtime)
                 outputs = await runtime.batcher.infer(rows, call.deadline, None, done)
-                return _Outcome(runtime, outputs, (None, True))
+                return _Outcome(runtime, outputs, reasons_failed=True)
             scores, attributions = runtime.split_explained(outputs)
-            return _Outcome(runtime, scores, (attributions, False))
+            return _Outcome(runtime, scores, attributions)
 
         rows = _made_once(rows)  # a second try (the reasons graph failing, a hot swap)
 
@@ -553,12 +555,13 @@ def _takes_sent_features(model_card: ModelCard) -> None:
 
 @dataclass(slots=True)
 class _Outcome:
-    """What the batchers gave: the version that answered, its outputs, and (attributions,
-    whether the reasons graph failed) where the rows went through that graph."""
+    """What the batchers gave: the version that answered and its outputs, and where the
+    rows went through the reasons graph, their attributions or that the graph failed."""
 
     runtime: ModelRuntime
     outputs: np.ndarray
-    reasons: tuple[np.ndarray | None, bool] = (None, False)
+    attributions: np.ndarray | None = None
+    reasons_failed: bool = False
 
 
 def _made_once(rows: Rows) -> Rows:
