@@ -46,6 +46,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from app.serving.repository import read_card
 from app.settings import Settings
 from bench import (
     efficientnet,
@@ -56,9 +57,17 @@ from bench import (
     reasons,
     report,
 )
+from bench.inprocess import stateless_version
 from bench.procs import cpu_seconds, free_port, rss_mb
 from bench.systems import PEERS, SYSTEMS, Running, settled_rss, start, stop_process
-from bench.workloads import WORKLOADS, Requests, build, sample_images, sample_transactions
+from bench.workloads import (
+    WORKLOADS,
+    Requests,
+    build,
+    sample_images,
+    sample_transactions,
+    v2_inputs,
+)
 from bench.wrk import Window
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -287,10 +296,89 @@ def _systems(
                         + ("" if row["stable"] else " (unstable)"),
                         flush=True,
                     )
+            if name == "triton":
+                rows += _triton_by_perf_analyzer(
+                    running, workloads, levels, images, transactions, bodies_dir, bodies
+                )
             starts[name]["rss_mb_peak"] = max(r["rss_mb_peak"] for r in rows if r["system"] == name)
         finally:
             stop_process(running.process)
     return rows, starts
+
+
+def _triton_by_perf_analyzer(
+    running: Running,
+    workloads: list[str],
+    levels: list[int],
+    images: list[bytes],
+    transactions: list[dict],
+    folder: Path,
+    bodies: int,
+) -> list[dict]:
+    """Triton driven by its own load generator: perf_analyzer over Triton's v2 HTTP API with
+    binary tensors, one item a request (so image-1 and fraud-1 only), the same items as the
+    wrk rows. perf_analyzer decides stability itself (`bench/perf_analyzer.py`)."""
+    try:
+        generator = perf_analyzer.install()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"triton: no perf_analyzer rows ({exc})", flush=True)
+        return []
+    settings = Settings(_env_file=None)
+    timing = open_inference.Timing.of(1, STABLE_WITHIN, quick=False)
+    pid = running.process.pid
+    rows = []
+    for workload in (w for w in workloads if WORKLOADS[w].items == 1):
+        spec = WORKLOADS[workload]
+        served = (
+            settings.default_image_model if spec.model == "image" else settings.default_fraud_model
+        )
+        card = read_card(stateless_version(settings.model_repository, served))
+        data = perf_analyzer.write_input_data(
+            v2_inputs(spec, images, transactions, card, bodies),
+            folder / f"triton-perf-analyzer-{workload}.json",
+        )
+        triton_model = "cifar10" if spec.model == "image" else "fraud"  # as the peer binds them
+        for concurrency in levels:
+            cpu_before, started = cpu_seconds(pid), time.monotonic()
+            measured = perf_analyzer.run(
+                generator,
+                triton_model,
+                1,
+                f"127.0.0.1:{running.port}",
+                "http",
+                data,
+                concurrency,
+                timing.interval_ms,
+                timing.stable_within,
+                timing.max_trials,
+            )
+            server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
+            row = {
+                "system": report.TRITON_BY_PERF_ANALYZER,
+                "generator": "perf_analyzer",
+                "workload": workload,
+                "concurrency": concurrency,
+                "rps": round(measured.rps, 1),
+                "items_per_s": round(measured.rps, 1),
+                "offered_rps": round(measured.rps, 1),
+                "p50_ms": round(measured.p50_ms, 2),
+                "p90_ms": round(measured.p90_ms, 2),
+                "p99_ms": round(measured.p99_ms, 2),
+                "errors": 0,  # perf_analyzer stops at the first failed request
+                "server_cpu": round(server_cpu, 2),
+                "generator_cpu": round(measured.generator_cpu, 2),
+                "rss_mb_peak": round(rss_mb(pid), 1),
+                "windows": 3,
+                "stable": measured.stable,
+            }
+            rows.append(row)
+            print(
+                f"  {workload:9s} c={concurrency:<3d} {row['rps']:8.1f} req/s "
+                f"p50 {row['p50_ms']:7.2f} p99 {row['p99_ms']:7.2f} ms (perf_analyzer, "
+                f"{row['generator_cpu']:.2f} cores)",
+                flush=True,
+            )
+    return rows
 
 
 def _limits(
@@ -373,6 +461,7 @@ def _measure_level(
     items = WORKLOADS[workload].items
     return {
         "system": running.system.name,
+        "generator": "wrk",
         "workload": workload,
         "concurrency": concurrency,
         # Answers other than 2xx (503s when the queue is full) are not throughput.

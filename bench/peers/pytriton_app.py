@@ -20,7 +20,7 @@ import sys
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 from bench.peers.common import Model, decode
 
@@ -45,7 +45,13 @@ def main() -> None:
         http_address="127.0.0.1", http_port=port, grpc_port=port + 1, metrics_port=port + 2
     )
     batcher = DynamicBatcher(max_queue_delay_microseconds=2000)
-    with Triton(config=config) as triton:
+    # PyTriton restricts the statistics API by default, and perf_analyzer, Triton's own
+    # load generator, reads it around every window: open that one (the server listens on
+    # 127.0.0.1 only), keep the others restricted.
+    security = TritonSecurityConfig(
+        restricted_endpoints=["shared-memory", "model-repository", "trace", "logging"]
+    )
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name="cifar10",
             infer_func=classify,

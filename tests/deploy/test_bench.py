@@ -131,3 +131,36 @@ def test_triton_bodies_are_v2_with_binary_tensor_data(tmp_path: Path) -> None:
     head = int(rows.headers[0]["Inference-Header-Content-Length"]) if rows.headers else 0
     (features,) = json.loads(rows.bodies[0].read_bytes()[:head])["inputs"]
     assert features["shape"] == [100, 15] and features["parameters"]["binary_data_size"] == 6000
+
+
+def test_triton_is_also_compared_with_both_driven_by_perf_analyzer() -> None:
+    """Triton's own generator drives Triton's rows and deepserve's v2 rows of the same run:
+    the target compares those two, beside the wrk comparison."""
+    from bench import report
+
+    def row(system: str, workload: str, rps: float) -> dict:
+        return {"system": system, "workload": workload, "concurrency": 64, "rps": rps}
+
+    results = {
+        "limits": {},
+        "systems": {},
+        "results": [
+            row("deepserve", "fraud-1", 6000.0),
+            row("triton", "fraud-1", 3000.0),
+            row(report.TRITON_BY_PERF_ANALYZER, "fraud-1", 2500.0),
+            row(report.TRITON_BY_PERF_ANALYZER, "image-1", 400.0),
+        ],
+        "open_inference": {
+            "rows": [
+                row(report.V2_HTTP_PA, "fraud-1", 2000.0),
+                row(report.V2_HTTP_PA, "image-1", 300.0),
+            ]
+        },
+    }
+    by_name = {t["target"]: t for t in report.targets(results)}
+    assert by_name["fraud-1, c=64: req/s over triton"]["value"] == 2.0
+    both = "c=64, both driven by perf_analyzer: deepserve v2 req/s over triton"
+    fraud = by_name[f"fraud-1, {both}"]
+    assert fraud["value"] == 0.8 and fraud["met"] is False
+    image = by_name[f"image-1, {both}"]
+    assert image["value"] == 0.75 and image["met"] is None
