@@ -613,3 +613,52 @@ def _open_inference_plot(results: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def drift(runs: list[tuple[str, dict]]) -> str:
+    """The targets of several runs side by side, the first run's first: (name, results) each.
+    Every run's targets are worked out again by today's `targets`, so that the names and the
+    formulas agree across runs; a target a run could not measure is a dash."""
+    columns = [
+        (name, results, {t["target"]: t for t in targets(results)}) for name, results in runs
+    ]
+    names = list(dict.fromkeys(t for _, _, by_name in columns for t in by_name))
+    head = [
+        f"{name} ({results['machine'].get('cpu', '?')}, {results['date'][:10]})"
+        for name, results, _ in columns
+    ]
+    lines = [
+        "| target | goal | " + " | ".join(head) + " |",
+        "| --- | --- |" + " --- |" * len(head),
+    ]
+    for target in names:
+        goal = next(by_name[target]["goal"] for _, _, by_name in columns if target in by_name)
+        cells = []
+        for _, _, by_name in columns:
+            found = by_name.get(target)
+            if found is None:
+                cells.append("—")
+            else:
+                flag = "" if found["met"] is None or found["met"] else " (**no**)"
+                cells.append(f"{found['value']}{flag}")
+        lines.append(f"| {target} | {goal} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.report",
+        description="The targets of benchmark runs side by side (Markdown), so that drift "
+        "between runs and machines shows.",
+    )
+    parser.add_argument("runs", nargs="+", type=Path, help="results JSON files, newest first")
+    args = parser.parse_args(argv)
+    runs = [(path.stem, json.loads(path.read_text())) for path in args.runs]
+    print(drift(runs), end="")
+
+
+if __name__ == "__main__":
+    main()

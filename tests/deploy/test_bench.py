@@ -164,3 +164,32 @@ def test_triton_is_also_compared_with_both_driven_by_perf_analyzer() -> None:
     assert fraud["value"] == 0.8 and fraud["met"] is False
     image = by_name[f"image-1, {both}"]
     assert image["value"] == 0.75 and image["met"] is None
+
+
+def test_drift_puts_each_runs_targets_side_by_side() -> None:
+    from bench import report
+
+    def run(noop_rps: float | None) -> dict:
+        rows = [{"system": "deepserve", "workload": "fraud-1", "concurrency": 64, "rps": 600.0}]
+        if noop_rps is not None:
+            rows.append(
+                {
+                    "system": "fastapi-noop",
+                    "workload": "fraud-1",
+                    "concurrency": 64,
+                    "rps": noop_rps,
+                }
+            )
+        machine = {"cpu": "AMD EPYC"}
+        return {
+            "date": "2026-12-02 21:00:00",
+            "machine": machine,
+            "limits": {},
+            "systems": {},
+            "results": rows,
+        }
+
+    table = report.drift([("new", run(400.0)), ("old", run(None)), ("older", run(600.0))])
+    (line,) = [t for t in table.splitlines() if "idiomatic FastAPI no-op" in t]
+    assert line.split(" | ")[1:] == [">= 1.2", "1.5", "—", "1.0 (**no**) |"]
+    assert "new (AMD EPYC, 2026-12-02)" in table.splitlines()[0]
