@@ -1,14 +1,17 @@
 """`make bench` / `python -m bench`: the service beside the hardware limit and its peers,
 and its Open Inference Protocol (v2) beside its own `/v1`.
 
-Five sections, all by default; `--only systems`, `--only open-inference`,
+Six sections, all by default; `--only systems`, `--only noop`, `--only open-inference`,
 `--only fraud-history`, `--only reasons` or `--only efficientnet` runs one.
 
 systems: for each system, start it, warm it up, then for each workload and concurrency
 level run wrk in windows until three in a row agree on throughput within 10% (as Triton's
 perf_analyzer decides stability), and keep the median of those three. The limits come from
 the same run: ONNX Runtime in process on the same model files, and a FastAPI no-op for HTTP
-alone.
+alone. Triton is driven by perf_analyzer too, its own generator.
+
+noop (`bench/noop_rounds.py`): one transaction a request at c=64 in deepserve and the two
+FastAPI no-ops, all three running, in rounds side by side. About two minutes.
 
 open-inference (`bench/open_inference.py`): one deepserve process; one image and one
 transaction per request at concurrency 1 and 64; `/v1` (wrk), v2 REST with binary tensors
@@ -52,6 +55,7 @@ from bench import (
     efficientnet,
     fraud_history,
     inprocess,
+    noop_rounds,
     open_inference,
     perf_analyzer,
     reasons,
@@ -75,7 +79,7 @@ STABLE_WITHIN = 0.10
 LATENCIES_PER_WINDOW = 10  # a window lasts at least this many median latencies...
 SLOWEST_PER_WINDOW = 3  # ...and this many p99 latencies (fast 503s can make the median small)...
 MAX_WINDOW_S = 30.0  # ...up to this
-SECTIONS = ("systems", "open-inference", "fraud-history", "reasons", "efficientnet")
+SECTIONS = ("systems", "noop", "open-inference", "fraud-history", "reasons", "efficientnet")
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -89,7 +93,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--window-s", type=float, default=5.0)
     parser.add_argument("--max-windows", type=int, default=6)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--only", choices=SECTIONS, help="run one section, not both")
+    parser.add_argument("--only", choices=SECTIONS, help="run one section, not all")
     parser.add_argument(
         "--open-inference-levels",
         nargs="+",
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
         help="concurrency of the open-inference section",
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="open-inference: rounds of every row, side by side"
+        "--rounds", type=int, default=3, help="rounds of the sections measured side by side"
     )
     parser.add_argument(
         "--quick",
@@ -129,6 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
     at_end: dict[str, inprocess.Limit] = {}
     rows: list[dict] = []
     starts: dict[str, dict] = {}
+    beside_noops: dict | None = None
     v2: dict | None = None
     history: dict | None = None
     explained: dict | None = None
@@ -139,6 +144,15 @@ def main(argv: list[str] | None = None) -> Path:
             print("in-process ONNX Runtime limits, at the start", flush=True)
             at_start = _limits(settings, images, transactions, limit_seconds)
             rows, starts = _systems(args, images, transactions, bodies_dir, bodies)
+        if "noop" in sections:
+            print("one transaction a request beside the FastAPI no-ops, side by side", flush=True)
+            beside_noops = noop_rounds.measure(
+                transactions,
+                bodies_dir / "noop",
+                1 if args.quick else args.rounds,
+                2.0 if args.quick else 5.0,
+                bodies,
+            )
         if "open-inference" in sections:
             print("open inference protocol (v2) beside /v1", flush=True)
             v2 = open_inference.measure(
@@ -222,6 +236,8 @@ def main(argv: list[str] | None = None) -> Path:
         "systems": starts,
         "results": rows,
     }
+    if beside_noops is not None:
+        results["noop_rounds"] = beside_noops
     if v2 is not None:
         results["open_inference"] = v2
     if history is not None:

@@ -84,6 +84,17 @@ def targets(results: dict) -> list[dict]:
                 1.2,
                 True,
             )
+    if "noop_rounds" in results:
+        from bench.noop_rounds import ratios
+
+        for noop_name, ratio in ratios(results["noop_rounds"]).items():
+            which = "lean" if noop_name.endswith("lean") else "idiomatic"
+            add(
+                f"fraud, 1 per request, c=64: req/s over the {which} FastAPI no-op (side by side)",
+                ratio,
+                1.2,
+                True,
+            )
     ours_fraud_100 = _row(results, "deepserve", "fraud-100", 64)
     if ours_fraud_100 and limits:
         add(
@@ -265,6 +276,8 @@ def markdown(results: dict) -> str:
     ]
     if results["results"] or results["limits"]:
         lines += _systems_markdown(results)
+    if "noop_rounds" in results:
+        lines += _noop_rounds_markdown(results["noop_rounds"])
     if "open_inference" in results:
         lines += _open_inference_markdown(results)
     if "fraud_history" in results:
@@ -407,6 +420,26 @@ def _open_inference_markdown(results: dict) -> list[str]:
             f"{failure['system']}, round {failure['round'] + 1}: "
             + failure["error"].strip().splitlines()[-1]
         )
+    return lines
+
+
+def _noop_rounds_markdown(section: dict) -> list[str]:
+    from bench.noop_rounds import ratios
+
+    lines = [
+        "",
+        "## One transaction a request beside the FastAPI no-ops, side by side",
+        "",
+        f"All three servers running; c={section['concurrency']}, one wrk window of "
+        f"{section['window_s']:g} s each per round, the order reversed every other round.",
+        "",
+        "| system | req/s per round | deepserve over it (median of rounds) |",
+        "| --- | --- | --- |",
+    ]
+    over = ratios(section)
+    for name, rates in section["rps_rounds"].items():
+        ratio = f"{over[name]:.3f}" if name in over else ""
+        lines.append(f"| {name} | {', '.join(f'{r:,.0f}' for r in rates)} | {ratio} |")
     return lines
 
 

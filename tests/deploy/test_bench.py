@@ -46,6 +46,13 @@ def test_quick_benchmark_writes_complete_results(tmp_path: Path) -> None:
     assert Path(f"{stem}-image.png").stat().st_size > 0
     assert Path(f"{stem}-fraud.png").stat().st_size > 0
 
+    # deepserve beside the two no-ops, side by side: a rate for each in every round.
+    beside = results["noop_rounds"]["rps_rounds"]
+    assert set(beside) == {"deepserve", "fastapi-noop", "fastapi-noop-lean"}
+    assert all(len(rates) == 1 and rates[0] > 0 for rates in beside.values())
+    side_by_side = [t for t in results["targets"] if t["target"].endswith("(side by side)")]
+    assert len([t for t in side_by_side if "FastAPI no-op" in t["target"]]) == 2
+
     # The Open Inference Protocol beside /v1: every row answered without an error, wrk's
     # always, perf_analyzer's where it could be installed (else the report says why).
     v2 = results["open_inference"]
