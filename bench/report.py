@@ -560,6 +560,11 @@ def plots(results: dict, stem: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
+    # One colour per system in every plot; one line style per workload (one item a request
+    # solid, many dashed); deepserve's points round, the others' square.
+    systems = list(dict.fromkeys(r["system"] for r in results["results"]))
+    palette = plt.get_cmap("tab10" if len(systems) <= 10 else "tab20")
+    colours = {system: palette(i) for i, system in enumerate(systems)}
     for model in ("image", "fraud"):
         rows = [r for r in results["results"] if r["workload"].startswith(model)]
         if not rows:
@@ -570,20 +575,16 @@ def plots(results: dict, stem: Path) -> list[Path]:
             series.setdefault((r["system"], r["workload"]), []).append(r)
         for (system, workload), points in sorted(series.items()):
             points.sort(key=lambda r: r["concurrency"])
-            label = f"{system}, {workload}"
-            style = "-o" if system.startswith("deepserve") else "--s"
+            style = {
+                "color": colours[system],
+                "linestyle": "-" if workload.endswith("-1") else "--",
+                "marker": "o" if system.startswith("deepserve") else "s",
+                "label": f"{system}, {workload}",
+            }
             left.plot(
-                [p["concurrency"] for p in points],
-                [p["items_per_s"] for p in points],
-                style,
-                label=label,
+                [p["concurrency"] for p in points], [p["items_per_s"] for p in points], **style
             )
-            right.plot(
-                [p["items_per_s"] for p in points],
-                [p["p99_ms"] for p in points],
-                style,
-                label=label,
-            )
+            right.plot([p["items_per_s"] for p in points], [p["p99_ms"] for p in points], **style)
         limit = results["limits"][model]["best_items_per_s"]
         left.axhline(limit, color="black", linestyle=":", label="in-process ORT, best batch")
         left.set(xscale="log", xlabel="concurrency", ylabel="items/s", title=f"{model}: throughput")
