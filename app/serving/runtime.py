@@ -38,6 +38,10 @@ class ModelLoadError(Exception):
     """The ONNX file does not load, or does not match its model card."""
 
 
+# Start-up runs a full batch only when it takes at most this long at the rate measured so far.
+FULL_BATCH_WARM_UP_S = 0.25
+
+
 class ModelRuntime:
     """A loaded, checked ONNX session for one card. Create with `load` off the event loop."""
 
@@ -180,7 +184,7 @@ class ModelRuntime:
         return outputs
 
     def warm_up(self) -> float:
-        """Run every batch size the batchers may form in powers of two (blocking); seconds."""
+        """Time and warm the batch sizes the batchers need (`_warm`; blocking); seconds."""
         started = time.perf_counter()
         try:
             self._warm(self.run_batch, self.batcher)
@@ -219,36 +223,40 @@ class ModelRuntime:
 
     def _warm(self, run: Callable[[np.ndarray], np.ndarray], batcher: DynamicBatcher) -> None:
         """Times the sizes up to the inline budget, so the batcher runs the batches that fit
-        it on the event loop, and the full batch, which tells the batcher how fast the queue
-        drains (admission by deadline)."""
+        it on the event loop, and the full batch where start-up can afford it, which tells
+        the batcher how fast the queue drains (admission by deadline)."""
         sizes = sorted(
             {*(1 << i for i in range(batcher.max_batch_size.bit_length())), batcher.max_batch_size}
         )
         spec = self.model_card.input
-        inline_rows, within_budget = 0, True
+        inline_rows, within_budget, per_row = 0, True, 0.0
         for size in sizes:
             full = size == batcher.max_batch_size
-            if not (within_budget or full):
-                # Past the budget only the full batch runs: once it has, ONNX Runtime's arena
-                # holds the largest batch, and a first run at a smaller size costs no more
-                # than the next (measured). A 224x224 network's sizes in between took seconds.
-                continue
-            shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked
-            rows = np.zeros(shape, dtype=spec.dtype)
+            # Past the budget only the full batch runs: once it has, ONNX Runtime's arena
+            # holds the largest batch, and a first run at a smaller size costs no more than
+            # the next (measured). A full batch too long for start-up (a 224x224 network's
+            # 32 take seconds) keeps the last size's rate, which full batches then correct,
+            # and grows the arena on its first real run.
             if within_budget:
+                rows = _zero_rows(spec, size)
                 run(rows)
                 seconds = _fastest_of_three(run, rows)
                 within_budget = seconds <= self._inline_budget_s
                 if within_budget:
                     inline_rows = size
-            else:
+                per_row = seconds / size
+            elif full and per_row * size <= FULL_BATCH_WARM_UP_S:
                 # One timing is enough here: full batches keep the batcher's figure current.
                 started_batch = time.perf_counter()
-                run(rows)
-                seconds = time.perf_counter() - started_batch
-            if full:
-                batcher.row_seconds = seconds / size
+                run(_zero_rows(spec, size))
+                per_row = (time.perf_counter() - started_batch) / size
+        batcher.row_seconds = per_row
         batcher.inline_rows = inline_rows
+
+
+def _zero_rows(spec: TensorSpec, size: int) -> np.ndarray:
+    shape = [size, *(dim or 1 for dim in spec.shape[1:])]  # dims are fixed: checked at load
+    return np.zeros(shape, dtype=spec.dtype)
 
 
 def _fastest_of_three(run: Callable[[np.ndarray], np.ndarray], rows: np.ndarray) -> float:

@@ -326,6 +326,42 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
     assert 0 < row_seconds["tiny-fraud"] < row_seconds["slow-fraud"]
 
 
+async def test_warm_up_skips_a_full_batch_too_long_for_start_up(tmp_path: Path) -> None:
+    from app.serving.providers import ProviderChoice
+    from app.serving.repository import discover, read_card
+    from app.serving.runtime import FULL_BATCH_WARM_UP_S, ModelRuntime
+    from app.settings import Settings
+
+    settings = Settings(_env_file=None, intra_op_threads=1)
+    # Past the inline budget at one row, and 64 rows at that rate take well over what
+    # start-up spends on a full batch; 4 rows would not.
+    one_row_s = FULL_BATCH_WARM_UP_S / 16
+    model_factory.calibrated_slow_fraud_model(tmp_path, one_row_s, "long", max_batch_size=64)
+    model_factory.calibrated_slow_fraud_model(tmp_path, one_row_s, "short", max_batch_size=4)
+    sizes: dict[str, list[int]] = {}
+    for name, versions in discover(tmp_path).items():
+        card = read_card(versions[-1])
+        runtime = ModelRuntime.load(
+            card,
+            versions[-1].onnx_path,
+            settings.registry_config().runtime,
+            ProviderChoice(["CPUExecutionProvider"], "t"),
+        )
+        run_batch = runtime.run_batch
+        sizes[name] = []
+
+        def recorded(rows: np.ndarray, name: str = name, run=run_batch) -> np.ndarray:
+            sizes[name].append(len(rows))
+            return run(rows)
+
+        runtime.run_batch = recorded  # type: ignore[method-assign]
+        runtime.warm_up()
+        assert runtime.batcher.row_seconds > 0
+    assert set(sizes["long"]) == {1}  # one row, timed; no full batch of 64
+    assert set(sizes["short"]) == {1, 4}  # the full batch of 4 runs, once
+    assert sizes["short"].count(4) == 1
+
+
 async def test_deferred_rows_are_made_as_their_batch_forms_and_fail_alone(run_model) -> None:
     from app.serving.batching import DeferredRows
 
