@@ -356,18 +356,22 @@ def _triton_by_perf_analyzer(
         triton_model = "cifar10" if spec.model == "image" else "fraud"  # as the peer binds them
         for concurrency in levels:
             cpu_before, started = cpu_seconds(pid), time.monotonic()
-            measured = perf_analyzer.run(
-                generator,
-                triton_model,
-                1,
-                f"127.0.0.1:{running.port}",
-                "http",
-                data,
-                concurrency,
-                timing.interval_ms,
-                timing.stable_within,
-                timing.max_trials,
-            )
+            try:
+                measured = perf_analyzer.run(
+                    generator,
+                    triton_model,
+                    1,
+                    f"127.0.0.1:{running.port}",
+                    "http",
+                    data,
+                    concurrency,
+                    timing.interval_ms,
+                    timing.stable_within,
+                    timing.max_trials,
+                )
+            except RuntimeError as exc:  # one failed row, not the end of an hour's run
+                print(f"  {workload} c={concurrency}: perf_analyzer failed: {exc}", flush=True)
+                continue
             server_cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - started)
             row = {
                 "system": report.TRITON_BY_PERF_ANALYZER,
