@@ -2,6 +2,9 @@
 
 onnxruntime-gpu lists the CUDA provider even on machines without a GPU, and a session asked
 for it there logs a stack of CUDA errors before falling back. So we look for a GPU first.
+A GPU setting that this machine cannot honour (`DEEPSERVE_DEVICE=cuda` without a GPU,
+`DEEPSERVE_TENSORRT` without TensorRT) is one error line in the log and serving on what there
+is, never a failed start: the model card and `/v1/models` say which provider serves.
 """
 
 from __future__ import annotations
@@ -44,17 +47,16 @@ def count_cuda_devices() -> int:
 
 def choose_providers(device: DeviceConfig) -> ProviderChoice:
     available = ort.get_available_providers()
-    cpu = ProviderChoice(["CPUExecutionProvider"], "")
     if device.device == "cpu":
-        return ProviderChoice(cpu.providers, "CPU: DEEPSERVE_DEVICE=cpu")
+        return ProviderChoice(["CPUExecutionProvider"], "CPU: DEEPSERVE_DEVICE=cpu")
     if "CUDAExecutionProvider" not in available:
         why = "this onnxruntime build has no CUDA provider"
-        return _cpu_or_fail(device, why)
+        return _on_cpu(device, why)
     gpus = count_cuda_devices()
     if gpus == 0:
-        return _cpu_or_fail(device, "no CUDA GPU found")
+        return _on_cpu(device, "no CUDA GPU found")
     if device.cuda_device_id >= gpus:
-        return _cpu_or_fail(
+        return _on_cpu(
             device,
             f"DEEPSERVE_CUDA_DEVICE_ID={device.cuda_device_id} but only {gpus} GPU(s) present",
         )
@@ -67,14 +69,28 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
         providers.insert(
             0, ("TensorrtExecutionProvider", {"device_id": str(device.cuda_device_id)})
         )
+    elif device.tensorrt:
+        logger.error(
+            "DEEPSERVE_TENSORRT is set, but this onnxruntime build has no TensorRT provider: "
+            "serving on CUDA without it"
+        )
     return ProviderChoice(
         providers, f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}"
     )
 
 
-def _cpu_or_fail(device: DeviceConfig, why: str) -> ProviderChoice:
-    if device.device == "cuda":
-        raise RuntimeError(f"DEEPSERVE_DEVICE=cuda, but {why}")
+def _on_cpu(device: DeviceConfig, why: str) -> ProviderChoice:
+    """The CPU, saying once why, loudly where the settings asked for a GPU."""
+    asked = [
+        name
+        for name, on in (
+            ("DEEPSERVE_DEVICE=cuda", device.device == "cuda"),
+            ("DEEPSERVE_TENSORRT", device.tensorrt),
+        )
+        if on
+    ]
+    if asked:
+        logger.error("%s set, but %s: serving on the CPU", " and ".join(asked), why)
     return ProviderChoice(["CPUExecutionProvider"], f"CPU: {why}")
 
 

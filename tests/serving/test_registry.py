@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests import model_factory
 from tests.conftest import transaction
 
@@ -82,3 +84,19 @@ def test_the_newest_version_of_every_model_loads_first(
     # Readiness needs one ready version per model: both newest ones come before any older.
     assert set(ready[:2]) == {"tiny-fraud/2", "tiny-image/2"}
     assert set(ready[2:]) == {"tiny-fraud/1", "tiny-image/1"}
+
+
+def test_gpu_settings_without_a_gpu_say_so_once_and_serve_on_the_cpu(make_client, caplog) -> None:
+    from app.serving.providers import count_cuda_devices
+
+    if count_cuda_devices() > 0:
+        pytest.skip("this machine has a GPU: the settings can be honoured")
+    with caplog.at_level("ERROR", logger="app.serving.providers"):
+        client = make_client(device="cuda", tensorrt=True)
+    (error,) = [r.getMessage() for r in caplog.records if r.name == "app.serving.providers"]
+    assert "DEEPSERVE_DEVICE=cuda and DEEPSERVE_TENSORRT set" in error
+    assert error.endswith("serving on the CPU")
+    assert client.get("/readyz").status_code == 200
+    models = {m["name"]: m["versions"][0] for m in client.get("/v1/models").json()["models"]}
+    assert models["tiny-fraud"]["providers"] == ["CPUExecutionProvider"]
+    assert client.post("/v1/fraud/score", json=transaction()).status_code == 200
