@@ -173,6 +173,13 @@ class Settings(BaseSettings):
         description="Batches that ran within this time at warm-up run on the event loop: a "
         "hop to the model's thread costs more than they do. 0: always on the model's thread.",
     )
+    batch_buckets: Annotated[list[Annotated[int, Field(ge=1)]], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated batch sizes: each batch is padded (with copies of its "
+        "last row) up to the next, so that a model sees only these shapes, as CUDA graphs and "
+        "TensorRT's profiles need; a model's full batch is always one. Empty: no padding, "
+        "what the CPU wants.",
+    )
     request_timeout_ms: float = Field(
         default=10_000.0, gt=0, description="Deadline of a request; header X-Request-Timeout-Ms."
     )
@@ -234,7 +241,7 @@ class Settings(BaseSettings):
         default_factory=list, description="Comma-separated origins allowed by CORS; empty: none."
     )
 
-    @field_validator("models", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", "batch_buckets", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:
         return _split(value)
@@ -263,6 +270,7 @@ class Settings(BaseSettings):
                 ),
                 max_queue_items=self.max_queue_items,
                 inline_budget_ms=self.inline_budget_ms,
+                batch_buckets=tuple(self.batch_buckets),
                 batching=serving.BatchingOverride(self.max_batch_size, self.max_queue_delay_ms),
                 batching_by_model={
                     name: serving.BatchingOverride(b.max_batch_size, b.max_queue_delay_ms)

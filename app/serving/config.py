@@ -45,6 +45,7 @@ class RuntimeConfig:
     session: SessionConfig = SessionConfig()
     max_queue_items: int = 65_536
     inline_budget_ms: float = 1.0
+    batch_buckets: tuple[int, ...] = ()  # batches padded up to these sizes; () pads none
     batching: BatchingOverride = BatchingOverride()  # for every model
     batching_by_model: Mapping[str, BatchingOverride] = field(default_factory=dict)
 

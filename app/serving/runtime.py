@@ -66,6 +66,9 @@ class ModelRuntime:
         delay = overrides.max_queue_delay_ms
         self.max_queue_delay_ms = defaults.max_queue_delay_ms if delay is None else delay
         self._inline_budget_s = config.inline_budget_ms / 1000.0
+        # Shapes that repeat (CUDA graphs, TensorRT profiles): every batch padded up to one.
+        smaller = {b for b in config.batch_buckets if b < self.max_batch_size}
+        self.buckets = [*sorted(smaller), self.max_batch_size] if config.batch_buckets else []
         self.batcher = DynamicBatcher(
             self.run_batch,
             name=f"{model_card.name}/{model_card.version}",
@@ -153,16 +156,17 @@ class ModelRuntime:
         gives the outputs too, else the model's then the reasons graph's."""
         reasons = self.model_card.reasons
         assert self._reasons_session is not None and reasons is not None
-        feeds = {self._input_name: rows}
+        count = len(rows)
+        feeds = {self._input_name: self._padded(rows)}
         if reasons.score_output is not None:
             outputs, attributions = self._reasons_session.run(
                 [reasons.score_output, reasons.output], feeds
             )
-            outputs = self._transformed(outputs)
+            outputs = self._transformed(outputs[:count])
         else:
             outputs = self.run_batch(rows)
             (attributions,) = self._reasons_session.run([reasons.output], feeds)
-        return np.concatenate([outputs.reshape(len(rows), -1), attributions], axis=1)
+        return np.concatenate([outputs.reshape(count, -1), attributions[:count]], axis=1)
 
     def split_explained(self, explained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`run_explained`'s rows -> (the model's outputs, the attributions)."""
@@ -171,8 +175,18 @@ class ModelRuntime:
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
-        (outputs,) = self.session.run([self._output_name], {self._input_name: rows})
-        return self._transformed(outputs)
+        (outputs,) = self.session.run([self._output_name], {self._input_name: self._padded(rows)})
+        return self._transformed(outputs[: len(rows)])
+
+    def _padded(self, rows: np.ndarray) -> np.ndarray:
+        """`rows` and copies of its last row up to the next bucket (as they are without
+        buckets, or past the largest). Copies of a real row keep every padded row a valid
+        input, whatever the graph computes from it."""
+        size = next((b for b in self.buckets if b >= len(rows)), len(rows))
+        if size == len(rows):
+            return rows
+        copies = np.broadcast_to(rows[-1:], (size - len(rows), *rows.shape[1:]))
+        return np.concatenate([rows, copies])
 
     def _transformed(self, outputs: np.ndarray) -> np.ndarray:
         transform = self.model_card.output_transform

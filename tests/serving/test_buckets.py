@@ -1,0 +1,75 @@
+"""Batch-size buckets: every batch padded up to one of a few sizes, so that a model sees
+only those shapes (what CUDA graphs and TensorRT's profiles need), with the same answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app.serving.providers import ProviderChoice
+from app.serving.repository import VersionDir, discover, read_card
+from app.serving.runtime import ModelRuntime
+from app.settings import Settings
+from tests import model_factory
+from tests.conftest import REPO_ROOT
+
+CPU = ProviderChoice(["CPUExecutionProvider"], "test")
+
+
+class ShapeRecorder:
+    """The real session, noting the batch size of every run it is given."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.sizes: set[int] = set()
+
+    def run(self, outputs: list[str], feeds: dict[str, np.ndarray], *args: Any) -> Any:
+        self.sizes |= {len(rows) for rows in feeds.values()}
+        return self.session.run(outputs, feeds, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)
+
+
+def load(folder: Path, **settings: Any) -> ModelRuntime:
+    config = Settings(_env_file=None, intra_op_threads=1, **settings).registry_config()
+    version = VersionDir(folder.parent.name, int(folder.name), folder)
+    return ModelRuntime.load(read_card(version), version.onnx_path, config.runtime, CPU)
+
+
+def test_settings_read_buckets_and_the_full_batch_is_always_one(tmp_path: Path) -> None:
+    assert Settings(_env_file=None, batch_buckets="16, 1,4").batch_buckets == [16, 1, 4]
+    folder = model_factory.fraud_model(tmp_path, max_batch_size=32)
+    assert load(folder, batch_buckets="16,1,4,64").buckets == [1, 4, 16, 32]
+    assert load(folder).buckets == []
+
+
+def test_padded_batches_answer_as_unpadded_ones_and_repeat_their_shapes(tmp_path: Path) -> None:
+    folder = model_factory.fraud_model(tmp_path, max_batch_size=32)
+    plain, bucketed = load(folder), load(folder, batch_buckets="1,4,16")
+    recorder = ShapeRecorder(bucketed.session)
+    bucketed.session = recorder  # type: ignore[assignment]
+    rng = np.random.default_rng(0)
+    width = plain.model_card.input.shape[1]
+    for count in range(1, 33):
+        rows = rng.uniform(0, 50, size=(count, width)).astype(np.float32)
+        np.testing.assert_allclose(bucketed.run_batch(rows), plain.run_batch(rows), rtol=1e-6)
+    assert recorder.sizes == {1, 4, 16, 32}
+
+
+def test_reasons_come_padded_too_and_unchanged() -> None:
+    versions = discover(REPO_ROOT / "models").get("fraud", [])
+    explained = [v for v in versions if read_card(v).reasons is not None]
+    if not explained:
+        pytest.skip("no committed fraud version with a reasons graph")
+    folder = explained[-1].onnx_path.parent
+    plain, bucketed = load(folder), load(folder, batch_buckets="8")
+    width = plain.model_card.input.shape[1]
+    rows = np.random.default_rng(1).uniform(0, 5, size=(3, width)).astype(np.float32)
+    padded = bucketed.run_explained(rows)
+    assert padded.shape == plain.run_explained(rows).shape
+    np.testing.assert_allclose(padded, plain.run_explained(rows), rtol=1e-5, atol=1e-6)
