@@ -262,7 +262,11 @@ class Settings(BaseSettings):
             keep_versions=self.keep_versions,
             unload_grace_s=self.shutdown_grace_s,
             device=serving.DeviceConfig(
-                self.device, self.tensorrt, self.cuda_device_id, self.cuda_provider_options
+                self.device,
+                self.tensorrt,
+                self.cuda_device_id,
+                self.cuda_provider_options,
+                tensorrt_cache=self.state_dir / "tensorrt",
             ),
             runtime=serving.RuntimeConfig(
                 session=serving.SessionConfig(

@@ -19,6 +19,7 @@ class DeviceConfig:
     tensorrt: bool = False
     cuda_device_id: int = 0
     cuda_provider_options: Mapping[str, str] = field(default_factory=dict)
+    tensorrt_cache: Path | None = None  # TensorRT's engines and timings, kept across restarts
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import onnxruntime as ort
 from app.serving.config import DeviceConfig, SessionConfig
 
 logger = logging.getLogger(__name__)
+TENSORRT = "TensorrtExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,27 @@ class ProviderChoice:
     @property
     def names(self) -> list[str]:
         return [p if isinstance(p, str) else p[0] for p in self.providers]
+
+    def shaped_for(
+        self, input_name: str, row_dims: list[int], max_batch_size: int
+    ) -> ProviderChoice:
+        """For one model's sessions: TensorRT (where chosen) gets an explicit shape profile
+        from one row to the model's full batch, optimised for the full batch, so that it
+        builds one engine at warm-up instead of one per new batch size."""
+
+        def shape(rows: int) -> str:
+            return f"{input_name}:" + "x".join(str(d) for d in [rows, *row_dims])
+
+        profile = {
+            "trt_profile_min_shapes": shape(1),
+            "trt_profile_opt_shapes": shape(max_batch_size),
+            "trt_profile_max_shapes": shape(max_batch_size),
+        }
+        providers = [
+            (p[0], {**p[1], **profile}) if not isinstance(p, str) and p[0] == TENSORRT else p
+            for p in self.providers
+        ]
+        return ProviderChoice(providers, self.reason)
 
 
 def count_cuda_devices() -> int:
@@ -65,10 +87,10 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
         ("CUDAExecutionProvider", cuda_options),
         "CPUExecutionProvider",
     ]
-    if device.tensorrt and "TensorrtExecutionProvider" in available:
-        providers.insert(
-            0, ("TensorrtExecutionProvider", {"device_id": str(device.cuda_device_id)})
-        )
+    if device.tensorrt and TENSORRT in available:
+        if device.tensorrt_cache is not None:
+            device.tensorrt_cache.mkdir(parents=True, exist_ok=True)
+        providers.insert(0, (TENSORRT, tensorrt_options(device)))
     elif device.tensorrt:
         logger.error(
             "DEEPSERVE_TENSORRT is set, but this onnxruntime build has no TensorRT provider: "
@@ -77,6 +99,21 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
     return ProviderChoice(
         providers, f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}"
     )
+
+
+def tensorrt_options(device: DeviceConfig) -> dict[str, str]:
+    """TensorRT's provider options: engines and kernel timings cached on disk (built at
+    the first warm-up, reused by every restart after it), where there is a cache folder."""
+    options = {"device_id": str(device.cuda_device_id)}
+    if device.tensorrt_cache is not None:
+        cache = str(device.tensorrt_cache)
+        options |= {
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": cache,
+            "trt_timing_cache_enable": "1",
+            "trt_timing_cache_path": cache,
+        }
+    return options
 
 
 def _on_cpu(device: DeviceConfig, why: str) -> ProviderChoice:

@@ -61,10 +61,9 @@ class ModelRuntime:
         self._input_name = model_card.input.name
         self._output_name = model_card.outputs[0].name
         overrides = config.batching_for(model_card.name)
-        defaults = model_card.batching
-        self.max_batch_size = overrides.max_batch_size or defaults.max_batch_size
+        self.max_batch_size = _max_batch_size(model_card, config)
         delay = overrides.max_queue_delay_ms
-        self.max_queue_delay_ms = defaults.max_queue_delay_ms if delay is None else delay
+        self.max_queue_delay_ms = model_card.batching.max_queue_delay_ms if delay is None else delay
         self._inline_budget_s = config.inline_budget_ms / 1000.0
         # Shapes that repeat (CUDA graphs, TensorRT profiles): every batch padded up to one.
         smaller = {b for b in config.batch_buckets if b < self.max_batch_size}
@@ -118,6 +117,8 @@ class ModelRuntime:
     ) -> ModelRuntime:
         """Create the session (and the reasons graph's) and check it against the card
         (blocking)."""
+        row_dims = [dim or 1 for dim in card.input.shape[1:]]  # fixed: checked below
+        choice = choice.shaped_for(card.input.name, row_dims, _max_batch_size(card, config))
         session = _session(onnx_path, config, choice)
         _check_tensor(card.input, session.get_inputs(), "input")
         for spec in card.outputs:
@@ -266,6 +267,12 @@ class ModelRuntime:
                 per_row = (time.perf_counter() - started_batch) / size
         batcher.row_seconds = per_row
         batcher.inline_rows = inline_rows
+
+
+def _max_batch_size(model_card: ModelCard, config: RuntimeConfig) -> int:
+    """The settings' value where they set one, else the card's."""
+    override = config.batching_for(model_card.name).max_batch_size
+    return override or model_card.batching.max_batch_size
 
 
 def _zero_rows(spec: TensorSpec, size: int) -> np.ndarray:
