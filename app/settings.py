@@ -173,6 +173,18 @@ class Settings(BaseSettings):
         description="Batches that ran within this time at warm-up run on the event loop: a "
         "hop to the model's thread costs more than they do. 0: always on the model's thread.",
     )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Run models through ONNX Runtime's I/O binding: input and output buffers "
+        "made once per batch size (the buckets; powers of two up to the full batch if none "
+        "are set) on the model's device, only the output copied back. auto: where a GPU "
+        "serves.",
+    )
+    cuda_graphs: bool = Field(
+        default=False,
+        description="On CUDA, capture each batch size's run once and replay it (needs I/O "
+        "binding, which it turns on, and a graph that runs wholly on CUDA).",
+    )
     batch_buckets: Annotated[list[Annotated[int, Field(ge=1)]], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated batch sizes: each batch is padded (with copies of its "
@@ -267,6 +279,7 @@ class Settings(BaseSettings):
                 self.cuda_device_id,
                 self.cuda_provider_options,
                 tensorrt_cache=self.state_dir / "tensorrt",
+                cuda_graphs=self.cuda_graphs,
             ),
             runtime=serving.RuntimeConfig(
                 session=serving.SessionConfig(
@@ -275,6 +288,7 @@ class Settings(BaseSettings):
                 max_queue_items=self.max_queue_items,
                 inline_budget_ms=self.inline_budget_ms,
                 batch_buckets=tuple(self.batch_buckets),
+                io_binding="on" if self.cuda_graphs else self.io_binding,
                 batching=serving.BatchingOverride(self.max_batch_size, self.max_queue_delay_ms),
                 batching_by_model={
                     name: serving.BatchingOverride(b.max_batch_size, b.max_queue_delay_ms)

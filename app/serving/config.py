@@ -20,6 +20,7 @@ class DeviceConfig:
     cuda_device_id: int = 0
     cuda_provider_options: Mapping[str, str] = field(default_factory=dict)
     tensorrt_cache: Path | None = None  # TensorRT's engines and timings, kept across restarts
+    cuda_graphs: bool = False  # capture each batch size's run once, replay it after
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class RuntimeConfig:
     max_queue_items: int = 65_536
     inline_budget_ms: float = 1.0
     batch_buckets: tuple[int, ...] = ()  # batches padded up to these sizes; () pads none
+    io_binding: Literal["auto", "on", "off"] = "auto"  # auto: on where a GPU serves
     batching: BatchingOverride = BatchingOverride()  # for every model
     batching_by_model: Mapping[str, BatchingOverride] = field(default_factory=dict)
 

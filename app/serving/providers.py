@@ -20,6 +20,8 @@ from app.serving.config import DeviceConfig, SessionConfig
 
 logger = logging.getLogger(__name__)
 TENSORRT = "TensorrtExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+GPU_PROVIDERS = (TENSORRT, CUDA)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
     available = ort.get_available_providers()
     if device.device == "cpu":
         return ProviderChoice(["CPUExecutionProvider"], "CPU: DEEPSERVE_DEVICE=cpu")
-    if "CUDAExecutionProvider" not in available:
+    if CUDA not in available:
         why = "this onnxruntime build has no CUDA provider"
         return _on_cpu(device, why)
     gpus = count_cuda_devices()
@@ -82,9 +84,8 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
             device,
             f"DEEPSERVE_CUDA_DEVICE_ID={device.cuda_device_id} but only {gpus} GPU(s) present",
         )
-    cuda_options = {"device_id": str(device.cuda_device_id), **dict(device.cuda_provider_options)}
     providers: list[str | tuple[str, dict[str, Any]]] = [
-        ("CUDAExecutionProvider", cuda_options),
+        (CUDA, cuda_options(device)),
         "CPUExecutionProvider",
     ]
     if device.tensorrt and TENSORRT in available:
@@ -99,6 +100,16 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
     return ProviderChoice(
         providers, f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}"
     )
+
+
+def cuda_options(device: DeviceConfig) -> dict[str, str]:
+    """The CUDA provider's options: the device, CUDA graphs where asked for (the runtime
+    then binds fixed buffers per batch size: `app.serving.io_binding`), and the settings'
+    own options last, so that they win."""
+    options = {"device_id": str(device.cuda_device_id)}
+    if device.cuda_graphs:
+        options["enable_cuda_graph"] = "1"
+    return options | dict(device.cuda_provider_options)
 
 
 def tensorrt_options(device: DeviceConfig) -> dict[str, str]:

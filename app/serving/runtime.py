@@ -17,7 +17,8 @@ import onnxruntime as ort
 from app.model_card import ModelCard, TensorSpec
 from app.serving.batching import BatchObserver, DynamicBatcher
 from app.serving.config import RuntimeConfig
-from app.serving.providers import ProviderChoice, session_options
+from app.serving.io_binding import BoundSession
+from app.serving.providers import CUDA, GPU_PROVIDERS, ProviderChoice, session_options
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class ModelRuntime:
         # Shapes that repeat (CUDA graphs, TensorRT profiles): every batch padded up to one.
         smaller = {b for b in config.batch_buckets if b < self.max_batch_size}
         self.buckets = [*sorted(smaller), self.max_batch_size] if config.batch_buckets else []
+        on_gpu = self.providers[0] in GPU_PROVIDERS
+        self._bound: BoundSession | None = None
+        self._bound_reasons: BoundSession | None = None
+        if config.io_binding == "on" or (config.io_binding == "auto" and on_gpu):
+            self._bind(config, on_gpu)
         self.batcher = DynamicBatcher(
             self.run_batch,
             name=f"{model_card.name}/{model_card.version}",
@@ -87,6 +93,38 @@ class ModelRuntime:
                 max_queue_delay_ms=self.max_queue_delay_ms,
                 max_queue_items=config.max_queue_items,
                 observer=reasons_observer,
+            )
+
+    def _bind(self, config: RuntimeConfig, on_gpu: bool) -> None:
+        """Buffers made once per bucket (powers of two up to the full batch where no
+        buckets are set), on the device that runs the model."""
+        if not self.buckets:
+            self.buckets = _powers_of_two(self.max_batch_size)
+        cuda = self.session.get_provider_options().get(CUDA, {})
+        device, device_id = ("cuda", int(cuda.get("device_id", 0))) if on_gpu else ("cpu", 0)
+        graphs = on_gpu and cuda.get("enable_cuda_graph") == "1"
+        self._bound = BoundSession(
+            self.session,
+            self._input_name,
+            [self._output_name],
+            self.buckets,
+            device,
+            device_id,
+            graphs,
+        )
+        reasons = self.model_card.reasons
+        if self._reasons_session is not None and reasons is not None:
+            names = (
+                [reasons.score_output, reasons.output] if reasons.score_output else [reasons.output]
+            )
+            self._bound_reasons = BoundSession(
+                self._reasons_session,
+                self._input_name,
+                names,
+                self.buckets,
+                device,
+                device_id,
+                graphs,
             )
 
     @property
@@ -158,15 +196,21 @@ class ModelRuntime:
         reasons = self.model_card.reasons
         assert self._reasons_session is not None and reasons is not None
         count = len(rows)
-        feeds = {self._input_name: self._padded(rows)}
-        if reasons.score_output is not None:
-            outputs, attributions = self._reasons_session.run(
-                [reasons.score_output, reasons.output], feeds
+        padded = self._padded(rows)
+        if self._bound_reasons is not None:
+            ran = self._bound_reasons.run(padded)
+        elif reasons.score_output is not None:
+            ran = self._reasons_session.run(
+                [reasons.score_output, reasons.output], {self._input_name: padded}
             )
+        else:
+            ran = self._reasons_session.run([reasons.output], {self._input_name: padded})
+        if reasons.score_output is not None:
+            outputs, attributions = ran
             outputs = self._transformed(outputs[:count])
         else:
             outputs = self.run_batch(rows)
-            (attributions,) = self._reasons_session.run([reasons.output], feeds)
+            (attributions,) = ran
         return np.concatenate([outputs.reshape(count, -1), attributions[:count]], axis=1)
 
     def split_explained(self, explained: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +220,11 @@ class ModelRuntime:
 
     def run_batch(self, rows: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of input rows (blocking: runs in the batcher's thread)."""
-        (outputs,) = self.session.run([self._output_name], {self._input_name: self._padded(rows)})
+        padded = self._padded(rows)
+        if self._bound is not None:
+            (outputs,) = self._bound.run(padded)
+        else:
+            (outputs,) = self.session.run([self._output_name], {self._input_name: padded})
         return self._transformed(outputs[: len(rows)])
 
     def _padded(self, rows: np.ndarray) -> np.ndarray:
@@ -240,9 +288,7 @@ class ModelRuntime:
         """Times the sizes up to the inline budget, so the batcher runs the batches that fit
         it on the event loop, and the full batch where start-up can afford it, which tells
         the batcher how fast the queue drains (admission by deadline)."""
-        sizes = sorted(
-            {*(1 << i for i in range(batcher.max_batch_size.bit_length())), batcher.max_batch_size}
-        )
+        sizes = _powers_of_two(batcher.max_batch_size)
         spec = self.model_card.input
         inline_rows, within_budget, per_row = 0, True, 0.0
         for size in sizes:
@@ -267,6 +313,10 @@ class ModelRuntime:
                 per_row = (time.perf_counter() - started_batch) / size
         batcher.row_seconds = per_row
         batcher.inline_rows = inline_rows
+
+
+def _powers_of_two(max_batch_size: int) -> list[int]:
+    return sorted({*(1 << i for i in range(max_batch_size.bit_length())), max_batch_size})
 
 
 def _max_batch_size(model_card: ModelCard, config: RuntimeConfig) -> int:

@@ -15,7 +15,7 @@ from app.serving.repository import VersionDir, discover, read_card
 from app.serving.runtime import ModelRuntime
 from app.settings import Settings
 from tests import model_factory
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, transaction
 
 CPU = ProviderChoice(["CPUExecutionProvider"], "test")
 
@@ -46,6 +46,9 @@ def test_settings_read_buckets_and_the_full_batch_is_always_one(tmp_path: Path) 
     folder = model_factory.fraud_model(tmp_path, max_batch_size=32)
     assert load(folder, batch_buckets="16,1,4,64").buckets == [1, 4, 16, 32]
     assert load(folder).buckets == []
+    # CUDA graphs need fixed buffers: asking for them binds them.
+    runtime = Settings(_env_file=None, cuda_graphs=True, io_binding="off").registry_config()
+    assert runtime.runtime.io_binding == "on" and runtime.device.cuda_graphs
 
 
 def test_padded_batches_answer_as_unpadded_ones_and_repeat_their_shapes(tmp_path: Path) -> None:
@@ -73,3 +76,46 @@ def test_reasons_come_padded_too_and_unchanged() -> None:
     padded = bucketed.run_explained(rows)
     assert padded.shape == plain.run_explained(rows).shape
     np.testing.assert_allclose(padded, plain.run_explained(rows), rtol=1e-5, atol=1e-6)
+
+
+def test_io_binding_answers_as_plain_runs_from_buffers_made_once(tmp_path: Path) -> None:
+    folder = model_factory.fraud_model(tmp_path, max_batch_size=32)
+    plain, bound = load(folder), load(folder, io_binding="on")
+    assert bound.buckets == [1, 2, 4, 8, 16, 32]  # powers of two where none are set
+    assert bound._bound is not None
+    pointers = {size: b.outputs[0].data_ptr() for size, b in bound._bound._buffers.items()}
+    rng = np.random.default_rng(2)
+    width = plain.model_card.input.shape[1]
+    for count in (1, 3, 5, 17, 32, 3):
+        rows = rng.uniform(0, 50, size=(count, width)).astype(np.float32)
+        np.testing.assert_allclose(bound.run_batch(rows), plain.run_batch(rows), rtol=1e-6)
+    after = {size: b.outputs[0].data_ptr() for size, b in bound._bound._buffers.items()}
+    assert after == pointers  # the same buffers, written in place
+
+
+@pytest.mark.parametrize("with_score_output", [True, False])
+def test_io_binding_gives_the_reasons_unchanged(with_score_output: bool) -> None:
+    versions = [
+        v
+        for v in discover(REPO_ROOT / "models").get("fraud", [])
+        if (reasons := read_card(v).reasons) is not None
+        and (reasons.score_output is not None) == with_score_output
+    ]
+    if not versions:
+        pytest.skip("no committed fraud version with such a reasons graph")
+    folder = versions[-1].onnx_path.parent
+    plain, bound = load(folder), load(folder, io_binding="on")
+    width = plain.model_card.input.shape[1]
+    rows = np.random.default_rng(3).uniform(0, 5, size=(5, width)).astype(np.float32)
+    np.testing.assert_allclose(
+        bound.run_explained(rows), plain.run_explained(rows), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_the_app_serves_through_bound_padded_runs_with_the_same_answers(make_client) -> None:
+    body = {"transactions": [transaction(amount=float(a)) for a in (5, 80, 400)]}
+    plain = make_client().post("/v1/fraud/score", json=body).json()["results"]
+    bound = make_client(io_binding="on", batch_buckets="2").post("/v1/fraud/score", json=body)
+    assert bound.status_code == 200
+    for ours, theirs in zip(bound.json()["results"], plain, strict=True):
+        assert ours["fraud_probability"] == pytest.approx(theirs["fraud_probability"], rel=1e-6)

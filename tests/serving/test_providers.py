@@ -6,7 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.serving.config import DeviceConfig
-from app.serving.providers import TENSORRT, ProviderChoice, choose_providers, tensorrt_options
+from app.serving.providers import (
+    TENSORRT,
+    ProviderChoice,
+    choose_providers,
+    cuda_options,
+    tensorrt_options,
+)
 
 
 def test_tensorrt_keeps_its_engines_and_timings_on_disk(tmp_path: Path) -> None:
@@ -44,3 +50,13 @@ def test_each_model_gives_tensorrt_one_profile_up_to_its_full_batch() -> None:
 def test_without_tensorrt_a_models_providers_are_the_choice() -> None:
     cpu = choose_providers(DeviceConfig(device="cpu"))
     assert cpu.shaped_for("features", [15], 1024).providers == ["CPUExecutionProvider"]
+
+
+def test_cuda_graphs_are_asked_of_the_cuda_provider_and_the_settings_options_win() -> None:
+    assert cuda_options(DeviceConfig()) == {"device_id": "0"}
+    graphs = DeviceConfig(cuda_graphs=True, cuda_provider_options={"arena_extend_strategy": "1"})
+    assert cuda_options(graphs) == {
+        "device_id": "0",
+        "enable_cuda_graph": "1",
+        "arena_extend_strategy": "1",
+    }
