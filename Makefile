@@ -11,7 +11,7 @@ DATASETS ?= ../shared/datasets
 
 DIAGRAM := docs/architecture.png
 
-.PHONY: run test bench profile lint screenshots diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
+.PHONY: run test bench profile gpu lint screenshots diagram grpc-stubs load-history replay investigate train-cifar10 train-cat-vs-dog train-fraud evaluate-fraud soak container-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ bench: $(VENV)/.dev-installed
 profile: $(VENV)/.dev-installed
 	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
 	$(PY) -m bench.profile
+
+# The GPU path in one go (bench/gpu.py): ONNX Runtime with CUDA, training on CUDA, in-process
+# images/s for each provider setting, serving; on a CPU it measures what it can and says what
+# it skipped. WHEEL_PARTS: a folder of onnxruntime-gpu's parts, where it is not installed.
+gpu: $(VENV)/.dev-installed
+	@command -v wrk >/dev/null || $(APT_INSTALL) wrk
+	$(PY) -m bench.gpu bench/results/gpu $(if $(WHEEL_PARTS),--wheel-parts $(WHEEL_PARTS))
 
 # The console's screenshots in docs/, taken by its browser tests.
 screenshots: $(VENV)/.dev-installed
