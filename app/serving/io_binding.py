@@ -72,7 +72,16 @@ class BoundSession:
             return [output.numpy() for output in buffers.outputs]
 
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
+_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
 
 
 def _buffer(arg: ort.NodeArg, rows: int, device: str, device_id: int) -> ort.OrtValue:
