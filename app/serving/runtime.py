@@ -73,7 +73,13 @@ class ModelRuntime:
         self._bound: BoundSession | None = None
         self._bound_reasons: BoundSession | None = None
         if config.io_binding == "on" or (config.io_binding == "auto" and on_gpu):
-            self._bind(config, on_gpu)
+            try:
+                self._bind(on_gpu)
+            except ValueError as exc:  # an output of no fixed size: plain runs serve it
+                logger.warning(
+                    "model %s/%s: runs unbound: %s", model_card.name, model_card.version, exc
+                )
+                self._bound = self._bound_reasons = None
         self.batcher = DynamicBatcher(
             self.run_batch,
             name=f"{model_card.name}/{model_card.version}",
@@ -95,7 +101,7 @@ class ModelRuntime:
                 observer=reasons_observer,
             )
 
-    def _bind(self, config: RuntimeConfig, on_gpu: bool) -> None:
+    def _bind(self, on_gpu: bool) -> None:
         """Buffers made once per bucket (powers of two up to the full batch where no
         buckets are set), on the device that runs the model."""
         if not self.buckets:
