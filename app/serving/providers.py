@@ -134,6 +134,7 @@ def _on_cpu(device: DeviceConfig, why: str) -> ProviderChoice:
         for name, on in (
             ("DEEPSERVE_DEVICE=cuda", device.device == "cuda"),
             ("DEEPSERVE_TENSORRT", device.tensorrt),
+            ("DEEPSERVE_CUDA_GRAPHS", device.cuda_graphs),
         )
         if on
     ]

@@ -92,9 +92,9 @@ def test_gpu_settings_without_a_gpu_say_so_once_and_serve_on_the_cpu(make_client
     if count_cuda_devices() > 0:
         pytest.skip("this machine has a GPU: the settings can be honoured")
     with caplog.at_level("ERROR", logger="app.serving.providers"):
-        client = make_client(device="cuda", tensorrt=True)
+        client = make_client(device="cuda", tensorrt=True, cuda_graphs=True)
     (error,) = [r.getMessage() for r in caplog.records if r.name == "app.serving.providers"]
-    assert "DEEPSERVE_DEVICE=cuda and DEEPSERVE_TENSORRT set" in error
+    assert "DEEPSERVE_DEVICE=cuda and DEEPSERVE_TENSORRT and DEEPSERVE_CUDA_GRAPHS set" in error
     assert error.endswith("serving on the CPU")
     assert client.get("/readyz").status_code == 200
     models = {m["name"]: m["versions"][0] for m in client.get("/v1/models").json()["models"]}
