@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -16,6 +17,10 @@ from app.errors import DeadlineExceeded, InferenceFailed, Overloaded, ShuttingDo
 from app.fraud.features import FEATURES
 from app.serving.batching import DynamicBatcher
 from tests import model_factory
+
+if TYPE_CHECKING:
+    from app.serving.runtime import ModelRuntime
+    from app.settings import Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -297,10 +302,23 @@ async def test_an_inline_batch_that_fails_fails_only_its_requests(run_model) -> 
     await batcher.close()
 
 
-async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None:
+def _newest_runtimes(root: Path, settings: Settings) -> Iterator[tuple[str, ModelRuntime]]:
+    """Each model's newest version under `root`, loaded on the CPU, not yet warmed up."""
     from app.serving.providers import ProviderChoice
     from app.serving.repository import discover, read_card
     from app.serving.runtime import ModelRuntime
+
+    for name, versions in discover(root).items():
+        runtime = ModelRuntime.load(
+            read_card(versions[-1]),
+            versions[-1].onnx_path,
+            settings.registry_config().runtime,
+            ProviderChoice(["CPUExecutionProvider"], "t"),
+        )
+        yield name, runtime
+
+
+async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None:
     from app.settings import Settings
 
     settings = Settings(_env_file=None, intra_op_threads=1)
@@ -310,14 +328,7 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
         tmp_path, 10 * settings.inline_budget_ms / 1000, max_batch_size=8
     )
     inline, row_seconds = {}, {}
-    for name, versions in discover(tmp_path).items():
-        card = read_card(versions[-1])
-        runtime = ModelRuntime.load(
-            card,
-            versions[-1].onnx_path,
-            settings.registry_config().runtime,
-            ProviderChoice(["CPUExecutionProvider"], "t"),
-        )
+    for name, runtime in _newest_runtimes(tmp_path, settings):
         runtime.warm_up()
         inline[name] = runtime.batcher.inline_rows
         row_seconds[name] = runtime.batcher.row_seconds
@@ -327,9 +338,7 @@ async def test_warm_up_lets_only_quick_models_run_inline(tmp_path: Path) -> None
 
 
 async def test_warm_up_skips_a_full_batch_too_long_for_start_up(tmp_path: Path) -> None:
-    from app.serving.providers import ProviderChoice
-    from app.serving.repository import discover, read_card
-    from app.serving.runtime import FULL_BATCH_WARM_UP_S, ModelRuntime
+    from app.serving.runtime import FULL_BATCH_WARM_UP_S
     from app.settings import Settings
 
     settings = Settings(_env_file=None, intra_op_threads=1)
@@ -339,14 +348,7 @@ async def test_warm_up_skips_a_full_batch_too_long_for_start_up(tmp_path: Path) 
     model_factory.calibrated_slow_fraud_model(tmp_path, one_row_s, "long", max_batch_size=64)
     model_factory.calibrated_slow_fraud_model(tmp_path, one_row_s, "short", max_batch_size=4)
     sizes: dict[str, list[int]] = {}
-    for name, versions in discover(tmp_path).items():
-        card = read_card(versions[-1])
-        runtime = ModelRuntime.load(
-            card,
-            versions[-1].onnx_path,
-            settings.registry_config().runtime,
-            ProviderChoice(["CPUExecutionProvider"], "t"),
-        )
+    for name, runtime in _newest_runtimes(tmp_path, settings):
         run_batch = runtime.run_batch
         sizes[name] = []
 

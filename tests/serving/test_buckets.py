@@ -64,20 +64,6 @@ def test_padded_batches_answer_as_unpadded_ones_and_repeat_their_shapes(tmp_path
     assert recorder.sizes == {1, 4, 16, 32}
 
 
-def test_reasons_come_padded_too_and_unchanged() -> None:
-    versions = discover(REPO_ROOT / "models").get("fraud", [])
-    explained = [v for v in versions if read_card(v).reasons is not None]
-    if not explained:
-        pytest.skip("no committed fraud version with a reasons graph")
-    folder = explained[-1].onnx_path.parent
-    plain, bucketed = load(folder), load(folder, batch_buckets="8")
-    width = plain.model_card.input.shape[1]
-    rows = np.random.default_rng(1).uniform(0, 5, size=(3, width)).astype(np.float32)
-    padded = bucketed.run_explained(rows)
-    assert padded.shape == plain.run_explained(rows).shape
-    np.testing.assert_allclose(padded, plain.run_explained(rows), rtol=1e-5, atol=1e-6)
-
-
 def test_io_binding_answers_as_plain_runs_from_buffers_made_once(tmp_path: Path) -> None:
     folder = model_factory.fraud_model(tmp_path, max_batch_size=32)
     plain, bound = load(folder), load(folder, io_binding="on")
@@ -94,7 +80,10 @@ def test_io_binding_answers_as_plain_runs_from_buffers_made_once(tmp_path: Path)
 
 
 @pytest.mark.parametrize("with_score_output", [True, False])
-def test_io_binding_gives_the_reasons_unchanged(with_score_output: bool) -> None:
+@pytest.mark.parametrize("settings", [{"batch_buckets": "8"}, {"io_binding": "on"}])
+def test_padded_and_bound_runs_give_the_reasons_unchanged(
+    settings: dict[str, str], with_score_output: bool
+) -> None:
     versions = [
         v
         for v in discover(REPO_ROOT / "models").get("fraud", [])
@@ -104,12 +93,12 @@ def test_io_binding_gives_the_reasons_unchanged(with_score_output: bool) -> None
     if not versions:
         pytest.skip("no committed fraud version with such a reasons graph")
     folder = versions[-1].onnx_path.parent
-    plain, bound = load(folder), load(folder, io_binding="on")
+    plain, changed = load(folder), load(folder, **settings)
     width = plain.model_card.input.shape[1]
     rows = np.random.default_rng(3).uniform(0, 5, size=(5, width)).astype(np.float32)
-    np.testing.assert_allclose(
-        bound.run_explained(rows), plain.run_explained(rows), rtol=1e-5, atol=1e-6
-    )
+    explained = changed.run_explained(rows)
+    assert explained.shape == plain.run_explained(rows).shape
+    np.testing.assert_allclose(explained, plain.run_explained(rows), rtol=1e-5, atol=1e-6)
 
 
 def test_the_app_serves_through_bound_padded_runs_with_the_same_answers(make_client) -> None:
