@@ -117,6 +117,33 @@ class ReasonsGraph(_Strict):
     )
 
 
+class HalfPrecisionGraph(_Strict):
+    """The same model in float16 beside `model.onnx` (same inputs and outputs, float16
+    inside), for GPUs: served there in its place, never on a CPU, which has no float16
+    arithmetic to gain from. Published only where its parity with the trained model held."""
+
+    file: str = Field(default="model.fp16.onnx", pattern=r"^[A-Za-z0-9._-]+\.onnx$")
+    parity_tolerance: float = Field(
+        gt=0.0, description="The largest |output - PyTorch float32's| it was allowed."
+    )
+    parity_max_abs_diff: float = Field(
+        ge=0.0,
+        description="What it was over the export's check inputs, in ONNX Runtime on the CPU "
+        "(which runs float16 nodes in float32: the weights' rounding, not the arithmetic's).",
+    )
+    largest_activation: float = Field(
+        ge=0.0,
+        description="The largest |value| in the float32 graph over those inputs: far below "
+        "float16's limit (65,504), or the arithmetic would overflow.",
+    )
+
+    @model_validator(mode="after")
+    def _held(self) -> HalfPrecisionGraph:
+        if self.parity_max_abs_diff > self.parity_tolerance:
+            raise ValueError("the float16 graph's parity did not hold")
+        return self
+
+
 class BatchingDefaults(_Strict):
     """Server-side dynamic batching defaults; settings may override them."""
 
@@ -155,6 +182,7 @@ class ModelCard(_Strict):
     tabular: TabularPreprocessing | None = None
     thresholds: Thresholds | None = None
     reasons: ReasonsGraph | None = None
+    fp16: HalfPrecisionGraph | None = None
     batching: BatchingDefaults = BatchingDefaults()
     metrics: dict[str, int | float | str] = Field(default_factory=dict)
     provenance: Provenance
@@ -177,6 +205,8 @@ class ModelCard(_Strict):
                     f"input shape {self.inputs[0].shape} does not match "
                     f"{len(self.tabular.features)} features"
                 )
+        if self.fp16 is not None and self.fp16.file == "model.onnx":
+            raise ValueError("the float16 graph needs a file of its own")
         if self.reasons is not None:
             if self.tabular is None:
                 raise ValueError("reasons are for tabular models")

@@ -180,6 +180,12 @@ class Settings(BaseSettings):
         "are set) on the model's device, only the output copied back. auto: where a GPU "
         "serves.",
     )
+    fp16: bool = Field(
+        default=True,
+        description="On a GPU, serve a model's float16 graph where its card has one (exported "
+        "with `--fp16`, published only where its parity held); with TensorRT, build float16 "
+        "engines for those models. Never on the CPU.",
+    )
     cuda_graphs: bool = Field(
         default=False,
         description="On CUDA, capture each batch size's run once and replay it (needs I/O "
@@ -280,6 +286,7 @@ class Settings(BaseSettings):
                 self.cuda_provider_options,
                 tensorrt_cache=self.state_dir / "tensorrt",
                 cuda_graphs=self.cuda_graphs,
+                fp16=self.fp16,
             ),
             runtime=serving.RuntimeConfig(
                 session=serving.SessionConfig(

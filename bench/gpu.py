@@ -9,10 +9,11 @@ it cannot; so the script runs on a CPU too, where its test runs it before GPU ti
    `preload_dlls` loads the CUDA libraries that PyTorch brought.
 2. Training on CUDA: `python -m training images` with a wider, longer recipe than the CPU's
    (bf16 autocast and channels-last are on for CUDA in `training/images.py`), timed, into
-   OUT/models; export and parity as on the CPU.
-3. In process: the image model's images/s at each batch size and one image's latency, for
-   every provider setting this machine has: CPU; CUDA; CUDA with I/O binding; CUDA graphs;
-   TensorRT.
+   OUT/models; export and parity as on the CPU, and a float16 graph (`--fp16`).
+3. In process: the image model (the one just trained where there is one, else the
+   repository's) at each batch size, one image's latency, and how far its outputs are
+   from float32 ONNX Runtime on the CPU, for every provider setting this machine has:
+   CPU; CUDA and TensorRT in float32 and float16; I/O binding; CUDA graphs.
 4. Served: `python -m bench --only systems` on deepserve, batching on and off, one image a
    request at c=1 and c=64, with the service on the best device here.
 
@@ -33,13 +34,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 # Wider and longer than the CPU default ([64, 256, 256], 14 epochs): the GPU recipe.
 GPU_RECIPE = ["--widths", "128", "384", "384", "--epochs", "40"]
+CUDA = {"DEEPSERVE_DEVICE": "cuda"}
 SETTINGS = {  # provider setting -> the service's environment for it
     "CPU": {"DEEPSERVE_DEVICE": "cpu"},
-    "CUDA": {"DEEPSERVE_DEVICE": "cuda", "DEEPSERVE_IO_BINDING": "off"},
-    "CUDA, I/O binding": {"DEEPSERVE_DEVICE": "cuda", "DEEPSERVE_IO_BINDING": "on"},
-    "CUDA graphs": {"DEEPSERVE_DEVICE": "cuda", "DEEPSERVE_CUDA_GRAPHS": "true"},
-    "TensorRT": {"DEEPSERVE_DEVICE": "cuda", "DEEPSERVE_TENSORRT": "true"},
+    "CUDA fp32": {**CUDA, "DEEPSERVE_IO_BINDING": "off", "DEEPSERVE_FP16": "false"},
+    "CUDA fp32, I/O binding": {**CUDA, "DEEPSERVE_IO_BINDING": "on", "DEEPSERVE_FP16": "false"},
+    "CUDA fp16, I/O binding": {**CUDA, "DEEPSERVE_IO_BINDING": "on", "DEEPSERVE_FP16": "true"},
+    "CUDA fp16, CUDA graphs": {**CUDA, "DEEPSERVE_CUDA_GRAPHS": "true", "DEEPSERVE_FP16": "true"},
+    "TensorRT fp32": {**CUDA, "DEEPSERVE_TENSORRT": "true", "DEEPSERVE_FP16": "false"},
+    "TensorRT fp16": {**CUDA, "DEEPSERVE_TENSORRT": "true", "DEEPSERVE_FP16": "true"},
 }
+TRAINED = "cifar10-gpu"  # the model step 2 publishes, which steps 3 and 4 then serve
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -55,8 +60,14 @@ def main(argv: list[str] | None = None) -> Path:
     steps: dict[str, Any] = {"ort": _install_ort(args.wheel_parts)}
     cuda = "CUDAExecutionProvider" in steps["ort"]["providers"] and _gpu_present()
     steps["training"] = _train(args, cuda)
-    steps["in_process"] = _in_process(args, cuda, steps["ort"]["providers"])
-    steps["served"] = _served(args, cuda)
+    serve_env = {}
+    if "metrics" in steps["training"]:
+        serve_env = {
+            "DEEPSERVE_MODEL_REPOSITORY": str(args.out / "models"),
+            "DEEPSERVE_DEFAULT_IMAGE_MODEL": TRAINED,
+        }
+    steps["in_process"] = _in_process(args, cuda, steps["ort"]["providers"], serve_env)
+    steps["served"] = _served(args, cuda, serve_env)
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "quick": args.quick, **steps}
     stem = args.out / f"gpu-{time.strftime('%Y%m%d-%H%M%S')}"
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
@@ -102,8 +113,8 @@ def _train(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
         return {"skipped": f"no dataset at {args.data}"}
     command = [
         sys.executable, "-m", "training", "images", "--device", "cuda", "--data", args.data,
-        "--name", "cifar10-gpu", "--models-dir", str(args.out / "models"),
-        "--runs-dir", str(args.out / "runs"), *GPU_RECIPE,
+        "--name", TRAINED, "--models-dir", str(args.out / "models"),
+        "--runs-dir", str(args.out / "runs"), "--fp16", *GPU_RECIPE,
     ]  # fmt: skip
     if args.quick:
         command += ["--epochs", "1", "--train-per-class", "50", "--test-per-class", "20"]
@@ -112,16 +123,19 @@ def _train(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
     minutes = (time.monotonic() - started) / 60
     if run.returncode != 0:
         return {"failed": run.stderr[-2000:], "minutes": round(minutes, 2)}
-    cards = sorted((args.out / "models" / "cifar10-gpu").glob("*/model.json"))
+    cards = sorted((args.out / "models" / TRAINED).glob("*/model.json"))
     card = json.loads(cards[-1].read_text())
     return {
         "command": " ".join(command[1:]),
         "minutes": round(minutes, 2),
         "metrics": card["metrics"],
+        "fp16": card.get("fp16"),
     }
 
 
-def _in_process(args: argparse.Namespace, cuda: bool, providers: list[str]) -> dict[str, Any]:
+def _in_process(
+    args: argparse.Namespace, cuda: bool, providers: list[str], serve_env: dict[str, str]
+) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     for name, env in SETTINGS.items():
         if env["DEEPSERVE_DEVICE"] == "cuda" and not cuda:
@@ -139,7 +153,7 @@ def _in_process(args: argparse.Namespace, cuda: bool, providers: list[str]) -> d
         run = subprocess.run(
             [sys.executable, "-c", code, mode],
             cwd=ROOT,
-            env={**os.environ, **env},
+            env={**os.environ, **serve_env, **env},
             capture_output=True,
             text=True,
         )
@@ -167,11 +181,46 @@ def measure_in_process(quick: bool) -> dict[str, Any]:
         "images_per_s": {str(b): round(r, 1) for b, r in limit.items_per_s.items()},
         "best_batch": limit.best_batch,
         "one_image_ms": round(limit.single_p50_ms, 3),
+        **agreement_with_cpu(settings, images),
     }
 
 
-def _served(args: argparse.Namespace, cuda: bool) -> dict[str, Any]:
-    env = {**os.environ, "DEEPSERVE_DEVICE": "cuda" if cuda else "cpu"}
+def agreement_with_cpu(settings: Any, images: list[bytes]) -> dict[str, Any]:
+    """The served runtime's outputs beside float32 ONNX Runtime on the CPU, over the
+    sample images: what float16 (and each provider's kernels) move, measured where they
+    run."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from app.serving.providers import choose_providers
+    from app.serving.repository import read_card
+    from app.serving.runtime import ModelRuntime
+    from bench import inprocess
+
+    version = inprocess.stateless_version(settings.model_repository, settings.default_image_model)
+    card = read_card(version)
+    config = settings.registry_config()
+    runtime = ModelRuntime.load(
+        card, version.onnx_path, config.runtime, choose_providers(config.device)
+    )
+    rows = inprocess.input_rows(card, images, [], len(images))
+    chunks = range(0, len(rows), runtime.max_batch_size)
+    served = np.concatenate(
+        [runtime.run_batch(rows[i : i + runtime.max_batch_size]) for i in chunks]
+    )
+    reference = ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"])
+    (expected,) = reference.run([card.outputs[0].name], {card.input.name: rows})
+    return {
+        "providers": runtime.providers,
+        "precision": runtime.precision,
+        "input_memory": runtime.input_memory,
+        "max_abs_diff_from_cpu_fp32": float(np.max(np.abs(served - expected))),
+        "top1_agreement_with_cpu_fp32": float(np.mean(served.argmax(1) == expected.argmax(1))),
+    }
+
+
+def _served(args: argparse.Namespace, cuda: bool, serve_env: dict[str, str]) -> dict[str, Any]:
+    env = {**os.environ, **serve_env, "DEEPSERVE_DEVICE": "cuda" if cuda else "cpu"}
     command = [
         sys.executable, "-m", "bench", "--only", "systems", "--systems", "deepserve",
         "deepserve-unbatched", "--workloads", "image-1", "--levels", "1", "64",
@@ -209,15 +258,20 @@ def _markdown(results: dict[str, Any]) -> str:
         "",
         "## In process: the image model, images/s by batch size",
         "",
-        "| setting | images/s by batch | best batch | one image ms |",
-        "| --- | --- | --- | --- |",
+        "| setting | precision | images/s by batch | best batch | one image ms "
+        "| max abs diff from CPU fp32 | top-1 agreement |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in results["in_process"].items():
         if "images_per_s" not in row:
-            lines.append(f"| {name} | {_outcome(row)} | | |")
+            lines.append(f"| {name} | | {_outcome(row)} | | | | |")
             continue
         rates = ", ".join(f"{b}: {r:,.0f}" for b, r in row["images_per_s"].items())
-        lines.append(f"| {name} | {rates} | {row['best_batch']} | {row['one_image_ms']} |")
+        lines.append(
+            f"| {name} | {row['precision']} | {rates} | {row['best_batch']} "
+            f"| {row['one_image_ms']} | {row['max_abs_diff_from_cpu_fp32']:.2e} "
+            f"| {row['top1_agreement_with_cpu_fp32']:.3f} |"
+        )
     served = results["served"]
     lines += ["", "## Served, one image a request", ""]
     if "rows" not in served:

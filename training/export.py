@@ -19,6 +19,11 @@ from app.model_card import ModelCard
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+# The float16 graph rounds weights and activations to 11 significant bits: a hundred times
+# float32's tolerance on the outputs (probabilities), and no more, or the top class may move.
+FP16_PARITY_TOLERANCE = 1e-2
+FP16_LARGEST = 65504.0  # float16's largest finite value: past it, inf
+FP16_HEADROOM = 16.0  # activations seen at export must stay this far below it
 # A companion graph that gives the model's output too must give it as the model does: the
 # service takes decisions from either, and a threshold should not see the difference.
 AGREEMENT_TOLERANCE = 1e-6
@@ -59,7 +64,9 @@ def export_onnx(
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
+def check_parity(
+    module: nn.Module, path: Path, inputs: np.ndarray, tolerance: float = PARITY_TOLERANCE
+) -> float:
     """Max |ORT - PyTorch| over batches of 1 and 64 real inputs, every output; raises past
     the tolerance."""
     module = module.eval().cpu()
@@ -80,9 +87,61 @@ def check_parity(module: nn.Module, path: Path, inputs: np.ndarray) -> float:
             if not (np.isfinite(got).all() and np.isfinite(want).all()):
                 raise ParityError("a runtime gives values that are not finite (NaN or inf)")
             worst = max(worst, float(np.max(np.abs(got - want))))
-    if worst > PARITY_TOLERANCE:
-        raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {PARITY_TOLERANCE}")
+    if worst > tolerance:
+        raise ParityError(f"ONNX Runtime differs from PyTorch by {worst:.2e} > {tolerance}")
     return worst
+
+
+def export_half_precision(model: Path, path: Path) -> None:
+    """`model` with float16 weights and arithmetic, its inputs and outputs as they were
+    (casts at the edges), so that the service feeds both the same rows."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    half = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True)
+    onnx.save(half, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def largest_activation(model: Path, inputs: np.ndarray) -> float:
+    """The largest |value| of any float tensor the graph computes, over `inputs`."""
+    graph = onnx.load(str(model))
+    known = {o.name for o in graph.graph.output}
+    for node in graph.graph.node:
+        for name in node.output:
+            if name not in known:  # every intermediate as an output; its type is found at load
+                graph.graph.output.append(onnx.ValueInfoProto(name=name))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = session.run(None, {session.get_inputs()[0].name: inputs})
+    floats = [v for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.size]
+    return max(float(np.max(np.abs(v))) for v in floats)
+
+
+def half_precision_card(
+    module: nn.Module, model: Path, path: Path, inputs: np.ndarray
+) -> dict | None:
+    """Export `path` (float16) from the float32 graph and check it; its card entry where
+    it holds, else None (and no file): then only float32 ships. Two checks, as a CPU can
+    run them: every activation far from float16's largest value (where float16 overflows to
+    inf), and the outputs against PyTorch's within `FP16_PARITY_TOLERANCE` (ONNX Runtime's
+    CPU runs float16 nodes in float32, so this measures the rounded weights; a GPU's
+    float16 arithmetic is measured on a GPU)."""
+    largest = largest_activation(model, inputs)
+    if largest > FP16_LARGEST / FP16_HEADROOM:
+        print(f"no float16 graph: an activation reaches {largest:.3g}, too near float16's limit")
+        return None
+    export_half_precision(model, path)
+    try:
+        difference = check_parity(module, path, inputs, FP16_PARITY_TOLERANCE)
+    except ParityError as exc:
+        print(f"no float16 graph: {exc}")
+        path.unlink()
+        return None
+    return {
+        "file": path.name,
+        "parity_tolerance": FP16_PARITY_TOLERANCE,
+        "parity_max_abs_diff": difference,
+        "largest_activation": largest,
+    }
 
 
 def check_agreement(model: Path, companion: Path, output_name: str, inputs: np.ndarray) -> float:
@@ -122,8 +181,10 @@ def publish(
     models_dir: Path,
     name: str,
     companions: Sequence[Companion] = (),
+    fp16: bool = False,
 ) -> Path:
-    """Export, check, and write `<models_dir>/<name>/<next version>/`; never overwrites."""
+    """Export, check, and write `<models_dir>/<name>/<next version>/`; never overwrites.
+    With `fp16`, a float16 graph beside the model where its parity holds (for GPUs)."""
     model_dir = models_dir / name
     model_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
@@ -138,6 +199,11 @@ def publish(
         )
         difference = check_parity(module, onnx_path, example_inputs)
         metrics = {**card_fields.get("metrics", {}), "onnx_parity_max_abs_diff": difference}
+        if fp16:
+            half = half_precision_card(
+                module, onnx_path, staging / "model.fp16.onnx", example_inputs
+            )
+            card_fields = {**card_fields, "fp16": half}
         for companion in companions:
             path = staging / companion.file
             example = torch.from_numpy(example_inputs[:2])
@@ -174,8 +240,9 @@ def promote(candidate: Path, models_dir: Path, name: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_dir))
     try:
         shutil.copy2(candidate / "model.onnx", staging / "model.onnx")
-        if card.reasons is not None:
-            shutil.copy2(candidate / card.reasons.file, staging / card.reasons.file)
+        for companion in (card.reasons, card.fp16):
+            if companion is not None:
+                shutil.copy2(candidate / companion.file, staging / companion.file)
         while True:
             version = next_version(model_dir)
             renamed = card.model_copy(update={"name": name, "version": version})

@@ -97,6 +97,7 @@ class ImageConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     resume: str | None = None
     export: bool = True
+    fp16: bool = False  # also export a float16 graph, which GPUs serve where its parity holds
 
 
 @dataclass
@@ -403,7 +404,7 @@ def train_images(cfg: ImageConfig) -> Path | None:
         "metrics": metrics,
         "provenance": current_provenance(cfg.data, cfg.seed).model_dump(),
     }
-    target = publish(serving, test.pixels[:64], card, Path(cfg.models_dir), cfg.name)
+    target = publish(serving, test.pixels[:64], card, Path(cfg.models_dir), cfg.name, fp16=cfg.fp16)
     print(f"exported {target}")
     return target
 

@@ -36,6 +36,7 @@ class VersionInfo(BaseModel):
     metrics: dict[str, int | float | str] | None = None
     batching: BatchingInfo | None = None
     providers: list[str] | None = None
+    precision: str | None = None  # fp32, or fp16 where a GPU serves the card's float16 graph
     provenance: dict[str, Any] | None = None
 
 
@@ -82,6 +83,7 @@ def _version_info(entry: ModelVersion) -> VersionInfo:
                     max_queue_delay_ms=entry.runtime.max_queue_delay_ms,
                 ),
                 "providers": entry.runtime.providers,
+                "precision": entry.runtime.precision,
             }
         )
     return info

@@ -21,6 +21,7 @@ class DeviceConfig:
     cuda_provider_options: Mapping[str, str] = field(default_factory=dict)
     tensorrt_cache: Path | None = None  # TensorRT's engines and timings, kept across restarts
     cuda_graphs: bool = False  # capture each batch size's run once, replay it after
+    fp16: bool = True  # on a GPU, serve a model's float16 graph where its card has one
 
 
 @dataclass(frozen=True)

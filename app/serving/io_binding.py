@@ -7,15 +7,25 @@ input and an output buffer on the device, made once: a batch is copied into its 
 input, the model writes its output in place, and only that comes back to the host. Fixed
 addresses are also what CUDA graphs need: with them on, ONNX Runtime captures each size's
 run once (`gpu_graph_id`, one per bucket) and replays it after.
+
+On CUDA without graphs, the input buffer is pinned host memory rather than the device's
+where ONNX Runtime will make one: a batch lands there with a plain memory copy, and ONNX
+Runtime moves it to the GPU by DMA (the fastest host-to-device copy there is) as the run
+starts. A captured graph needs its input at a fixed device address, so with graphs the
+input lives on the device.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+PINNED = "cuda_pinned"
 
 
 @dataclass
@@ -45,9 +55,10 @@ class BoundSession:
         self._lock = threading.Lock()
         spec = {arg.name: arg for arg in session.get_inputs() + session.get_outputs()}
         self._buffers: dict[int, _Buffers] = {}
+        self.input_device = PINNED if device == "cuda" and not cuda_graphs else device
         for graph_id, size in enumerate(sizes):
             binding = session.io_binding()
-            tensor = _buffer(spec[input_name], size, device, device_id)
+            tensor = self._input_buffer(spec[input_name], size, device, device_id)
             binding.bind_ortvalue_input(input_name, tensor)
             outputs = []
             for name in output_names:
@@ -58,6 +69,17 @@ class BoundSession:
             if cuda_graphs:
                 options.add_run_config_entry("gpu_graph_id", str(graph_id + 1))
             self._buffers[size] = _Buffers(binding, tensor, outputs, options)
+
+    def _input_buffer(
+        self, arg: ort.NodeArg, rows: int, device: str, device_id: int
+    ) -> ort.OrtValue:
+        if self.input_device == PINNED:
+            try:
+                return _buffer(arg, rows, PINNED, device_id)
+            except Exception as exc:  # ONNX Runtime's Python API raises plain Exceptions
+                logger.warning("no pinned host memory (%s): inputs go to the device directly", exc)
+                self.input_device = device
+        return _buffer(arg, rows, device, device_id)
 
     @property
     def sizes(self) -> list[int]:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
 
 import onnxruntime as ort
 
+from app.model_card import ModelCard
 from app.serving.config import DeviceConfig, SessionConfig
 
 logger = logging.getLogger(__name__)
@@ -24,14 +26,30 @@ CUDA = "CUDAExecutionProvider"
 GPU_PROVIDERS = (TENSORRT, CUDA)
 
 
+Precision = Literal["fp32", "fp16"]
+
+
 @dataclass(frozen=True)
 class ProviderChoice:
     providers: list[str | tuple[str, dict[str, Any]]]
     reason: str
+    fp16: bool = False  # a GPU serves, and models' float16 graphs may serve on it
 
     @property
     def names(self) -> list[str]:
         return [p if isinstance(p, str) else p[0] for p in self.providers]
+
+    def graph_for(self, card: ModelCard, onnx_path: Path) -> tuple[Path, Precision, ProviderChoice]:
+        """The graph file that serves `card` here, its precision, and the providers for it.
+        float32 unless a GPU serves, float16 is allowed, and the card has a float16 graph
+        (its parity held). CUDA then runs that graph; TensorRT builds its float16 engine
+        from the float32 one, choosing per layer, as it does best from full-precision
+        weights."""
+        if not self.fp16 or card.fp16 is None:
+            return onnx_path, "fp32", self
+        if self.names[0] == TENSORRT:
+            return onnx_path, "fp16", self._tensorrt_with({"trt_fp16_enable": "1"})
+        return onnx_path.with_name(card.fp16.file), "fp16", self
 
     def shaped_for(
         self, input_name: str, row_dims: list[int], max_batch_size: int
@@ -48,11 +66,15 @@ class ProviderChoice:
             "trt_profile_opt_shapes": shape(max_batch_size),
             "trt_profile_max_shapes": shape(max_batch_size),
         }
+        return self._tensorrt_with(profile)
+
+    def _tensorrt_with(self, options: dict[str, str]) -> ProviderChoice:
+        """This choice with `options` added to TensorRT's (where it is one of them)."""
         providers = [
-            (p[0], {**p[1], **profile}) if not isinstance(p, str) and p[0] == TENSORRT else p
+            (p[0], {**p[1], **options}) if not isinstance(p, str) and p[0] == TENSORRT else p
             for p in self.providers
         ]
-        return ProviderChoice(providers, self.reason)
+        return replace(self, providers=providers)
 
 
 def count_cuda_devices() -> int:
@@ -98,7 +120,9 @@ def choose_providers(device: DeviceConfig) -> ProviderChoice:
             "serving on CUDA without it"
         )
     return ProviderChoice(
-        providers, f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}"
+        providers,
+        f"CUDA: {gpus} GPU(s) found, using device {device.cuda_device_id}",
+        fp16=device.fp16,
     )
 
 

@@ -230,11 +230,12 @@ class ModelRegistry:
         runtime.start()
         entry.runtime, entry.state = runtime, ModelState.READY
         logger.info(
-            "model %s/%s ready on %s in %.2fs (warm-up %.2fs, max batch %d, delay %gms, "
+            "model %s/%s ready on %s (%s) in %.2fs (warm-up %.2fs, max batch %d, delay %gms, "
             "batches of up to %d rows on the event loop)",
             entry.name,
             entry.version,
             runtime.providers[0],
+            runtime.precision,
             time.perf_counter() - started,
             warm_s,
             runtime.max_batch_size,

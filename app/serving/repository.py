@@ -87,6 +87,8 @@ def read_card(version_dir: VersionDir) -> ModelCard:
         raise InvalidModelCard(f"{version_dir.onnx_path} is missing")
     if card.reasons is not None and not (version_dir.path / card.reasons.file).is_file():
         raise InvalidModelCard(f"{version_dir.path / card.reasons.file} is missing")
+    if card.fp16 is not None and not (version_dir.path / card.fp16.file).is_file():
+        raise InvalidModelCard(f"{version_dir.path / card.fp16.file} is missing")
     named = card.tabular.feature_set if card.tabular else None
     if card.tabular is not None and named is not None:
         if named not in FEATURE_SETS:

@@ -18,7 +18,13 @@ from app.model_card import ModelCard, TensorSpec
 from app.serving.batching import BatchObserver, DynamicBatcher
 from app.serving.config import RuntimeConfig
 from app.serving.io_binding import BoundSession
-from app.serving.providers import CUDA, GPU_PROVIDERS, ProviderChoice, session_options
+from app.serving.providers import (
+    CUDA,
+    GPU_PROVIDERS,
+    Precision,
+    ProviderChoice,
+    session_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +60,11 @@ class ModelRuntime:
         observer: BatchObserver | None = None,
         reasons_session: ort.InferenceSession | None = None,
         reasons_observer: BatchObserver | None = None,
+        precision: Precision = "fp32",
     ) -> None:
         self.model_card = model_card
         self.session = session
+        self.precision = precision
         self._reasons_session = reasons_session
         self.providers = session.get_providers()
         self._input_name = model_card.input.name
@@ -100,6 +108,12 @@ class ModelRuntime:
                 max_queue_items=config.max_queue_items,
                 observer=reasons_observer,
             )
+
+    @property
+    def input_memory(self) -> str | None:
+        """Where bound runs take their input from (`cpu`, `cuda`, `cuda_pinned`); None
+        where runs are not bound."""
+        return self._bound.input_device if self._bound is not None else None
 
     def _bind(self, on_gpu: bool) -> None:
         """Buffers made once per bucket (powers of two up to the full batch where no
@@ -163,7 +177,8 @@ class ModelRuntime:
         (blocking)."""
         row_dims = [dim or 1 for dim in card.input.shape[1:]]  # fixed: checked below
         choice = choice.shaped_for(card.input.name, row_dims, _max_batch_size(card, config))
-        session = _session(onnx_path, config, choice)
+        graph, precision, choice = choice.graph_for(card, onnx_path)
+        session = _session(graph, config, choice)
         _check_tensor(card.input, session.get_inputs(), "input")
         for spec in card.outputs:
             _check_tensor(spec, session.get_outputs(), "output")
@@ -193,7 +208,7 @@ class ModelRuntime:
                 wanted,
                 session.get_providers(),
             )
-        return cls(card, session, config, observer, reasons_session, reasons_observer)
+        return cls(card, session, config, observer, reasons_session, reasons_observer, precision)
 
     def run_explained(self, rows: np.ndarray) -> np.ndarray:
         """The model's outputs for input rows, then each feature's attribution, side by side

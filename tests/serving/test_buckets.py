@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from app.serving.io_binding import PINNED
 from app.serving.providers import ProviderChoice
 from app.serving.repository import VersionDir, discover, read_card
 from app.serving.runtime import ModelRuntime
@@ -77,6 +78,18 @@ def test_io_binding_answers_as_plain_runs_from_buffers_made_once(tmp_path: Path)
         np.testing.assert_allclose(bound.run_batch(rows), plain.run_batch(rows), rtol=1e-6)
     after = {size: b.outputs[0].data_ptr() for size, b in bound._bound._buffers.items()}
     assert after == pointers  # the same buffers, written in place
+    assert bound.input_memory == "cpu" and plain.input_memory is None
+
+
+def test_without_pinned_memory_inputs_are_bound_on_the_device(tmp_path, caplog) -> None:
+    """Pinned host memory is a CUDA build's; elsewhere the buffer falls back to the device's."""
+    bound = load(model_factory.fraud_model(tmp_path), io_binding="on")._bound
+    assert bound is not None
+    bound.input_device = PINNED  # as on CUDA without graphs
+    arg = bound._session.get_inputs()[0]
+    buffer = bound._input_buffer(arg, 4, "cpu", 0)
+    assert buffer.device_name() == "cpu" and buffer.shape() == [4, *arg.shape[1:]]
+    assert bound.input_device == "cpu" and "no pinned host memory" in caplog.text
 
 
 @pytest.mark.parametrize("with_score_output", [True, False])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,18 @@ def test_a_card_that_disagrees_with_its_graph_fails(model_repo: Path, make_clien
     (version,) = client.get("/v1/models/mismatch").json()["versions"]
     assert version["state"] == "failed"
     assert "'inputs' is not in the graph" in version["reason"]
+
+
+def test_a_card_naming_a_float16_graph_that_is_not_there_fails(
+    model_repo: Path, make_client
+) -> None:
+    folder = model_factory.image_model(model_repo, name="half-missing")
+    card = json.loads((folder / "model.json").read_text())
+    card["fp16"] = {"parity_tolerance": 1e-2, "parity_max_abs_diff": 1e-3, "largest_activation": 9}
+    (folder / "model.json").write_text(json.dumps(card))
+    client = make_client()
+    (version,) = client.get("/v1/models/half-missing").json()["versions"]
+    assert version["state"] == "failed" and "model.fp16.onnx is missing" in version["reason"]
 
 
 def test_a_graph_that_fails_its_warm_up_fails_and_others_load(

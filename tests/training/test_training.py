@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
@@ -22,7 +24,7 @@ from training.cnn import (
     build_classifier,
     predict_probabilities,
 )
-from training.export import ParityError, check_parity, export_onnx
+from training.export import ParityError, check_parity, export_onnx, half_precision_card
 from training.fraud import (
     DerivedFeatures,
     FraudConfig,
@@ -84,12 +86,24 @@ def test_image_training_exports_a_model_the_service_serves(
         lr=0.05,
     )
     first = train_images(config)
-    second = train_images(config)
+    second = train_images(dataclasses.replace(config, fp16=True))
     assert first == models / "colours" / "1"
     assert second == models / "colours" / "2"  # the next free version; never overwritten
     card = ModelCard.model_validate_json((first / "model.json").read_text())
     assert card.labels == sorted(COLOURS)
     assert card.metrics["onnx_parity_max_abs_diff"] <= 1e-4
+    assert card.fp16 is None and not (first / "model.fp16.onnx").exists()
+    half = ModelCard.model_validate_json((second / "model.json").read_text()).fp16
+    assert half is not None and half.parity_max_abs_diff <= half.parity_tolerance
+    # Same inputs and outputs as the float32 graph, so that the service feeds both alike.
+    sessions = [
+        ort.InferenceSession(str(second / f), providers=["CPUExecutionProvider"])
+        for f in ("model.onnx", half.file)
+    ]
+    pixels = np.stack([np.asarray(Image.open(p)) for p in (image_folder / "test").glob("*/*")])
+    full, reduced = (s.run(None, {"pixels": pixels})[0] for s in sessions)
+    assert reduced.dtype == np.float32 and reduced.shape == full.shape
+    assert 0 < np.abs(full - reduced).max() <= half.parity_tolerance  # rounded, and close
     assert card.provenance.command.startswith("python -m training")
     assert card.provenance.library_versions["torch"] == torch.__version__
     run = next((tmp_path / "runs").iterdir())
@@ -111,6 +125,11 @@ def test_image_training_exports_a_model_the_service_serves(
     scores = {p["label"]: p["score"] for p in response.json()["results"][0]["predictions"]}
     assert set(scores) == set(COLOURS)
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    served = client.get("/v1/models/colours").json()["versions"]
+    assert {v["version"]: (v["precision"], v["providers"][0]) for v in served} == {
+        1: ("fp32", "CPUExecutionProvider"),
+        2: ("fp32", "CPUExecutionProvider"),  # the float16 graph is for GPUs only
+    }
 
 
 def test_parity_check_fails_when_runtimes_disagree(tmp_path: Path) -> None:
@@ -122,6 +141,20 @@ def test_parity_check_fails_when_runtimes_disagree(tmp_path: Path) -> None:
     other = ServingImageModel(ResNetSmall(3, [8], 8), (0.5,) * 3, (0.25,) * 3).eval()
     with pytest.raises(ParityError):
         check_parity(other, path, pixels)
+
+
+def test_a_float16_graph_that_loses_parity_is_not_published(tmp_path: Path) -> None:
+    class Loud(torch.nn.Module):  # values past float16's largest finite one, 65,504
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return pixels.float().mean((1, 2)) * 1000.0
+
+    loud = Loud()
+    pixels = np.random.default_rng(0).integers(0, 255, (64, 32, 32, 3), dtype=np.uint8)
+    full = tmp_path / "model.onnx"
+    export_onnx(loud, torch.from_numpy(pixels[:2]), full, "pixels", "probabilities")
+    check_parity(loud, full, pixels)  # float32 holds
+    assert half_precision_card(loud, full, tmp_path / "model.fp16.onnx", pixels) is None
+    assert not (tmp_path / "model.fp16.onnx").exists()
 
 
 def test_test_time_augmentation_averages_the_views_it_names() -> None:

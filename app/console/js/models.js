@@ -61,6 +61,7 @@ function version(m, v, admin) {
     v.provenance && v.provenance.git_commit ? ["commit", v.provenance.git_commit.slice(0, 10)] : null,
     v.batching ? ["batching", `up to ${v.batching.max_batch_size} rows, ${v.batching.max_queue_delay_ms} ms`] : null,
     v.providers ? ["providers", v.providers.join(", ")] : null,
+    v.precision ? ["precision", v.precision] : null,
   ].filter(Boolean);
   const unload = admin
     ? el("button", { type: "button", class: "secondary", onclick: () => act(`/v1/models/${encodeURIComponent(m.name)}/unload?version=${v.version}`, `${m.name} version ${v.version} unloaded`) }, `Unload version ${v.version}`)
