@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.fraud.history.bulk_load import main as bulk_load
@@ -224,9 +224,9 @@ def _requests(row: Row, transactions: list[dict], folder: Path, bodies: int) -> 
         workload = WORKLOADS["fraud-1" if row.items == 1 else "fraud-100"]
         return build(workload, "deepserve", [], transactions, folder, bodies)
     # The days right after the dataset's (and the loaded history's) last: payments arrive
-    # after those recorded, as they do in service. wrk fills in the microseconds: a body
-    # sent again is its card paying again, not many payments at one instant.
-    start_at = datetime(2018, 10, 1)
+    # after those recorded, as they do in service. wrk moves each send of a body on by
+    # hours (`bench/unique_ids.lua`): a body sent again is its card paying again later.
+    start_at = datetime(2018, 10, 1, tzinfo=UTC)
     paths = []
     # One payment a body: five times the bodies, so that as many cards pay as in the
     # batched rows, and no card's windows grow past what the dataset's do.
@@ -234,18 +234,18 @@ def _requests(row: Row, transactions: list[dict], folder: Path, bodies: int) -> 
         chosen = [
             transactions[(index * row.items + k) % len(transactions)] for k in range(row.items)
         ]
+        moments = [
+            start_at + timedelta(seconds=(t["transaction_id"] * 7919) % 259_200) for t in chosen
+        ]
         payments = [
             {
                 "transaction_id": "__ID__",
                 "customer_id": t["customer_id"],
                 "terminal_id": t["terminal_id"],
                 "amount": t["amount"],
-                "timestamp": (
-                    start_at + timedelta(seconds=(t["transaction_id"] * 7919) % 259_200)
-                ).isoformat()
-                + ".__US__",
+                "timestamp": f"__AT:{int(moment.timestamp())}__",
             }
-            for t in chosen
+            for t, moment in zip(chosen, moments, strict=True)
         ]
         document: object = payments[0] if row.items == 1 else {"transactions": payments}
         path = folder / f"payments-{row.items}-{index}.body"

@@ -115,7 +115,8 @@ def fraud_model(
     like fraud. With `reasons`, also its reasons graph: for a logistic model, exactly
     coefficient times (value - baseline), with `REASONS_BASELINE`; with `reasons_score`, it
     gives the probability too (as published versions from 7 on do). With the `history-17`
-    set, `[n, 17]`, and the amount over the card's earlier mean adds to the logit."""
+    set, `[n, 17]` (`history-20`: 20), and the amount over the card's earlier mean adds to
+    the logit."""
     columns = FEATURE_SETS[feature_set]
     weights = np.zeros((len(columns), 1), dtype=np.float32)
     weights[columns.index("TX_AMOUNT"), 0] = amount_weight
@@ -196,7 +197,28 @@ def fraud_model(
 
 # Where the tiny fraud model's reasons are measured from: an average payment.
 REASONS_BASELINE = np.array(
-    [50.0, 0.3, 0.15, 2, 50.0, 10, 50.0, 40, 50.0, 5, 0.01, 30, 0.02, 120, 0.02, 1.0, 0.1],
+    [
+        50.0,
+        0.3,
+        0.15,
+        2,
+        50.0,
+        10,
+        50.0,
+        40,
+        50.0,
+        5,
+        0.01,
+        30,
+        0.02,
+        120,
+        0.02,
+        1.0,
+        0.1,
+        0.5,
+        0.4,
+        0.01,
+    ],
     dtype=np.float32,
 )
 

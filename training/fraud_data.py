@@ -19,15 +19,19 @@ from app.fraud.features import (
     FEATURES,
     HIGH_AMOUNT_DAYS,
     HIGH_AMOUNT_TIMES,
+    KNOWN_FRAUD_DAYS,
     MEAN_AMOUNT_DAYS,
     NIGHT_HOURS,
     OVER_MEAN_CAP,
+    RECENT_KNOWN,
     TERMINAL_DELAY_DAYS,
+    TERMINAL_HISTORY_FEATURES,
     WINDOWS_DAYS,
 )
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
-FEATURES_VERSION = 5  # part of the cache key: bump when the feature code changes
+FEATURES_VERSION = 6  # part of the cache key: bump when the feature code changes
+DAY_MICROSECONDS = 86_400_000_000
 COLUMNS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 
 
@@ -78,6 +82,9 @@ def add_features(frame: pd.DataFrame) -> pd.DataFrame:
     )
     frame["CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW"] = over_mean
     frame[f"CUSTOMER_ID_NB_HIGH_AMOUNT_{HIGH_AMOUNT_DAYS}DAY_WINDOW"] = high
+    known = terminal.known_frauds(TERMINAL_DELAY_DAYS + KNOWN_FRAUD_DAYS, TERMINAL_DELAY_DAYS)
+    for feature, values in zip(TERMINAL_HISTORY_FEATURES, known, strict=True):
+        frame[feature.column] = values
     return frame
 
 
@@ -165,6 +172,34 @@ class _Windows:
             earlier = position - back
             high += (earlier >= high_start) & (amounts[np.maximum(earlier, 0)] > bar)
         return self._scatter(over), self._scatter(high)
+
+    def known_frauds(
+        self, far_days: int, near_days: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, over its entity's rows in (t - far_days, t - near_days]: the days since
+        the first and since the last of them labelled fraud (0 where none is), and the share
+        of fraud among the last `RECENT_KNOWN` of them (0 where there are none). Days are
+        microseconds over a day's, as the history divides them."""
+        start = np.searchsorted(self.keys, self.keys - far_days * 86400, side="right")
+        stop = np.searchsorted(self.keys, self.keys - near_days * 86400, side="right")
+        labels = self.frame["TX_FRAUD"].to_numpy(np.int64)[self.order]
+        frauds = np.flatnonzero(labels)
+        seconds = self.keys  # the entity's part adds the same to every row of it
+        first = np.searchsorted(frauds, start, side="left")
+        last = np.searchsorted(frauds, stop, side="left") - 1
+        ages = []
+        for at, found in (
+            (first, first < len(frauds)),
+            (last, last >= 0),
+        ):
+            row = frauds[np.clip(at, 0, max(len(frauds) - 1, 0))] if len(frauds) else start
+            found &= (row >= start) & (row < stop)
+            micros = (seconds - seconds[row]) * 1_000_000
+            ages.append(np.where(found, micros / DAY_MICROSECONDS, 0.0))
+        cumulative = np.concatenate([[0], np.cumsum(labels)])
+        recent = np.minimum(stop - start, RECENT_KNOWN)
+        share = (cumulative[stop] - cumulative[stop - recent]) / np.maximum(recent, 1)
+        return self._scatter(ages[0]), self._scatter(ages[1]), self._scatter(share)
 
 
 @dataclass

@@ -36,6 +36,7 @@ METHOD = "gradient_times_difference"
 # Values within this fraction of their column's narrowest bin of an edge count as on it: far
 # above float32 rounding, far below the spacing of the whole values that sit on edges.
 EDGE_MARGIN = 1e-4
+ROUNDING_MARGIN = 16.0  # ...and at least this many float32 steps of the column's values
 
 
 class FraudReasons(nn.Module):
@@ -69,7 +70,16 @@ class FraudReasons(nn.Module):
             narrowest = torch.full((derive.width,), math.inf).scatter_reduce(
                 0, columns, model.encoding.width, "amin"
             )
-            self.register_buffer("edge_step", EDGE_MARGIN * narrowest[columns])
+            # And far above float32's rounding of the column's values: a nudge below it
+            # would leave a value on its edge, where two runtimes' last bits disagree.
+            edges = torch.cat([model.encoding.lower, model.encoding.lower + model.encoding.width])
+            largest = torch.zeros(derive.width).scatter_reduce(
+                0, torch.cat([columns, columns]), edges.abs(), "amax"
+            )
+            rounding = ROUNDING_MARGIN * torch.finfo(torch.float32).eps * largest
+            self.register_buffer(
+                "edge_step", torch.maximum(EDGE_MARGIN * narrowest, rounding)[columns]
+            )
         self.register_buffer("first_weights", _first_weights(model.members))
         self.register_buffer("plain_first_weights", _first_weights(model.plain_members))
 

@@ -1,6 +1,6 @@
 """The answer a recorded payment got, kept so that a retry of it gets the same one: its
 probability, its decision and its model inputs (all that the history computes), packed in
-145 bytes rather than the ~750 of its JSON (the answer is written for every payment; its
+169 bytes rather than the ~850 of its JSON (the answer is written for every payment; its
 size is most of the write's cost)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def unpack_answer(transaction_id: Any, packed: bytes) -> dict[str, Any]:
     if packed[:1] == b"{":  # kept as JSON by an earlier version
         return orjson.loads(packed)  # type: ignore[no-any-return]
     decision, probability = _HEAD.unpack_from(packed)
-    # Fewer inputs where an earlier version kept the answer (the benchmark's 15 alone).
+    # Fewer inputs where an earlier version kept the answer (15, or 17).
     inputs = struct.unpack_from(f"<{(len(packed) - _HEAD.size) // 8}d", packed, _HEAD.size)
     return {
         "transaction_id": transaction_id,

@@ -2,8 +2,9 @@
 
 - `benchmark-15`: the fraud benchmark's 15 inputs, as its handbook defines them. The
   stateless route receives the behavioural ones from the client; the history computes them.
-- `history-17`: those and what the service's own history adds, computed only by it, at the
-  payment's moment (see `HISTORY_FEATURES`).
+- `history-17`: those and two that the service's own history adds about the card, computed
+  only by it, at the payment's moment (see `HISTORY_FEATURES`).
+- `history-20`: those and three more about the terminal's known frauds.
 
 `training/` computes every column over the dataset; the history stores compute the same
 online. A model card lists the columns its model takes, and names their set.
@@ -25,6 +26,8 @@ HIGH_AMOUNT_TIMES = 3.0  # "high": over three times that mean
 OVER_MEAN_CAP = 1e6
 NIGHT_HOURS = range(0, 7)  # 00:00:00 to 06:59:59
 TERMINAL_DELAY_DAYS = 7  # fraud labels are known about a week later
+KNOWN_FRAUD_DAYS = 30  # the terminal's known window: (t - 7 - 30 days, t - 7 days]
+RECENT_KNOWN = 3  # the terminal's last payments of that window, whose frauds are counted
 
 WindowKind = Literal["count", "amount", "risk"]
 
@@ -84,19 +87,39 @@ class HistoryFeature:
 # many such payments the card made lately (a card being emptied). Chosen on the protocol's
 # folds over others tried: time since the card's previous payment, its payments at this
 # terminal before, the terminal's undelayed counts, the amount over the card's median.
-HISTORY_FEATURES: tuple[HistoryFeature, ...] = (
+CARD_HISTORY_FEATURES: tuple[HistoryFeature, ...] = (
     HistoryFeature("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW", "customer_amount_over_mean_30d"),
     HistoryFeature(
         "CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW", f"customer_nb_high_amount_{HIGH_AMOUNT_DAYS}d"
     ),
 )
+# Another pattern compromises a terminal for four weeks, all its payments fraud; its labels
+# are known a week late. The benchmark's risks are shares of fixed windows, which cannot
+# tell a terminal whose known frauds began a week ago (still compromised) from one whose
+# began four weeks ago (likely over), nor see that its latest known payments were genuine
+# again. Within the terminal's known window (t - 37 days, t - 7 days]: the days since its
+# first and its last known fraud (0 where it has none), and the share of fraud among its
+# last three known payments (0 where it has none).
+TERMINAL_HISTORY_FEATURES: tuple[HistoryFeature, ...] = (
+    HistoryFeature(
+        "TERMINAL_ID_FIRST_KNOWN_FRAUD_AGE_30DAY_WINDOW", "terminal_first_known_fraud_age_30d"
+    ),
+    HistoryFeature(
+        "TERMINAL_ID_LAST_KNOWN_FRAUD_AGE_30DAY_WINDOW", "terminal_last_known_fraud_age_30d"
+    ),
+    HistoryFeature(
+        f"TERMINAL_ID_RISK_LAST_{RECENT_KNOWN}_KNOWN", f"terminal_risk_last_{RECENT_KNOWN}_known"
+    ),
+)
+HISTORY_FEATURES = (*CARD_HISTORY_FEATURES, *TERMINAL_HISTORY_FEATURES)
 
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "benchmark-15": FEATURES,
-    "history-17": (*FEATURES, *(f.column for f in HISTORY_FEATURES)),
+    "history-17": (*FEATURES, *(f.column for f in CARD_HISTORY_FEATURES)),
+    "history-20": (*FEATURES, *(f.column for f in HISTORY_FEATURES)),
 }
 # Every column the history computes, in this order: the widest set.
-ALL_FEATURES: tuple[str, ...] = FEATURE_SETS["history-17"]
+ALL_FEATURES: tuple[str, ...] = FEATURE_SETS["history-20"]
 HISTORY_ONLY: frozenset[str] = frozenset(f.column for f in HISTORY_FEATURES)
 
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from app.fraud.features import FEATURE_NAMES, FEATURES, HIGH_AMOUNT_DAYS, MEAN_AMOUNT_DAYS
+from app.fraud.features import (
+    FEATURE_NAMES,
+    FEATURES,
+    HIGH_AMOUNT_DAYS,
+    MEAN_AMOUNT_DAYS,
+    RECENT_KNOWN,
+)
 from app.model_card import ModelCard
 
 ReasonsMode = Literal["flagged", "always", "never"]
@@ -18,7 +24,8 @@ _SPAN = {1: "day", 7: "week", 30: "30 days"}
 def _code(feature: str) -> str:
     """A stable code per feature, what a client may switch on: `amount`, `weekend`, `night`,
     `customer_activity_1d`, `customer_average_7d`, `terminal_activity_30d`,
-    `terminal_risk_7d`, `customer_amount_over_mean_30d`, `customer_high_amounts_14d`..."""
+    `terminal_risk_7d`, `customer_amount_over_mean_30d`, `customer_high_amounts_14d`,
+    `terminal_first_known_fraud_age_30d`, `terminal_risk_last_3_known`..."""
     name = FEATURE_NAMES[feature]
     special = {
         "during_weekend": "weekend",
@@ -87,6 +94,8 @@ def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> 
     """One feature's value in words, against what it is compared with."""
     this_card = "this card" if card is None else f"card {card}"
     this_terminal = "this terminal" if terminal is None else f"terminal {terminal}"
+    if feature.startswith("TERMINAL_ID_") and "KNOWN" in feature:
+        return _known_frauds(feature, v[feature], this_terminal)
     average_30 = v["CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW"]
     payments_30 = v["CUSTOMER_ID_NB_TX_30DAY_WINDOW"]
     if feature == "TX_AMOUNT":
@@ -163,3 +172,16 @@ def _high_amounts(count: float, v: Mapping[str, float], this_card: str) -> str:
         f"{this_card}: {count:.0f} {payments} in the {HIGH_AMOUNT_DAYS} days before over three "
         f"times {against}"
     )
+
+
+def _known_frauds(feature: str, value: float, this_terminal: str) -> str:
+    """The terminal's known frauds (labels a week late) in words."""
+    if feature == f"TERMINAL_ID_RISK_LAST_{RECENT_KNOWN}_KNOWN":
+        return (
+            f"{this_terminal}: {value:.0%} of its latest known transactions (up to "
+            f"{RECENT_KNOWN}, a week or more ago) were fraud"
+        )
+    which = "first" if "_FIRST_" in feature else "latest"
+    if value == 0:
+        return f"{this_terminal}: no known fraud in the 30 known days before"
+    return f"{this_terminal}: its {which} known fraud of the 30 known days was {value:.1f} days ago"

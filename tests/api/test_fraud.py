@@ -42,9 +42,11 @@ def test_payments_are_scored_with_the_features_their_history_gives(client: TestC
     assert night["during_night"] == 1.0 and night["during_weekend"] == 0.0
     assert night["terminal_nb_tx_30d"] == 0 and night["terminal_risk_30d"] == 0.0
     assert results[1]["features"]["customer_nb_tx_1d"] == 2  # it sees 1, not 3
-    assert len(night) == 17  # and what only the history knows: against 40 and 60 before
+    assert len(night) == 20  # and what only the history knows: against 40 and 60 before
     assert night["customer_amount_over_mean_30d"] == 90.0 / 50.0
     assert night["customer_nb_high_amount_14d"] == 0
+    assert night["terminal_first_known_fraud_age_30d"] == 0.0  # nothing known there yet
+    assert night["terminal_risk_last_3_known"] == 0.0
     expected = model_factory.fraud_probability(90.0, night=True)
     assert results[0]["fraud_probability"] == pytest.approx(expected, rel=1e-6)
     assert "features" not in first.json()["results"][0]

@@ -1,5 +1,6 @@
-"""The sentences of the history's own two features, worked out by hand: the mean of the
-card's earlier payments comes from its 30-day window, which counts the payment too."""
+"""The sentences of the history's own features, worked out by hand: the mean of the card's
+earlier payments comes from its 30-day window, which counts the payment too; the terminal's
+known frauds are those labelled of its payments 7 to 37 days before."""
 
 from __future__ import annotations
 
@@ -52,4 +53,27 @@ def test_a_first_payment_and_earlier_payments_of_nothing() -> None:
     nothing = values(0.0, [20.0, 40.0], 0.0)
     assert "amount 0.00 is 0.0 times the mean of card 7's 2 earlier" in sentence(
         OVER, nothing, 7, None
+    )
+
+
+FIRST = "TERMINAL_ID_FIRST_KNOWN_FRAUD_AGE_30DAY_WINDOW"
+LAST = "TERMINAL_ID_LAST_KNOWN_FRAUD_AGE_30DAY_WINDOW"
+RECENT = "TERMINAL_ID_RISK_LAST_3_KNOWN"
+
+
+def test_the_terminals_known_frauds_in_words() -> None:
+    v = {FIRST: 12.25, LAST: 7.5, RECENT: 2 / 3}
+    assert CODES[FIRST] == "terminal_first_known_fraud_age_30d"
+    assert CODES[RECENT] == "terminal_risk_last_3_known"
+    assert sentence(FIRST, v, None, 44) == (
+        "terminal 44: its first known fraud of the 30 known days was 12.2 days ago"
+    )
+    assert sentence(LAST, v, None, None) == (
+        "this terminal: its latest known fraud of the 30 known days was 7.5 days ago"
+    )
+    assert sentence(RECENT, v, None, 44) == (
+        "terminal 44: 67% of its latest known transactions (up to 3, a week or more ago) were fraud"
+    )
+    assert sentence(FIRST, {FIRST: 0.0}, None, 44) == (
+        "terminal 44: no known fraud in the 30 known days before"
     )

@@ -291,6 +291,30 @@ def test_piecewise_linear_encoding_by_hand() -> None:
     np.testing.assert_allclose(encoded.numpy(), expected)
 
 
+def test_target_aware_bins_put_an_edge_where_the_label_changes() -> None:
+    # Every amount past 220 is fraud (as in the benchmark's data); few amounts get there, so
+    # quantile bins put the step inside one bin, and the encoding cannot see it.
+    amounts = np.random.default_rng(0).gamma(2.0, 45.0, size=(5000, 1))
+    labels = (amounts[:, 0] > 220).astype(np.float32)
+    assert 50 < labels.sum() < 250
+    quantiles = PiecewiseLinearEncoding.fit(amounts, bins=8)
+    aware = PiecewiseLinearEncoding.fit(amounts, bins=8, y=labels)
+    genuine, fraud = amounts[amounts <= 220].max(), amounts[amounts > 220].min()
+    # Halfway between the largest genuine amount and the smallest fraud: one new edge.
+    (added,) = set(aware.lower.tolist()) - set(quantiles.lower.tolist())
+    assert added == pytest.approx((genuine + fraud) / 2, rel=1e-6)
+
+    # So one input of the MLP is 0 for every genuine payment and above 0 for every fraud:
+    # a line separates them, where quantile bins leave the step inside a bin.
+    def separating(encoding: PiecewiseLinearEncoding) -> bool:
+        encoded = encoding(torch.from_numpy(amounts).float()).numpy()
+        zero_below = (encoded[labels == 0] == 0).all(0)
+        above_zero = (encoded[labels == 1] > 0).all(0)
+        return bool((zero_below & above_zero).any())
+
+    assert separating(aware) and not separating(quantiles)
+
+
 def test_plain_members_see_the_scaled_features_without_their_encoding() -> None:
     rng = np.random.default_rng(0)
     x = rng.gamma(2.0, 50.0, size=(200, len(FEATURES))).astype(np.float32)
@@ -362,12 +386,13 @@ def test_fraud_training_exports_a_model_with_thresholds(
             ensemble=2,
             plain_members=1,
             val_fraction=0.3,
+            review_alert_rate=0.05,  # enough flagged rows for the deletion test below
         )
     )
     assert folder is not None
     card = ModelCard.model_validate_json((folder / "model.json").read_text())
     assert card.tabular is not None and card.tabular.features == list(ALL_FEATURES)
-    assert card.tabular.feature_set == "history-17"
+    assert card.tabular.feature_set == "history-20"
     assert card.thresholds is not None and card.thresholds.review <= card.thresholds.decline
     assert float(card.metrics["test_auc_roc"]) > 0.8  # amount > 220 is easy to learn
     assert card.reasons is not None and len(card.reasons.baseline) == len(ALL_FEATURES)
@@ -400,15 +425,15 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_
     assert set(results) == {
         f"ours: {model}, {feature_set}"
         for model in ("MLP", "logistic regression", "gradient-boosted trees")
-        for feature_set in ("benchmark-15", "history-17")
+        for feature_set in ("benchmark-15", "history-20")
     }
     for metrics in results.values():
         assert all(len(values) == 2 for values in metrics.values())
     # Amounts above 220 are fraud: every model learns that, on either set.
     assert np.mean(results["ours: logistic regression, benchmark-15"]["auc_roc"]) > 0.8
-    assert np.mean(results["ours: logistic regression, history-17"]["auc_roc"]) > 0.8
+    assert np.mean(results["ours: logistic regression, history-20"]["auc_roc"]) > 0.8
     table = (next((tmp_path / "runs").iterdir()) / "results.md").read_text()
-    assert "published: XGBoost (tuned)" in table and "ours: MLP, history-17" in table
+    assert "published: XGBoost (tuned)" in table and "ours: MLP, history-20" in table
     assert "fold 2018-05-02" in table  # each fold's figures, not only the means
 
 

@@ -65,10 +65,14 @@ class Windows(NamedTuple):
     terminal_risk: tuple[float, float, float]
     customer_amount_over_mean: float  # over the mean of the card's earlier 30 days
     customer_nb_high_amount: int  # earlier payments of 14 days over 3 times that mean
+    # In the terminal's known 30 days: the days since its first and last known fraud (0:
+    # none), and the share of fraud among its last three payments there.
+    terminal_known_fraud_ages: tuple[float, float]
+    terminal_risk_last_known: float
 
     def model_inputs(self, amount: float, weekend: bool, night: bool) -> list[float]:
         """Every model input in `app.fraud.features.ALL_FEATURES` order."""
-        counts, averages, terminal_counts, risks, over_mean, high = self
+        counts, averages, terminal_counts, risks, over_mean, high, ages, recent = self
         return [
             amount,
             float(weekend),
@@ -87,4 +91,7 @@ class Windows(NamedTuple):
             risks[2],
             over_mean,
             high,
+            ages[0],
+            ages[1],
+            recent,
         ]

@@ -29,6 +29,7 @@ local WINDOWS = {1, 7, 30}
 local DELAY = 7
 -- As `app.fraud.features`; the mean's window is the longest of WINDOWS.
 local HIGH_DAYS, HIGH_TIMES, OVER_CAP = 14, 3, 1e6
+local RECENT = 3  -- the terminal's last known payments whose frauds are counted
 
 local function bound(t) return string.format('%.0f', t) end
 -- Anchored at the start, `.*` runs to the end once and backs up to the last NUL: a few
@@ -46,7 +47,7 @@ local function parse(record)
 end
 local function terminal_label(label) return (label == '1') and '1' or '0' end
 
--- The fourteen values in one string: a reply of fewer, longer elements parses faster.
+-- The eighteen values in one string: a reply of fewer, longer elements parses faster.
 local function windows(card, terminal, amount, t, head)
   local card_key, terminal_key = P .. 'c:' .. card, P .. 'k:' .. terminal
   local out = {}
@@ -81,18 +82,44 @@ local function windows(card, terminal, amount, t, head)
   for n = 1, 3 do
     fars[n] = redis.call('ZCOUNT', terminal_key, '-inf', bound(t - (DELAY + WINDOWS[n]) * DAY))
   end
-  local labels = {}
-  if near > fars[3] then labels = redis.call('ZRANGE', terminal_key, fars[3], near - 1) end
+  -- The known 30 days, member then event time: each one's label, and when.
+  local known = {}
+  if near > fars[3] then
+    known = redis.call('ZRANGE', terminal_key, fars[3], near - 1, 'WITHSCORES')
+  end
+  local size = #known / 2
+  local fraud = {}
+  for j = 1, size do fraud[j] = string.byte(known[2 * j - 1], -1) == ONE end
   for n = 1, 3 do
     local frauds = 0
-    for j = fars[n] - fars[3] + 1, #labels do
-      if string.byte(labels[j], -1) == ONE then frauds = frauds + 1 end
+    for j = fars[n] - fars[3] + 1, size do
+      if fraud[j] then frauds = frauds + 1 end
     end
     out[#out + 1] = near - fars[n]
     out[#out + 1] = frauds
   end
   out[#out + 1] = string.format('%.17g', over)
   out[#out + 1] = high
+  -- The days since the first and the last known fraud (0: none), as `windows.py` divides.
+  local first, last = 0, 0
+  for j = 1, size do
+    if fraud[j] then
+      if first == 0 then first = j end
+      last = j
+    end
+  end
+  for _, j in ipairs({first, last}) do
+    local age = 0
+    if j > 0 then age = (t - tonumber(known[2 * j])) / DAY end
+    out[#out + 1] = string.format('%.17g', age)
+  end
+  -- The frauds among the last RECENT of them, and how many those are.
+  local recent, recent_frauds = math.min(size, RECENT), 0
+  for j = size - recent + 1, size do
+    if fraud[j] then recent_frauds = recent_frauds + 1 end
+  end
+  out[#out + 1] = recent_frauds
+  out[#out + 1] = recent
   return table.concat(out, ' ')
 end
 

@@ -265,9 +265,10 @@ class RedisHistory:
 
 
 def _windows(text: bytes, amount: float) -> Windows:
-    """The script's fourteen values: per window the card's count and amount sum, then the
+    """The script's eighteen values: per window the card's count and amount sum, then the
     terminal's count and frauds, then the amount over the card's earlier mean and its high
-    amounts."""
+    amounts, the days since the terminal's first and last known fraud, and the frauds among
+    its last known payments with how many those are."""
     values = text.split()
     counts = (int(values[0]), int(values[2]), int(values[4]))
     sums = (float(values[1]), float(values[3]), float(values[5]))
@@ -282,6 +283,8 @@ def _windows(text: bytes, amount: float) -> Windows:
         terminal_risk=(risks[0], risks[1], risks[2]),
         customer_amount_over_mean=float(values[12]),
         customer_nb_high_amount=int(values[13]),
+        terminal_known_fraud_ages=(float(values[14]), float(values[15])),
+        terminal_risk_last_known=int(values[16]) / int(values[17]) if int(values[17]) else 0.0,
     )
 
 

@@ -9,6 +9,9 @@ features of a payment computed from them exactly as the benchmark defines them.
   over their mean (1 where there are none, or their mean is 0; at most a million), and how
   many of those in (t - 14 days, t) were over three times that mean. Summed oldest first,
   as `training/` and the Redis store sum them, so that all three agree to the last bit.
+- Within the terminal's known window (t - 37 days, t - 7 days]: the days since its first and
+  its last payment labelled fraud (0 where none is), and the share of fraud among its last
+  three payments there (0 where there are none).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from app.fraud.features import (
     HIGH_AMOUNT_TIMES,
     MEAN_AMOUNT_DAYS,
     OVER_MEAN_CAP,
+    RECENT_KNOWN,
     TERMINAL_DELAY_DAYS,
     WINDOWS_DAYS,
 )
@@ -213,11 +217,15 @@ class HistoryIndex:
         times, frauds = terminal.times, terminal.frauds
         near = bisect_right(times, t - TERMINAL_DELAY_DAYS * DAY_US)
         terminal_counts, risks = [], []
+        far = near
         for days in WINDOWS_DAYS:
             far = bisect_right(times, t - (TERMINAL_DELAY_DAYS + days) * DAY_US)
             count = near - far
             terminal_counts.append(count)
             risks.append(frauds.count(1, far, near) / count if count else 0.0)
+        # `far` is the longest window's: the terminal's known 30 days.
+        first, last = frauds.find(1, far, near), frauds.rfind(1, far, near)
+        recent = min(near - far, RECENT_KNOWN)
         return Windows(
             (counts[0], counts[1], counts[2]),
             (averages[0], averages[1], averages[2]),
@@ -225,6 +233,11 @@ class HistoryIndex:
             (risks[0], risks[1], risks[2]),
             over_mean,
             high,
+            (
+                (t - times[first]) / DAY_US if first >= 0 else 0.0,
+                (t - times[last]) / DAY_US if last >= 0 else 0.0,
+            ),
+            frauds.count(1, near - recent, near) / recent if recent else 0.0,
         )
 
     def drop_before(self, time_us: int) -> list[TransactionId]:

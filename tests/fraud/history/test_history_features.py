@@ -3,7 +3,8 @@ answers are worked out by hand: computed online by the history and offline by `t
 and both equal to the hand's answer.
 
 - amount over the mean of the card's earlier payments in (t - 30 days, t);
-- how many of those in (t - 14 days, t) were over three times that mean.
+- how many of those in (t - 14 days, t) were over three times that mean;
+- the terminal's known frauds (see `KNOWN` below).
 """
 
 from __future__ import annotations
@@ -98,3 +99,89 @@ def test_the_ratio_has_a_ceiling_where_the_mean_is_a_fraction_of_a_cent() -> Non
                           pay(4, 8, 5.0, 0)])  # fmt: skip
     assert features[2] == (1e6, 0)  # 1e18 times, which float32 could not hold
     assert features[4] == (1.0, 0)  # over a mean of 0: no ratio to give
+
+
+# The terminal's known frauds: within its known window (t - 37 days, t - 7 days], the days
+# since its first and last payment labelled fraud (0: none), and the share of fraud among
+# its last three payments there.
+KNOWN = (
+    "TERMINAL_ID_FIRST_KNOWN_FRAUD_AGE_30DAY_WINDOW",
+    "TERMINAL_ID_LAST_KNOWN_FRAUD_AGE_30DAY_WINDOW",
+    "TERMINAL_ID_RISK_LAST_3_KNOWN",
+)
+
+
+def at_terminal(tid: int, fraud: bool, days: float, terminal: int = 9) -> tuple[Payment, bool]:
+    return Payment(tid, 100 + tid, terminal, 10.0, T0 + round(days * DAY_US)), fraud
+
+
+def terminal_both_ways(history: list[tuple[Payment, bool]]) -> dict[int, tuple[float, ...]]:
+    """Per transaction id, the three, online (labels known) and offline checked equal."""
+    from training.fraud_data import add_features
+
+    index = HistoryIndex()
+    for payment, fraud in history:
+        index.add(payment, fraud)
+    online = {}
+    for payment, _ in history:
+        windows = index.windows(payment)
+        online[payment.transaction_id] = (
+            *windows.terminal_known_fraud_ages,
+            windows.terminal_risk_last_known,
+        )
+    payments = [p for p, _ in history]
+    frame = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [p.transaction_id for p in payments],
+            "TX_DATETIME": [START + timedelta(microseconds=p.time_us - T0) for p in payments],
+            "CUSTOMER_ID": [p.customer_id for p in payments],
+            "TERMINAL_ID": [p.terminal_id for p in payments],
+            "TX_AMOUNT": [p.amount for p in payments],
+            "TX_FRAUD": [int(fraud) for _, fraud in history],
+        }
+    )
+    offline = {
+        int(row["TRANSACTION_ID"]): tuple(row[c] for c in KNOWN)
+        for _, row in add_features(frame).iterrows()
+    }
+    assert online == offline
+    return online
+
+
+def test_a_terminals_known_frauds_are_those_of_its_half_open_known_window() -> None:
+    features = terminal_both_ways(
+        [
+            at_terminal(1, True, -37),  # exactly 37 days before: out
+            at_terminal(2, True, -36.5),
+            at_terminal(3, False, -20),
+            at_terminal(4, True, -7),  # exactly 7 days before: known, in
+            at_terminal(5, True, -6.5),  # not known yet: out
+            at_terminal(10, False, 0),
+        ]
+    )
+    assert features[10] == (36.5, 7.0, 2 / 3)  # the last three known: 2 (F), 3, 4 (F)
+    assert features[1] == (0.0, 0.0, 0.0)  # the terminal's first payment: nothing known
+    assert features[3] == (17.0, 16.5, 1.0)  # 1 and 2, both known (over 7 days before)
+    assert features[4] == (30.0, 29.5, 2 / 3)  # from day -7, all three before are known
+
+
+def test_a_terminal_with_no_known_fraud_and_one_with_fewer_than_three_known() -> None:
+    features = terminal_both_ways(
+        [
+            at_terminal(1, False, -30, terminal=5),
+            at_terminal(2, False, -10, terminal=5),
+            at_terminal(3, False, 0, terminal=5),
+            at_terminal(4, True, -12, terminal=6),
+            at_terminal(5, False, 0, terminal=6),
+        ]
+    )
+    assert features[3] == (0.0, 0.0, 0.0)
+    assert features[5] == (12.0, 12.0, 1.0)  # one known payment, a fraud
+
+
+def test_a_terminals_payments_of_one_instant_are_in_transaction_id_order() -> None:
+    history = [at_terminal(1, True, -20)]
+    # Recorded out of order; by id, 30 is the fraud and 31 to 33 the last three.
+    history += [at_terminal(tid, tid == 30, -10) for tid in (33, 30, 32, 31)]
+    features = terminal_both_ways([*history, at_terminal(40, False, 0)])
+    assert features[40] == (20.0, 10.0, 0.0)

@@ -85,8 +85,14 @@ async def test_replayed_windows_equal_the_offline_features(
         ("CUSTOMER_ID_AMOUNT_OVER_MEAN_30DAY_WINDOW",
          [w.customer_amount_over_mean for w in online]),
         ("CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW", [w.customer_nb_high_amount for w in online]),
+        ("TERMINAL_ID_FIRST_KNOWN_FRAUD_AGE_30DAY_WINDOW",
+         [w.terminal_known_fraud_ages[0] for w in online]),
+        ("TERMINAL_ID_LAST_KNOWN_FRAUD_AGE_30DAY_WINDOW",
+         [w.terminal_known_fraud_ages[1] for w in online]),
+        ("TERMINAL_ID_RISK_LAST_3_KNOWN", [w.terminal_risk_last_known for w in online]),
     ]:  # fmt: skip
         expected = offline[column].to_numpy()[checked]
         got = np.array(values, dtype=np.float64)[checked.to_numpy()]
         np.testing.assert_array_equal(got, expected, err_msg=column)
     assert (offline["CUSTOMER_ID_NB_HIGH_AMOUNT_14DAY_WINDOW"][checked] > 0).sum() > 100
+    assert (offline["TERMINAL_ID_FIRST_KNOWN_FRAUD_AGE_30DAY_WINDOW"][checked] > 0).sum() > 100

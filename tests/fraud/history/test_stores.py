@@ -153,7 +153,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
 ) -> None:
     """Ties at one instant, int and string ids, late payments, labels corrected."""
     store = await new_store()
-    highs = 0
+    highs = known_frauds = 0
     reference = HistoryIndex()
     rng = random.Random(16)
     ids: list[int | str] = []
@@ -173,6 +173,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
         for payment, result in zip(payments, recorded, strict=True):
             assert_same(result.windows, reference.windows(payment))
             highs += result.windows.customer_nb_high_amount > 0
+            known_frauds += result.windows.terminal_known_fraud_ages[0] > 0
         labels = [(rng.choice(ids), rng.random() < 0.3) for _ in range(rng.randint(0, 5))]
         await store.label(labels)
         for transaction_id, fraud in labels:
@@ -181,6 +182,7 @@ async def test_every_window_equals_the_reference_on_a_random_history(
             await store.close()
             store = await new_store()
     assert highs > 10  # the high amounts were exercised, not only their absence
+    assert known_frauds > 10  # and the terminals' known frauds
 
 
 def assert_same(served: Windows, expected: Windows) -> None:
@@ -191,6 +193,8 @@ def assert_same(served: Windows, expected: Windows) -> None:
     # Summed in the same order everywhere: equal to the last bit.
     assert served.customer_amount_over_mean == expected.customer_amount_over_mean
     assert served.customer_nb_high_amount == expected.customer_nb_high_amount
+    assert served.terminal_known_fraud_ages == expected.terminal_known_fraud_ages
+    assert served.terminal_risk_last_known == expected.terminal_risk_last_known
 
 
 async def test_concurrent_requests_are_written_together_and_fail_alone(
@@ -258,3 +262,29 @@ async def test_the_history_features_at_their_edges(new_store: StoreFactory) -> N
     assert features[2] == (1e6, 0) and features[4] == (1.0, 0)
     assert features[13] == (9.0, 0) and features[14] == (5.0 / 30.0, 0)
     assert features[24] == (10.0, 0) and features[25] == (7.0 / 28.0, 1)
+
+
+async def test_the_terminals_known_frauds_at_their_edges(new_store: StoreFactory) -> None:
+    """Labels sent after the payments, windows' edges and one instant's ties, by hand."""
+    store = await new_store()
+    day = DAY_US
+    earlier = [
+        Payment(1, 1, 4, 5.0, T0 - 37 * day),  # exactly 37 days before: out
+        Payment(2, 2, 4, 5.0, T0 - 36 * day),
+        *(Payment(tid, 3, 4, 5.0, T0 - 10 * day) for tid in (33, 30, 32, 31)),  # one instant
+        Payment(5, 5, 4, 5.0, T0 - 7 * day),  # exactly 7 days before: known
+        Payment(6, 6, 4, 5.0, T0 - 6 * day),  # not known yet
+    ]
+    await store.record(earlier)
+    assert await store.label([(1, True), (2, True), (30, True), (6, True)]) == ["applied"] * 4
+    (scored,) = await store.record([Payment(9, 9, 4, 5.0, T0)])
+    # Known: 2 (fraud), 30 (fraud), 31, 32, 33, 5; the last three 32, 33, 5: no fraud.
+    assert scored.windows.terminal_known_fraud_ages == (36.0, 10.0)
+    assert scored.windows.terminal_risk_last_known == 0.0
+    await store.label([(5, True)])
+    (again,) = await store.record([Payment(10, 9, 4, 5.0, T0)])
+    assert again.windows.terminal_known_fraud_ages == (36.0, 7.0)
+    assert again.windows.terminal_risk_last_known == 1 / 3
+    (elsewhere,) = await store.record([Payment(11, 9, 8, 5.0, T0)])  # a new terminal
+    assert elsewhere.windows.terminal_known_fraud_ages == (0.0, 0.0)
+    assert elsewhere.windows.terminal_risk_last_known == 0.0
