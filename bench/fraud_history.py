@@ -159,7 +159,7 @@ def measure(
             "order": "every row once per round, back to back; reversed every other round",
             "redis": "redis-server from the distribution, appendonly yes, appendfsync everysec",
             "payments": "real dataset rows (card, terminal, amount) moved into the 3 days after "
-            "its last, microseconds apart; "
+            "its last, each body sent again 8 hours after its previous send; "
             "every request's ids new",
             "history_loaded": loaded,
         },
