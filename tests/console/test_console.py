@@ -9,6 +9,7 @@ With DEEPSERVE_SCREENSHOTS=<folder>, each page's screenshot is saved there
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.fraud.features import ALL_FEATURES
+from tests.conftest import REPO_ROOT
 from tests.server import running_server
 
 playwright_api = pytest.importorskip(
@@ -160,7 +163,7 @@ def test_a_payment_is_scored_with_its_reasons_in_words(page: Any, server: str) -
     assert page.inner_text("#payment-decision") in ("review", "decline")
     assert "times card 31's 30-day average" in page.inner_text("#payment-reasons")
     # Every feature the history computes, the benchmark's 15 and its own 2.
-    assert len(page.query_selector_all("#payment-features tbody tr")) == 17
+    assert len(page.query_selector_all("#payment-features tbody tr")) == len(ALL_FEATURES)
     page.wait_for_selector("#payment-history td")
     assert "2000.00" in page.inner_text("#payment-history")
     screenshot(page, "transactions")
@@ -205,8 +208,13 @@ def test_the_models_page_shows_versions_and_states(page: Any) -> None:
     assert "fraud" in text and "cifar10" in text and "ready" in text
     assert "test_auc_roc" in text  # metrics from the card
     # The committed fraud model: the newest on the history's set, an older one on the 15.
-    assert "serving version 8" in text and "version 7 where clients send the features" in text
-    assert "history-17" in text and "benchmark-15" in text
+    newest = max(
+        int(v.name) for v in (REPO_ROOT / "models" / "fraud").iterdir() if v.name.isdigit()
+    )
+    card = json.loads((REPO_ROOT / "models" / "fraud" / str(newest) / "model.json").read_text())
+    assert f"serving version {newest}" in text
+    assert "version 7 where clients send the features" in text
+    assert card["tabular"]["feature_set"] in text and "benchmark-15" in text
     assert page.query_selector("button:text('Unload version 7')") is not None  # admin
     screenshot(page, "models")
 
