@@ -129,7 +129,7 @@ MIN_BIN_WIDTH = 1e-4  # of an input's range: edges closer than this are one edge
 
 
 class PiecewiseLinearEncoding(nn.Module):
-    """Each input -> one value in [0, 1] per quantile bin: how far it has come through that bin
+    """Each input -> one value in [0, 1] per bin: how far it has come through that bin
     (Gorishniy et al., 2022, "On Embeddings for Numerical Features in Tabular Deep Learning").
     It lets an MLP place sharp steps where a tree would split; edges come from training data."""
 

@@ -28,10 +28,10 @@ from app.fraud.features import (
     TERMINAL_HISTORY_FEATURES,
     WINDOWS_DAYS,
 )
+from app.fraud.history.records import DAY_US
 
 CACHE_DIR = Path.home() / ".cache" / "deepserve" / "features"
 FEATURES_VERSION = 6  # part of the cache key: bump when the feature code changes
-DAY_MICROSECONDS = 86_400_000_000
 COLUMNS = ["TRANSACTION_ID", "TX_DATETIME", "CUSTOMER_ID", "TERMINAL_ID", "TX_AMOUNT", "TX_FRAUD"]
 
 
@@ -195,7 +195,7 @@ class _Windows:
             row = frauds[np.clip(at, 0, max(len(frauds) - 1, 0))] if len(frauds) else start
             found &= (row >= start) & (row < stop)
             micros = (seconds - seconds[row]) * 1_000_000
-            ages.append(np.where(found, micros / DAY_MICROSECONDS, 0.0))
+            ages.append(np.where(found, micros / DAY_US, 0.0))
         cumulative = np.concatenate([[0], np.cumsum(labels)])
         recent = np.minimum(stop - start, RECENT_KNOWN)
         share = (cumulative[stop] - cumulative[stop - recent]) / np.maximum(recent, 1)
