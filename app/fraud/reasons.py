@@ -13,12 +13,14 @@ from app.fraud.features import (
     HIGH_AMOUNT_DAYS,
     MEAN_AMOUNT_DAYS,
     RECENT_KNOWN,
+    TERMINAL_HISTORY_FEATURES,
 )
 from app.model_card import ModelCard
 
 ReasonsMode = Literal["flagged", "always", "never"]
 DEFAULT_COUNT = 3
 _SPAN = {1: "day", 7: "week", 30: "30 days"}
+_KNOWN_FRAUDS = frozenset(f.column for f in TERMINAL_HISTORY_FEATURES)
 
 
 def _code(feature: str) -> str:
@@ -94,7 +96,7 @@ def sentence(feature: str, v: Mapping[str, float], card: Any, terminal: Any) -> 
     """One feature's value in words, against what it is compared with."""
     this_card = "this card" if card is None else f"card {card}"
     this_terminal = "this terminal" if terminal is None else f"terminal {terminal}"
-    if feature.startswith("TERMINAL_ID_") and "KNOWN" in feature:
+    if feature in _KNOWN_FRAUDS:
         return _known_frauds(feature, v[feature], this_terminal)
     average_30 = v["CUSTOMER_ID_AVG_AMOUNT_30DAY_WINDOW"]
     payments_30 = v["CUSTOMER_ID_NB_TX_30DAY_WINDOW"]

@@ -28,11 +28,26 @@ def pay(tid: int, customer: int, amount: float, days: float) -> Payment:
     return Payment(tid, customer, 9, amount, T0 + round(days * DAY_US))
 
 
+def offline_features(history: list[Payment], frauds: list[bool]) -> pd.DataFrame:
+    """`training/`'s features of these payments, with these labels."""
+    from training.fraud_data import add_features
+
+    frame = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [p.transaction_id for p in history],
+            "TX_DATETIME": [START + timedelta(microseconds=p.time_us - T0) for p in history],
+            "CUSTOMER_ID": [p.customer_id for p in history],
+            "TERMINAL_ID": [p.terminal_id for p in history],
+            "TX_AMOUNT": [p.amount for p in history],
+            "TX_FRAUD": [int(fraud) for fraud in frauds],
+        }
+    )
+    return add_features(frame)
+
+
 def both_ways(history: list[Payment]) -> dict[int, tuple[float, float]]:
     """Per transaction id: (amount over mean, high amounts), online and offline checked
     equal."""
-    from training.fraud_data import add_features
-
     index = HistoryIndex()
     for payment in history:
         index.add(payment)
@@ -41,19 +56,9 @@ def both_ways(history: list[Payment]) -> dict[int, tuple[float, float]]:
         for p in history
         for w in [index.windows(p)]
     }
-    frame = pd.DataFrame(
-        {
-            "TRANSACTION_ID": [p.transaction_id for p in history],
-            "TX_DATETIME": [START + timedelta(microseconds=p.time_us - T0) for p in history],
-            "CUSTOMER_ID": [p.customer_id for p in history],
-            "TERMINAL_ID": [p.terminal_id for p in history],
-            "TX_AMOUNT": [p.amount for p in history],
-            "TX_FRAUD": [0] * len(history),
-        }
-    )
     offline = {
         int(row.TRANSACTION_ID): (getattr(row, OVER_MEAN), getattr(row, HIGH))
-        for row in add_features(frame).itertuples()
+        for row in offline_features(history, [False] * len(history)).itertuples()
     }
     assert online == offline
     return online
@@ -117,8 +122,6 @@ def at_terminal(tid: int, fraud: bool, days: float, terminal: int = 9) -> tuple[
 
 def terminal_both_ways(history: list[tuple[Payment, bool]]) -> dict[int, tuple[float, ...]]:
     """Per transaction id, the three, online (labels known) and offline checked equal."""
-    from training.fraud_data import add_features
-
     index = HistoryIndex()
     for payment, fraud in history:
         index.add(payment, fraud)
@@ -129,20 +132,9 @@ def terminal_both_ways(history: list[tuple[Payment, bool]]) -> dict[int, tuple[f
             *windows.terminal_known_fraud_ages,
             windows.terminal_risk_last_known,
         )
-    payments = [p for p, _ in history]
-    frame = pd.DataFrame(
-        {
-            "TRANSACTION_ID": [p.transaction_id for p in payments],
-            "TX_DATETIME": [START + timedelta(microseconds=p.time_us - T0) for p in payments],
-            "CUSTOMER_ID": [p.customer_id for p in payments],
-            "TERMINAL_ID": [p.terminal_id for p in payments],
-            "TX_AMOUNT": [p.amount for p in payments],
-            "TX_FRAUD": [int(fraud) for _, fraud in history],
-        }
-    )
+    frame = offline_features([p for p, _ in history], [fraud for _, fraud in history])
     offline = {
-        int(row["TRANSACTION_ID"]): tuple(row[c] for c in KNOWN)
-        for _, row in add_features(frame).iterrows()
+        int(row["TRANSACTION_ID"]): tuple(row[c] for c in KNOWN) for _, row in frame.iterrows()
     }
     assert online == offline
     return online
