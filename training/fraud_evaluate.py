@@ -3,7 +3,8 @@
 Four prequential folds; on each, our MLP and two scikit-learn baselines (logistic regression
 and gradient-boosted trees) train on the same week and are scored on the same test week,
 once per feature set (the benchmark's 15, and those with what the history adds). The
-published reference results, all on the 15, are printed beside ours.
+published reference results, all on the 15, are printed beside ours, and so are the bounds
+of `training.fraud_bounds` where the data names each fraud's pattern.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from tqdm import tqdm
 
 from app.fraud.features import FEATURE_SETS
 from training.fraud import FraudConfig, fit, predict_scores
+from training.fraud_bounds import (
+    BOUNDS,
+    auc_by_announcement,
+    bound_scores,
+    read_scenarios,
+    unannounced,
+)
 from training.fraud_data import feature_matrix, load_transactions, split_window
 from training.fraud_metrics import fraud_metrics
 from training.run_dirs import new_run_dir
@@ -86,13 +94,26 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
         scorers |= {"logistic regression": _logistic, "gradient-boosted trees": _boosted}
 
     frame = load_transactions(cfg.data)
+    scenarios = read_scenarios(cfg.data)
     results: dict[str, dict[str, list[float]]] = {
         f"ours: {name}, {feature_set}": {m: [] for m in METRICS}
         for name in scorers
         for feature_set in cfg.feature_sets
     }
+    if scenarios is not None:
+        results |= {label: {m: [] for m in METRICS} for label in BOUNDS.values()}
+    unannounced_shares = []
+    by_announcement: dict[str, dict[str, list[float]]] = {
+        name: {"knowable": [], "unannounced": []} for name in results if name.startswith("ours")
+    }
     for start in tqdm(cfg.folds, desc="folds"):
         window = split_window(frame, start, cfg.train_days, cfg.delay_days, cfg.test_days)
+        if scenarios is not None:
+            for bound, scores in bound_scores(window.test, scenarios, cfg.seed).items():
+                for metric, value in fraud_metrics(window.test, scores).items():
+                    results[BOUNDS[bound]][metric].append(value)
+            frauds = window.test["TX_FRAUD"].sum()
+            unannounced_shares.append(unannounced(window.test, scenarios).sum() / frauds)
         y = window.train["TX_FRAUD"].to_numpy(np.float32)
         for feature_set in cfg.feature_sets:
             columns = FEATURE_SETS[feature_set]
@@ -100,10 +121,21 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
             x_test = feature_matrix(window.test, columns)
             for name, scorer in scorers.items():
                 scores = scorer(x, y, x_test, _with_set(cfg, feature_set))
+                label = f"ours: {name}, {feature_set}"
                 for metric, value in fraud_metrics(window.test, scores).items():
-                    results[f"ours: {name}, {feature_set}"][metric].append(value)
+                    results[label][metric].append(value)
+                if scenarios is not None:
+                    split = auc_by_announcement(window.test, scenarios, scores)
+                    for part, value in split.items():
+                        by_announcement[label][part].append(value)
 
     table = format_table(results) + "\n\n" + format_folds(results, cfg.folds)
+    if unannounced_shares:
+        shares = ", ".join(f"{share:.1%}" for share in unannounced_shares)
+        table += (
+            f"\n\nUnannounced frauds, by fold: {shares} of the test weeks' frauds.\n\n"
+            + format_by_announcement(by_announcement, cfg.folds)
+        )
     print(table)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     (run_dir / "results.md").write_text(table + "\n")
@@ -116,7 +148,8 @@ def format_table(results: dict[str, dict[str, list[float]]]) -> str:
     lines = ["| model | AUC ROC | AP | CP@100 |", "| --- | --- | --- | --- |"]
     for name, values in results.items():
         cells = [f"{np.mean(values[m]):.3f} ± {np.std(values[m]):.3f}" for m in METRICS]
-        lines.append(f"| **{name}** | " + " | ".join(cells) + " |")
+        shown = f"**{name}**" if name.startswith("ours") else name
+        lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     for name, published in PUBLISHED.items():
         cells = [f"{mean:.3f} ± {std:.2f}" for mean, std in published]
         lines.append(f"| published: {name} | " + " | ".join(cells) + " |")
@@ -134,6 +167,19 @@ def format_folds(results: dict[str, dict[str, list[float]]], folds: list[str]) -
     return "\n".join(lines)
 
 
+def format_by_announcement(split: dict[str, dict[str, list[float]]], folds: list[str]) -> str:
+    """Each model's AUC ROC per fold on the knowable frauds and on the unannounced ones."""
+    header = " | ".join(f"fold {start}" for start in folds)
+    lines = [
+        f"| AUC ROC against the genuine payments | frauds | {header} |",
+        "| --- | --- |" + " --- |" * len(folds),
+    ]
+    for name, parts in split.items():
+        for part, values in parts.items():
+            lines.append(f"| {name} | {part} | " + " | ".join(f"{v:.4f}" for v in values) + " |")
+    return "\n".join(lines)
+
+
 def _plot(results: dict[str, dict[str, list[float]]], path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     names = list(results) + [f"published: {n}" for n in PUBLISHED]
@@ -142,7 +188,8 @@ def _plot(results: dict[str, dict[str, list[float]]], path: Path) -> None:
         stds = [np.std(results[n][metric]) for n in results]
         means += [published[index][0] for published in PUBLISHED.values()]
         stds += [published[index][1] for published in PUBLISHED.values()]
-        colours = ["tab:blue"] * len(results) + ["tab:gray"] * len(PUBLISHED)
+        colours = ["tab:blue" if n.startswith("ours") else "tab:green" for n in results]
+        colours += ["tab:gray"] * len(PUBLISHED)
         ax.barh(names, means, xerr=stds, color=colours)
         ax.set(title=metric, xlim=(min(means) * 0.9, max(means) * 1.03))
         ax.invert_yaxis()

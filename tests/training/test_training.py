@@ -34,6 +34,13 @@ from training.fraud import (
     choose_thresholds,
     train_fraud,
 )
+from training.fraud_bounds import (
+    BOUNDS,
+    FIRST_KNOWN_FRAUD_AGE,
+    auc_by_announcement,
+    bound_scores,
+    unannounced,
+)
 from training.fraud_data import add_features, feature_matrix, load_transactions, split_window
 from training.fraud_evaluate import FraudEvaluationConfig, evaluate_fraud
 from training.fraud_metrics import card_precision_top_k
@@ -426,15 +433,46 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_
         f"ours: {model}, {feature_set}"
         for model in ("MLP", "logistic regression", "gradient-boosted trees")
         for feature_set in ("benchmark-15", "history-20")
-    }
+    } | set(BOUNDS.values())
     for metrics in results.values():
         assert all(len(values) == 2 for values in metrics.values())
+    # No fraud of this data is a terminal's (its pattern is 0): both bounds rank every one
+    # first.
+    for bound in BOUNDS.values():
+        assert results[bound]["auc_roc"] == [1.0, 1.0]
+        assert results[bound]["average_precision"] == [1.0, 1.0]
     # Amounts above 220 are fraud: every model learns that, on either set.
     assert np.mean(results["ours: logistic regression, benchmark-15"]["auc_roc"]) > 0.8
     assert np.mean(results["ours: logistic regression, history-20"]["auc_roc"]) > 0.8
     table = (next((tmp_path / "runs").iterdir()) / "results.md").read_text()
     assert "published: XGBoost (tuned)" in table and "ours: MLP, history-20" in table
     assert "fold 2018-05-02" in table  # each fold's figures, not only the means
+    assert "Unannounced frauds, by fold: 0.0%, 0.0%" in table
+    assert "| ours: MLP, history-20 | knowable |" in table
+
+
+def test_unannounced_frauds_are_a_compromised_terminals_before_any_is_known() -> None:
+    test = pd.DataFrame(
+        {
+            "TRANSACTION_ID": [1, 2, 3, 4, 5],
+            "TX_FRAUD": [1, 1, 1, 0, 1],
+            FIRST_KNOWN_FRAUD_AGE: [0.0, 8.5, 0.0, 0.0, 0.0],
+        }
+    )
+    # 1: the terminal's pattern, nothing known there; 2: the same, a fraud known 8.5 days
+    # before; 3: an amount over 220; 4: genuine; 5: a compromised card.
+    scenarios = pd.Series([2, 2, 1, 0, 3], index=[1, 2, 3, 4, 5])
+    assert unannounced(test, scenarios).tolist() == [True, False, False, False, False]
+    scores = bound_scores(test, scenarios)
+    assert scores["perfect"].tolist()[:3] == [1.0, 1.0, 1.0] and scores["perfect"][4] == 1.0
+    assert scores["perfect"][3] < 0.5
+    # The knowable bound ranks the unannounced fraud among the genuine payments.
+    assert scores["knowable"][1:3].tolist() == [1.0, 1.0] and scores["knowable"][4] == 1.0
+    assert max(scores["knowable"][0], scores["knowable"][3]) < 0.5
+    # A scorer that ranks 2, 3 and 5 above 4 and 1 below it: perfect on the knowable frauds,
+    # wrong on the unannounced one.
+    split = auc_by_announcement(test, scenarios, np.array([0.1, 0.9, 0.8, 0.2, 0.7]))
+    assert split == {"knowable": 1.0, "unannounced": 0.0}
 
 
 def test_image_training_resumes_from_its_checkpoint(
