@@ -109,11 +109,11 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
     for start in tqdm(cfg.folds, desc="folds"):
         window = split_window(frame, start, cfg.train_days, cfg.delay_days, cfg.test_days)
         if scenarios is not None:
-            for bound, scores in bound_scores(window.test, scenarios, cfg.seed).items():
+            for bound, scores in bound_scores(window.test, frame, scenarios, cfg.seed).items():
                 for metric, value in fraud_metrics(window.test, scores).items():
                     results[BOUNDS[bound]][metric].append(value)
             frauds = window.test["TX_FRAUD"].sum()
-            unannounced_shares.append(unannounced(window.test, scenarios).sum() / frauds)
+            unannounced_shares.append(unannounced(window.test, frame, scenarios).sum() / frauds)
         y = window.train["TX_FRAUD"].to_numpy(np.float32)
         for feature_set in cfg.feature_sets:
             columns = FEATURE_SETS[feature_set]
@@ -125,7 +125,7 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
                 for metric, value in fraud_metrics(window.test, scores).items():
                     results[label][metric].append(value)
                 if scenarios is not None:
-                    split = auc_by_announcement(window.test, scenarios, scores)
+                    split = auc_by_announcement(window.test, frame, scenarios, scores)
                     for part, value in split.items():
                         by_announcement[label][part].append(value)
 

@@ -36,7 +36,6 @@ from training.fraud import (
 )
 from training.fraud_bounds import (
     BOUNDS,
-    FIRST_KNOWN_FRAUD_AGE,
     auc_by_announcement,
     bound_scores,
     unannounced,
@@ -452,26 +451,45 @@ def test_evaluation_runs_every_model_on_every_fold(tmp_path: Path, transactions_
 
 
 def test_unannounced_frauds_are_a_compromised_terminals_before_any_is_known() -> None:
-    test = pd.DataFrame(
-        {
-            "TRANSACTION_ID": [1, 2, 3, 4, 5],
-            "TX_FRAUD": [1, 1, 1, 0, 1],
-            FIRST_KNOWN_FRAUD_AGE: [0.0, 8.5, 0.0, 0.0, 0.0],
-        }
+    now, day = pd.Timestamp("2018-05-20 12:00"), pd.Timedelta(days=1)
+
+    def payments(rows: list[tuple[int, pd.Timestamp, int, int]]) -> pd.DataFrame:
+        return pd.DataFrame(
+            rows, columns=["TRANSACTION_ID", "TX_DATETIME", "TERMINAL_ID", "TX_FRAUD"]
+        )
+
+    # Test payments, all now, each at its own terminal:
+    # 1 the terminal's pattern, none of it known there; 2 the same, one of its frauds known
+    # (8 days before); 3 an amount over 220; 4 genuine; 5 a compromised card; 6 the
+    # terminal's pattern where another pattern's fraud is known and its own fraud of 6 days
+    # before is not yet; 7 and 8 the terminal's pattern with its earlier fraud exactly 37
+    # days before (out of the window) and exactly 7 days before (in it).
+    test = payments([(i, now, 10 + i, 0 if i == 4 else 1) for i in range(1, 9)])
+    earlier = payments(
+        [
+            (20, now - 8 * day, 12, 1),
+            (21, now - 8 * day, 16, 1),
+            (22, now - 6 * day, 16, 1),
+            (23, now - 37 * day, 17, 1),
+            (24, now - 7 * day, 18, 1),
+        ]
     )
-    # 1: the terminal's pattern, nothing known there; 2: the same, a fraud known 8.5 days
-    # before; 3: an amount over 220; 4: genuine; 5: a compromised card.
-    scenarios = pd.Series([2, 2, 1, 0, 3], index=[1, 2, 3, 4, 5])
-    assert unannounced(test, scenarios).tolist() == [True, False, False, False, False]
-    scores = bound_scores(test, scenarios)
-    assert scores["perfect"].tolist()[:3] == [1.0, 1.0, 1.0] and scores["perfect"][4] == 1.0
-    assert scores["perfect"][3] < 0.5
-    # The knowable bound ranks the unannounced fraud among the genuine payments.
-    assert scores["knowable"][1:3].tolist() == [1.0, 1.0] and scores["knowable"][4] == 1.0
-    assert max(scores["knowable"][0], scores["knowable"][3]) < 0.5
-    # A scorer that ranks 2, 3 and 5 above 4 and 1 below it: perfect on the knowable frauds,
-    # wrong on the unannounced one.
-    split = auc_by_announcement(test, scenarios, np.array([0.1, 0.9, 0.8, 0.2, 0.7]))
+    scenarios = pd.Series(
+        [2, 2, 1, 0, 3, 2, 2, 2, 2, 1, 2, 2, 2], index=[1, 2, 3, 4, 5, 6, 7, 8, 20, 21, 22, 23, 24]
+    )
+    history = pd.concat([earlier, test])
+    hidden = unannounced(test, history, scenarios)
+    assert hidden.tolist() == [True, False, False, False, False, True, True, False]
+    scores = bound_scores(test, history, scenarios)
+    fraud = test["TX_FRAUD"].to_numpy() == 1
+    assert (scores["perfect"][fraud] == 1.0).all() and scores["perfect"][3] < 0.5
+    # The knowable bound ranks the unannounced frauds among the genuine payments.
+    assert (scores["knowable"][fraud & ~hidden] == 1.0).all()
+    assert (scores["knowable"][hidden | ~fraud] < 0.5).all()
+    # A scorer that puts every knowable fraud above the genuine payment, and every
+    # unannounced one below it.
+    ranked = np.where(hidden, 0.1, np.where(fraud, 0.9, 0.5))
+    split = auc_by_announcement(test, history, scenarios, ranked)
     assert split == {"knowable": 1.0, "unannounced": 0.0}
 
 
