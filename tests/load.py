@@ -30,6 +30,7 @@ class Outcome:
 class Results:
     outcomes: list[Outcome] = field(default_factory=list)
     duration_s: float = 0.0
+    started: float = 0.0  # time.monotonic() when the run began
 
     def statuses(self) -> Counter[int | None]:
         return Counter(o.status for o in self.outcomes)
@@ -38,6 +39,18 @@ class Results:
         """Requests per second over the run, of one status or of all."""
         count = sum(1 for o in self.outcomes if status is None or o.status == status)
         return count / self.duration_s if self.duration_s else 0.0
+
+    def rate_after(self, offset_s: float, status: int | None = None) -> float:
+        """Requests per second sent from `offset_s` into the run to its end, of one status
+        or of all."""
+        since = self.started + offset_s
+        count = sum(
+            1
+            for o in self.outcomes
+            if o.started >= since and (status is None or o.status == status)
+        )
+        window = self.duration_s - offset_s
+        return count / window if window > 0 else 0.0
 
     def latency_quantile(self, q: float, status: int | None = None) -> float:
         latencies = sorted(
@@ -73,8 +86,8 @@ async def run_load(
     whose answer has status `stop_after_status` stops, as a load balancer stops sending to a
     backend that says it is shutting down.
     """
-    results = Results()
     started = time.monotonic()
+    results = Results(started=started)
     deadline = started + duration_s
     interval = concurrency / rate if rate else 0.0
 

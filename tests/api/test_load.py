@@ -22,6 +22,8 @@ from tests.server import running_server
 pytestmark = pytest.mark.anyio
 
 OVERLOAD_S = 30.0
+RECOVERY_GRACE_S = 1.0  # after the load drops, before the recovered rate is counted
+RECOVERY_S = 4.0  # long enough that a noisy second or two does not decide it
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
@@ -60,19 +62,23 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
         rss_after = rss_mb(pid)
         statuses = overload.statuses()
 
-        # Recovery: the same closed loop as the capacity probe, right after the load drops;
-        # then once more, settled, as its yardstick: whatever else runs on the machine may
-        # have changed in the 35 s since the capacity probe (CI shares it with other jobs).
-        recovery = await run_load(host, port, request, concurrency=4, duration_s=2)
-        settled = await run_load(host, port, request, concurrency=4, duration_s=2)
+        # Recovery: the same closed loop as the capacity probe, right after the load drops,
+        # its rate counted after a grace second; then once more, settled, as its
+        # yardstick: whatever else runs on the machine may have changed in the 35 s since
+        # the capacity probe (CI shares it with other jobs).
+        recovery = await run_load(
+            host, port, request, concurrency=4, duration_s=RECOVERY_GRACE_S + RECOVERY_S
+        )
+        settled = await run_load(host, port, request, concurrency=4, duration_s=RECOVERY_S)
 
     offered = overload.rate()
+    recovered = recovery.rate_after(RECOVERY_GRACE_S, 200)
     report = (
         f"batch {batch_s * 1000:.0f} ms, capacity {capacity:.0f}/s, offered {offered:.0f}/s, "
         f"statuses {dict(statuses)}, "
         f"served {overload.rate(200):.0f}/s, 503 p99 {overload.latency_quantile(0.99, 503):.3f}s "
         f"(under 50 ms: {sum(o.latency_s < 0.05 for o in overload.outcomes if o.status == 503)}), "
-        f"RSS {rss_before:.0f}->{rss_after:.0f} MB, recovered {recovery.rate(200):.0f}/s, "
+        f"RSS {rss_before:.0f}->{rss_after:.0f} MB, recovered {recovered:.0f}/s, "
         f"then {settled.rate(200):.0f}/s"
     )
     print(report)
@@ -89,15 +95,16 @@ async def test_ten_times_capacity_is_shed_quickly_and_service_recovers(tmp_path:
     prompt = sum(o.latency_s < 0.05 for o in refused)
     assert prompt <= 100 * (1 + OVERLOAD_S + 2), report
     # The service kept serving while refusing the excess (the generator shares the cores, so
-    # not at full speed), with bounded memory, and is back to full throughput within 2 s of the
-    # load dropping. "Full" is the slower of the rates before and 2 s after: other jobs on the
-    # machine may have started meanwhile, and a slow recovery slows neither of those two; a
-    # lasting loss would show as a settled rate far below the one before.
+    # not at full speed), with bounded memory, and is back to full throughput within a
+    # second of the load dropping (its rate over the 4 s after that). "Full" is the slower of
+    # the rates before and after: other jobs on the machine may have started meanwhile, and
+    # a slow recovery slows neither of those two; a lasting loss would show as a settled rate
+    # far below the one before.
     yardstick = min(capacity, settled.rate(200))
     assert overload.rate(200) >= 0.3 * yardstick, report
     assert rss_after - rss_before < 50, report
     assert set(recovery.statuses()) == {200}, report
-    assert recovery.rate(200) >= 0.8 * yardstick, report
+    assert recovered >= 0.8 * yardstick, report
     assert settled.rate(200) >= 0.4 * capacity, report
 
 
