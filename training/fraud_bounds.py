@@ -72,27 +72,24 @@ def unannounced(test: pd.DataFrame, history: pd.DataFrame, scenarios: pd.Series)
     return hidden
 
 
-def bound_scores(
-    test: pd.DataFrame, history: pd.DataFrame, scenarios: pd.Series, seed: int = 0
-) -> dict[str, np.ndarray]:
-    """The two bounding scorers' scores (`BOUNDS`) for a test week: 1 for the frauds each
-    ranks first, the rest in one random order below them."""
+def bound_scores(test: pd.DataFrame, hidden: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """The two bounding scorers' scores (`BOUNDS`) for a test week whose unannounced frauds
+    are `hidden`: 1 for the frauds each ranks first, the rest in one random order below."""
     fraud = test["TX_FRAUD"].to_numpy() == 1
     rest = np.random.default_rng(seed).random(len(test)) / 2
     return {
         "perfect": np.where(fraud, 1.0, rest),
-        "knowable": np.where(fraud & ~unannounced(test, history, scenarios), 1.0, rest),
+        "knowable": np.where(fraud & ~hidden, 1.0, rest),
     }
 
 
 def auc_by_announcement(
-    test: pd.DataFrame, history: pd.DataFrame, scenarios: pd.Series, scores: np.ndarray
+    test: pd.DataFrame, hidden: np.ndarray, scores: np.ndarray
 ) -> dict[str, float]:
-    """A scorer's AUC ROC on the knowable frauds and on the unannounced ones, each against
-    every genuine payment: where it can still gain, and where only luck moves it (about
-    0.5 for any scorer)."""
+    """A scorer's AUC ROC on the knowable frauds and on the unannounced ones (`hidden`),
+    each against every genuine payment: where it can still gain, and where only luck moves
+    it (about 0.5 for any scorer)."""
     fraud = test["TX_FRAUD"].to_numpy() == 1
-    hidden = unannounced(test, history, scenarios)
     split = {}
     for name, frauds in (("knowable", fraud & ~hidden), ("unannounced", hidden)):
         rows = frauds | ~fraud

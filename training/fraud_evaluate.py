@@ -108,12 +108,12 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
     }
     for start in tqdm(cfg.folds, desc="folds"):
         window = split_window(frame, start, cfg.train_days, cfg.delay_days, cfg.test_days)
-        if scenarios is not None:
-            for bound, scores in bound_scores(window.test, frame, scenarios, cfg.seed).items():
+        hidden = unannounced(window.test, frame, scenarios) if scenarios is not None else None
+        if hidden is not None:
+            for bound, scores in bound_scores(window.test, hidden, cfg.seed).items():
                 for metric, value in fraud_metrics(window.test, scores).items():
                     results[BOUNDS[bound]][metric].append(value)
-            frauds = window.test["TX_FRAUD"].sum()
-            unannounced_shares.append(unannounced(window.test, frame, scenarios).sum() / frauds)
+            unannounced_shares.append(hidden.sum() / window.test["TX_FRAUD"].sum())
         y = window.train["TX_FRAUD"].to_numpy(np.float32)
         for feature_set in cfg.feature_sets:
             columns = FEATURE_SETS[feature_set]
@@ -124,8 +124,8 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
                 label = f"ours: {name}, {feature_set}"
                 for metric, value in fraud_metrics(window.test, scores).items():
                     results[label][metric].append(value)
-                if scenarios is not None:
-                    split = auc_by_announcement(window.test, frame, scenarios, scores)
+                if hidden is not None:
+                    split = auc_by_announcement(window.test, hidden, scores)
                     for part, value in split.items():
                         by_announcement[label][part].append(value)
 

@@ -480,7 +480,7 @@ def test_unannounced_frauds_are_a_compromised_terminals_before_any_is_known() ->
     history = pd.concat([earlier, test])
     hidden = unannounced(test, history, scenarios)
     assert hidden.tolist() == [True, False, False, False, False, True, True, False]
-    scores = bound_scores(test, history, scenarios)
+    scores = bound_scores(test, hidden)
     fraud = test["TX_FRAUD"].to_numpy() == 1
     assert (scores["perfect"][fraud] == 1.0).all() and scores["perfect"][3] < 0.5
     # The knowable bound ranks the unannounced frauds among the genuine payments.
@@ -489,7 +489,7 @@ def test_unannounced_frauds_are_a_compromised_terminals_before_any_is_known() ->
     # A scorer that puts every knowable fraud above the genuine payment, and every
     # unannounced one below it.
     ranked = np.where(hidden, 0.1, np.where(fraud, 0.9, 0.5))
-    split = auc_by_announcement(test, history, scenarios, ranked)
+    split = auc_by_announcement(test, hidden, ranked)
     assert split == {"knowable": 1.0, "unannounced": 0.0}
 
 
