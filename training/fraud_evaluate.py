@@ -40,6 +40,7 @@ from training.run_dirs import new_run_dir
 
 FOLD_STARTS = ["2018-07-25", "2018-08-01", "2018-08-08", "2018-08-15"]
 METRICS = ("auc_roc", "average_precision", "card_precision_top_100")
+OURS = "ours: "  # how our models' rows begin; the bounds' rows do not
 
 # The benchmark's published results (test folds, mean ± std), for the table.
 PUBLISHED = {
@@ -96,7 +97,7 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
     frame = load_transactions(cfg.data)
     scenarios = read_scenarios(cfg.data)
     results: dict[str, dict[str, list[float]]] = {
-        f"ours: {name}, {feature_set}": {m: [] for m in METRICS}
+        f"{OURS}{name}, {feature_set}": {m: [] for m in METRICS}
         for name in scorers
         for feature_set in cfg.feature_sets
     }
@@ -104,7 +105,7 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
         results |= {label: {m: [] for m in METRICS} for label in BOUNDS.values()}
     unannounced_shares = []
     by_announcement: dict[str, dict[str, list[float]]] = {
-        name: {"knowable": [], "unannounced": []} for name in results if name.startswith("ours")
+        name: {"knowable": [], "unannounced": []} for name in results if name.startswith(OURS)
     }
     for start in tqdm(cfg.folds, desc="folds"):
         window = split_window(frame, start, cfg.train_days, cfg.delay_days, cfg.test_days)
@@ -121,7 +122,7 @@ def evaluate_fraud(cfg: FraudEvaluationConfig) -> dict[str, dict[str, list[float
             x_test = feature_matrix(window.test, columns)
             for name, scorer in scorers.items():
                 scores = scorer(x, y, x_test, _with_set(cfg, feature_set))
-                label = f"ours: {name}, {feature_set}"
+                label = f"{OURS}{name}, {feature_set}"
                 for metric, value in fraud_metrics(window.test, scores).items():
                     results[label][metric].append(value)
                 if hidden is not None:
@@ -148,7 +149,7 @@ def format_table(results: dict[str, dict[str, list[float]]]) -> str:
     lines = ["| model | AUC ROC | AP | CP@100 |", "| --- | --- | --- | --- |"]
     for name, values in results.items():
         cells = [f"{np.mean(values[m]):.3f} ± {np.std(values[m]):.3f}" for m in METRICS]
-        shown = f"**{name}**" if name.startswith("ours") else name
+        shown = f"**{name}**" if name.startswith(OURS) else name
         lines.append(f"| {shown} | " + " | ".join(cells) + " |")
     for name, published in PUBLISHED.items():
         cells = [f"{mean:.3f} ± {std:.2f}" for mean, std in published]
@@ -188,7 +189,7 @@ def _plot(results: dict[str, dict[str, list[float]]], path: Path) -> None:
         stds = [np.std(results[n][metric]) for n in results]
         means += [published[index][0] for published in PUBLISHED.values()]
         stds += [published[index][1] for published in PUBLISHED.values()]
-        colours = ["tab:blue" if n.startswith("ours") else "tab:green" for n in results]
+        colours = ["tab:blue" if n.startswith(OURS) else "tab:green" for n in results]
         colours += ["tab:gray"] * len(PUBLISHED)
         ax.barh(names, means, xerr=stds, color=colours)
         ax.set(title=metric, xlim=(min(means) * 0.9, max(means) * 1.03))

@@ -20,7 +20,8 @@ from app.model_card import ModelCard
 ReasonsMode = Literal["flagged", "always", "never"]
 DEFAULT_COUNT = 3
 _SPAN = {1: "day", 7: "week", 30: "30 days"}
-_KNOWN_FRAUDS = frozenset(f.column for f in TERMINAL_HISTORY_FEATURES)
+_FIRST_KNOWN, _LAST_KNOWN, _RISK_LAST_KNOWN = (f.column for f in TERMINAL_HISTORY_FEATURES)
+_KNOWN_FRAUDS = frozenset((_FIRST_KNOWN, _LAST_KNOWN, _RISK_LAST_KNOWN))
 
 
 def _code(feature: str) -> str:
@@ -178,12 +179,12 @@ def _high_amounts(count: float, v: Mapping[str, float], this_card: str) -> str:
 
 def _known_frauds(feature: str, value: float, this_terminal: str) -> str:
     """The terminal's known frauds (labels a week late) in words."""
-    if feature == f"TERMINAL_ID_RISK_LAST_{RECENT_KNOWN}_KNOWN":
+    if feature == _RISK_LAST_KNOWN:
         return (
             f"{this_terminal}: {value:.0%} of its latest known transactions (up to "
             f"{RECENT_KNOWN}, a week or more ago) were fraud"
         )
-    which = "first" if "_FIRST_" in feature else "latest"
+    which = "first" if feature == _FIRST_KNOWN else "latest"
     if value == 0:
         return f"{this_terminal}: no known fraud in the 30 known days before"
     return f"{this_terminal}: its {which} known fraud of the 30 known days was {value:.1f} days ago"
